@@ -1,0 +1,348 @@
+"""The worker protocol: the only language the TUI and the headless CLI speak to the engine.
+
+A training/generation worker runs in its own process (``engine.client.WorkerClient`` starts it with
+the ``spawn`` method). The caller sends **commands** into the worker's command queue and reads
+**events** from its event queue. Both are small frozen dataclasses defined here, picklable and
+convertible to JSON (``to_json``/``from_json``) so ``seqplay train --json`` can print the same stream.
+
+Rules of the protocol
+---------------------
+* Every event carries ``job``: the id of the training run or generation it belongs to. A caller drops
+  events whose ``job`` it no longer follows (a stale generation after a new one started).
+* Step metrics are batched: the worker sends ``StepMetrics`` holding every step since the last flush
+  (about ten flushes a second). No point is ever dropped; the caller decides how to downsample.
+* Errors the user can act on arrive as ``ErrorEvent(message=one line, fatal=...)``. A worker process
+  that dies (SIGKILL, out of memory) is reported by the client as ``ErrorEvent(fatal=True)``.
+* A training job ends with exactly one ``Finished`` event (reason: "done", "stopped", "time",
+  "error"); a generation ends with exactly one ``GenerationDone``.
+
+This module imports nothing heavy: the TUI imports it at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# --------------------------------------------------------------------------------------------------
+# Commands (caller -> worker)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: ClassVar[str] = "command"
+
+    def to_json(self) -> str:
+        return json.dumps({"command": self.kind, **dataclasses.asdict(self)})
+
+
+@dataclass(frozen=True)
+class StartTraining(Command):
+    """Start (or, with ``resume_from``, continue) a training job.
+
+    ``config`` is ``engine.config.TrainConfig.to_dict()``; ``resume_from`` is a run folder or checkpoint.
+    """
+
+    kind: ClassVar[str] = "start"
+    config: dict[str, Any] = field(default_factory=dict)
+    resume_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Pause(Command):
+    kind: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True)
+class Resume(Command):
+    kind: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True)
+class SingleStep(Command):
+    """While paused: run exactly one optimisation step, then stay paused."""
+
+    kind: ClassVar[str] = "step"
+
+
+@dataclass(frozen=True)
+class Stop(Command):
+    """End the job after the current step; a final checkpoint is written."""
+
+    kind: ClassVar[str] = "stop"
+    save: bool = True
+
+
+@dataclass(frozen=True)
+class SaveNow(Command):
+    kind: ClassVar[str] = "save"
+
+
+@dataclass(frozen=True)
+class SetLearningRate(Command):
+    """Takes effect on the next step; the schedule continues from the new base rate."""
+
+    kind: ClassVar[str] = "set_lr"
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class SampleNow(Command):
+    kind: ClassVar[str] = "sample"
+    prompt: str = ""
+    max_tokens: int = 200
+
+
+@dataclass(frozen=True)
+class Generate(Command):
+    """Stream tokens from a run or checkpoint (``source``), or from the job being trained (None).
+
+    ``settings`` is ``engine.sampling.SamplingSettings`` as a dict (temperature, top_k, top_p, ...).
+    ``forced`` optionally forces the next token ids (step mode: the user picked an alternative).
+    """
+
+    kind: ClassVar[str] = "generate"
+    gen_id: str = ""
+    prompt: str = ""
+    source: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int = 200
+    step_mode: bool = False
+
+
+@dataclass(frozen=True)
+class GenerateStep(Command):
+    """Step mode: emit one more token; ``choose`` forces that token id instead of sampling."""
+
+    kind: ClassVar[str] = "gen_step"
+    gen_id: str = ""
+    choose: int | None = None
+
+
+@dataclass(frozen=True)
+class CancelGeneration(Command):
+    kind: ClassVar[str] = "cancel_generation"
+    gen_id: str = ""
+
+
+@dataclass(frozen=True)
+class Shutdown(Command):
+    """Stop any job (saving a checkpoint) and end the worker process."""
+
+    kind: ClassVar[str] = "shutdown"
+
+
+# --------------------------------------------------------------------------------------------------
+# Events (worker -> caller)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    job: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=True)
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    """A training job is running: where its run folder is and what it trains."""
+
+    kind: ClassVar[str] = "started"
+    run_dir: str = ""
+    arch: str = ""
+    params: int = 0
+    device: str = ""
+    dtype: str = ""
+    train_tokens: int = 0
+    val_tokens: int = 0
+    vocab_size: int = 0
+    total_steps: int | None = None
+    time_budget: float | None = None
+    start_step: int = 0
+
+
+@dataclass(frozen=True)
+class StepPoint:
+    """One optimisation step. ``grad_norm`` is the global norm before clipping."""
+
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    elapsed: float
+    tokens_seen: int
+
+
+@dataclass(frozen=True)
+class StepMetrics(Event):
+    """All steps since the previous flush, oldest first."""
+
+    kind: ClassVar[str] = "steps"
+    points: tuple[StepPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvalMetrics(Event):
+    """Validation after ``step``: mean loss (nats/token), perplexity and bits per character."""
+
+    kind: ClassVar[str] = "eval"
+    step: int = 0
+    val_loss: float = float("nan")
+    val_ppl: float = float("nan")
+    val_bpc: float = float("nan")
+    train_loss: float | None = None
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class SampleText(Event):
+    """A sample from the model being trained. ``copied`` is the longest span found verbatim in the
+    training text (empty if none of at least ``copied_min`` characters)."""
+
+    kind: ClassVar[str] = "sample"
+    step: int = 0
+    prompt: str = ""
+    text: str = ""
+    copied: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointWritten(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int = 0
+    path: str = ""
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    """The job's state changed: "running", "paused" (``reason`` says why, e.g. NaN loss), "stopping"."""
+
+    kind: ClassVar[str] = "state"
+    state: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LogLine(Event):
+    kind: ClassVar[str] = "log"
+    level: str = "info"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    """Something went wrong; ``message`` is one line saying what and what to do."""
+
+    kind: ClassVar[str] = "error"
+    message: str = ""
+    fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    kind: ClassVar[str] = "finished"
+    step: int = 0
+    reason: str = "done"
+    best_val_loss: float | None = None
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
+class TokenAlternative:
+    token: int
+    text: str
+    prob: float
+
+
+@dataclass(frozen=True)
+class GeneratedToken(Event):
+    """One generated token: its probability after the logit processors (``prob``) and under the raw
+    model (``raw_prob``), the top alternatives after processing, and the entropy (nats) of the
+    processed distribution. ``job`` is the generation id."""
+
+    kind: ClassVar[str] = "token"
+    index: int = 0
+    token: int = 0
+    text: str = ""
+    prob: float = 0.0
+    raw_prob: float = 0.0
+    entropy: float = 0.0
+    top: tuple[TokenAlternative, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationDone(Event):
+    """``reason``: "max_tokens", "stop_string", "eot", "cancelled", "error"."""
+
+    kind: ClassVar[str] = "generation_done"
+    reason: str = "max_tokens"
+    text: str = ""
+    tokens_per_s: float = 0.0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        Started,
+        StepMetrics,
+        EvalMetrics,
+        SampleText,
+        CheckpointWritten,
+        StateChanged,
+        LogLine,
+        ErrorEvent,
+        Finished,
+        GeneratedToken,
+        GenerationDone,
+    )
+}
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.kind: cls
+    for cls in (
+        StartTraining,
+        Pause,
+        Resume,
+        SingleStep,
+        Stop,
+        SaveNow,
+        SetLearningRate,
+        SampleNow,
+        Generate,
+        GenerateStep,
+        CancelGeneration,
+        Shutdown,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from ``Event.to_dict()`` output (e.g. a line of metrics.jsonl)."""
+    data = dict(data)
+    cls = EVENT_TYPES[data.pop("event")]
+    if cls is StepMetrics:
+        data["points"] = tuple(StepPoint(**p) for p in data.get("points", ()))
+    if cls is GeneratedToken:
+        data["top"] = tuple(TokenAlternative(**t) for t in data.get("top", ()))
+    return cls(**data)
+
+
+def event_from_json(line: str) -> Event:
+    return event_from_dict(json.loads(line))
+
+
+def command_from_json(line: str) -> Command:
+    data = json.loads(line)
+    cls = COMMAND_TYPES[data.pop("command")]
+    return cls(**data)
