@@ -1,0 +1,200 @@
+"""Where and how training runs: device pick, precision, thread count, torch.compile, memory estimate.
+
+Every default here is a decision taken on purpose; the comments give the measurement behind it
+(machine: 2-core AMD EPYC VM with AVX-512 BF16, torch 2.13 CPU; see ``benchmarks/``).
+Imports torch lazily so ``engine.device.available_memory`` and ``estimate_training_memory`` stay
+usable before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+from typing import Any
+
+from engine.errors import ConfigError
+
+# Bytes kept aside for the interpreter, torch itself and the data when judging what fits in RAM.
+_RESERVE_BYTES = 600 * 2**20
+
+
+def pick_device(spec: str = "auto") -> str:
+    """``auto`` -> CUDA, then MPS, then CPU. An explicit device that is not there is refused."""
+    import torch
+
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} asked for but no CUDA GPU is available; use --device cpu or auto")
+        if ":" in spec:
+            index = spec.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise ConfigError(f"no GPU {spec!r}; this machine has {torch.cuda.device_count()} (cuda:0 ...)")
+        return spec
+    if spec == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise ConfigError("device 'mps' asked for but Apple MPS is not available; use --device cpu or auto")
+        return spec
+    if spec == "cpu":
+        return spec
+    raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def choose_threads(requested: int | None) -> int:
+    """Intra-op threads for the training process.
+
+    Default: every core this process may run on. Measured here (2 cores): 2 threads train the small
+    Transformer ~1.6x faster than 1; more threads than cores oversubscribe and lose 5-10x when
+    another busy thread shares the cores, so never more than the affinity mask allows.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if requested is None:
+        return max(1, cores)
+    if requested < 1:
+        raise ConfigError(f"threads must be at least 1, got {requested}")
+    return requested
+
+
+def choose_precision(requested: str, device: str, family: str) -> str:
+    """fp32 | bf16 | fp16 for autocast. ``auto`` picks the fast path per device and model family.
+
+    * CUDA: bf16 where the GPU supports it (Ampere+), else fp16 with a grad scaler -> we use fp32
+      instead of fp16 to keep resume exact and the loop simple.
+    * CPU: fp32. Measured on this machine (benchmarks/worker_overhead.py --precision, small models,
+      batch 32): bf16 autocast made the 4-layer width-128 Transformer step slower or at best equal
+      (the matmuls are too small for AVX-512 BF16 to pay for the casts), and the LSTM slower (its
+      fused CPU kernel has no bf16 fast path). So bf16 on CPU is opt-in (``--precision bf16``).
+    * MPS: fp32 (autocast support there is partial).
+    """
+    import torch
+
+    if requested != "auto":
+        if requested == "fp16" and device == "cpu":
+            raise ConfigError("fp16 is not supported for training on CPU; use --precision bf16 or fp32")
+        if requested == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU does not support bf16; use --precision fp32")
+        return requested
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported() and family != "count":
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: str, precision: str) -> Any:
+    """The autocast context for a forward pass (a no-op in fp32)."""
+    import torch
+
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def should_compile(requested: str, device: str, family: str) -> bool:
+    """Whether to wrap the model in torch.compile.
+
+    ``auto`` means no: on this CPU torch.compile costs 30-60 s of compilation before the first step,
+    more than a whole playground run, and recurrent models gain nothing (their time is inside one
+    fused kernel). ``on`` tries it and falls back to eager with a log line if it fails.
+    """
+    return requested == "on" and family != "count"
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes free for a new model on ``device``: MemAvailable (or MemFree) from /proc/meminfo for the
+    CPU, the CUDA allocator's free memory for a GPU; None when it cannot be known."""
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            free, _total = torch.cuda.mem_get_info(torch.device(device))
+            return int(free)
+        except Exception:  # noqa: BLE001 - unknown is a valid answer
+            return None
+    if device == "mps":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {line.split(":")[0]: line.split(":")[1] for line in fh if ":" in line}
+        field = info.get("MemAvailable") or info.get("MemFree")
+        if field is None:
+            return None
+        return int(field.strip().split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def estimate_training_memory(
+    params: int,
+    batch_size: int,
+    context: int,
+    width: int,
+    layers: int,
+    vocab_size: int,
+    optimizer: str = "adamw",
+    bytes_per_value: int = 4,
+    family: str = "attention",
+) -> int:
+    """A deliberately rough upper estimate (bytes) of what one training step needs.
+
+    params x bytes x (weights + grads + optimizer moments) + activations kept for backward: about
+    ``16 x width`` values per token per layer (attention/MLP/LSTM-gate intermediates) plus the logits,
+    their softmax and their gradient (3 x vocab per token).
+    """
+    moments = {"adamw": 2, "adam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 1}.get(optimizer, 2)
+    weights = params * bytes_per_value * (2 + moments)
+    if family == "count":
+        return weights
+    tokens = batch_size * context
+    per_token = 16 * width * max(1, layers) + 3 * vocab_size
+    if family == "attention" or family == "masked":
+        # attention scores and their softmax: heads are folded into the width factor; T x T per row
+        per_token += 2 * context * max(1, layers)
+    return int(weights + tokens * per_token * bytes_per_value)
+
+
+def check_fits(estimate: int, device: str, batch_size: int) -> None:
+    """Refuse (one-line ConfigError, with a batch size that fits) a run that would not fit in memory."""
+    free = available_memory(device)
+    if free is None:
+        return
+    budget = free - (_RESERVE_BYTES if device == "cpu" else 0)
+    if estimate <= budget:
+        return
+    fits = batch_size
+    while fits > 1 and estimate * fits / batch_size > budget:
+        fits //= 2
+    gib = 2**30
+    if estimate * fits / batch_size <= budget and fits < batch_size:
+        advice = f"use --batch-size {fits} (or a smaller --context/--width)"
+    else:
+        advice = "use a smaller --width/--layers/--context"
+    raise ConfigError(
+        f"this model and batch need about {estimate / gib:.1f} GiB but only {max(budget, 0) / gib:.1f} GiB "
+        f"is free on {device}; {advice}"
+    )
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for torch.OutOfMemoryError and the RuntimeErrors allocators raise when memory runs out."""
+    name = type(err).__name__
+    text = str(err).lower()
+    return name == "OutOfMemoryError" or isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def bits_per_char(loss_nats: float, n_tokens: int, n_chars: int) -> float:
+    """bits/char = loss (nats/token) x tokens / characters / ln 2: one scale for char, word and BPE."""
+    if n_chars <= 0 or not math.isfinite(loss_nats):
+        return float("nan")
+    return loss_nats * n_tokens / n_chars / math.log(2)
