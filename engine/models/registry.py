@@ -87,6 +87,29 @@ class RecurrentConfig(ModelConfig):
     nonlinearity: str = "tanh"  # rnn only: tanh | relu
     identity_init: bool = False  # rnn only: W_h = I (Le et al. 2015)
     context: int = 64  # truncated-BPTT length used by the trainer
+    cell: str = "lstm"  # rnn | ugrnn | gru | lstm (set by the registry entry)
+
+    def num_params(self) -> int:
+        gates = {"rnn": 1, "ugrnn": 2, "gru": 3, "lstm": 4}[self.cell]
+        biases = 1 if self.cell == "ugrnn" else 2  # torch's cells have b_ih and b_hh
+        n = self.vocab_size * self.embed
+        for i in range(self.layers):
+            inp = self.embed if i == 0 else self.width
+            n += gates * self.width * (inp + self.width) + biases * gates * self.width
+        n += self.vocab_size + (0 if self.tie_weights else self.width * self.vocab_size)
+        return n
+
+    def validate(self) -> RecurrentConfig:
+        super().validate()
+        if self.cell not in ("rnn", "ugrnn", "gru", "lstm"):
+            raise ConfigError(f"cell must be rnn, ugrnn, gru or lstm, got {self.cell!r}")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ConfigError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
+        if self.tie_weights and self.embed != self.width:
+            raise ConfigError(
+                f"tie_weights needs embed == width (got {self.embed} and {self.width}); set them equal or untie"
+            )
+        return self
 
 
 @dataclass
@@ -112,6 +135,15 @@ class TransformerConfig(ModelConfig):
     positions: str = "learned"  # learned | sinusoidal
     tie_weights: bool = True
     bias: bool = True
+
+    def num_params(self) -> int:
+        w, b = self.width, int(self.bias)
+        block = (w + w * b) * 2  # two LayerNorms
+        block += 3 * w * w + 3 * w * b + w * w + w * b  # qkv + output projection
+        block += 2 * self.mlp_ratio * w * w + self.mlp_ratio * w * b + w * b  # MLP
+        n = self.vocab_size * w + (self.context * w if self.positions == "learned" else 0)
+        n += self.layers * block + (w + w * b)  # blocks + final LayerNorm
+        return n + (0 if self.tie_weights else w * self.vocab_size)
 
     def validate(self) -> TransformerConfig:
         super().validate()
@@ -189,24 +221,28 @@ register(ArchInfo(
     "Elman RNN: one hidden state updated by a tanh or ReLU of the previous state and the input.",
     "h_t = f(W_h h_{t-1} + W_x x_t + b)",
     RecurrentConfig, "engine.models.recurrent:RNNLM", 2e-3,
+    {"cell": "rnn"},
 ))
 register(ArchInfo(
     "ugrnn", "recurrent", "lm",
     "Update-gate RNN: a single gate G mixes the old state with a tanh candidate R.",
     "R = tanh(W_hR h_{t-1} + W_xR x_t - B_R); G = sigma(W_hG h_{t-1} + W_xG x_t - B_G); h_t = G*h_{t-1} + (1-G)*R",
     RecurrentConfig, "engine.models.recurrent:UGRNNLM", 2e-3,
+    {"cell": "ugrnn"},
 ))
 register(ArchInfo(
     "gru", "recurrent", "lm",
     "Gated recurrent unit: reset and update gates around a tanh candidate state.",
     "r = sigma(W_r[x,h]); z = sigma(W_z[x,h]); n = tanh(W_n x + r*(U_n h)); h_t = (1-z)*n + z*h_{t-1}",
     RecurrentConfig, "engine.models.recurrent:GRULM", 2e-3,
+    {"cell": "gru"},
 ))
 register(ArchInfo(
     "lstm", "recurrent", "lm",
     "Long short-term memory: input, forget and output gates around an additive cell state.",
     "i,f,o = sigma(W[x,h]); g = tanh(W_g[x,h]); c_t = f*c_{t-1} + i*g; h_t = o*tanh(c_t)",
     RecurrentConfig, "engine.models.recurrent:LSTMLM", 2e-3,
+    {"cell": "lstm"},
 ))
 register(ArchInfo(
     "seq2seq", "seq2seq", "seq2seq",

@@ -1,0 +1,190 @@
+"""Decoder-only Transformer LM (GPT): pre-LayerNorm blocks of causal self-attention and an MLP.
+
+    x_0 = E[w_t] + P[t]                         token + position (learned or sinusoidal) embeddings
+    Attn(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V,  M_ij = -inf for j > i (causal), per head
+    x = x + W_o [Attn_1(LN(x)); ...; Attn_h(LN(x))]    multi-head self-attention, residual
+    x = x + W_2 GELU(W_1 LN(x))                  position-wise MLP, residual
+    P(w_{t+1} | w_{<=t}) = softmax(E LN(x_L)_t)  (head tied to the embedding when tie_weights)
+
+Attention runs through ``F.scaled_dot_product_attention``; with ``need_weights=True`` (or
+``model.capture_attention = True``) it is computed explicitly and kept in ``model.last_attention``
+(list per layer of (B, heads, Tq, Tk)). Generation carries a ``KVCache``: each new token costs one
+query against the cached keys/values; when the window is full the cache re-encodes the last half.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.errors import ConfigError
+from engine.models.base import SeqModel, lm_loss
+
+
+class KVCache:
+    """Per-layer keys/values (B, heads, max_context, head_dim) preallocated, the next position, and
+    the tokens seen (to re-encode the last half of the window when it fills up)."""
+
+    def __init__(self, k: list[Tensor], v: list[Tensor], tokens: Tensor, pos: int = 0):
+        self.k, self.v, self.tokens, self.pos = k, v, tokens, pos
+
+    @classmethod
+    def empty(cls, model: Transformer, batch_size: int, device, dtype) -> KVCache:
+        c = model.config
+        shape = (batch_size, c.heads, c.context, c.width // c.heads)
+        k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(c.layers)]
+        v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(c.layers)]
+        return cls(k, v, torch.zeros(batch_size, c.context, dtype=torch.long, device=device), 0)
+
+    def map(self, fn) -> KVCache:
+        return KVCache([fn(t) for t in self.k], [fn(t) for t in self.v], self.tokens, self.pos)
+
+
+def sinusoidal_positions(n: int, width: int) -> Tensor:
+    """PE[t, 2i] = sin(t / 10000^(2i/d)), PE[t, 2i+1] = cos(t / 10000^(2i/d)) (Vaswani et al. 2017)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    pe = torch.zeros(n, width)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)[:, : width // 2]
+    return pe
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, c, causal: bool = True):
+        super().__init__()
+        self.heads, self.causal, self.dropout = c.heads, causal, c.dropout
+        self.qkv = nn.Linear(c.width, 3 * c.width, bias=c.bias)
+        self.proj = nn.Linear(c.width, c.width, bias=c.bias)
+        self.resid_drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None, layer: int, need_weights: bool):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, 2))
+        mask, is_causal = None, self.causal
+        if cache is not None:
+            pos = cache.pos
+            cache.k[layer][:, :, pos : pos + T] = k
+            cache.v[layer][:, :, pos : pos + T] = v
+            k, v = cache.k[layer][:, :, : pos + T], cache.v[layer][:, :, : pos + T]
+            if pos > 0:  # queries at pos..pos+T-1 see keys 0..their own position
+                is_causal = False
+                if T > 1:
+                    mask = torch.arange(pos + T, device=x.device)[None, :] <= (pos + torch.arange(T, device=x.device))[:, None]
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+            if is_causal:
+                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1)
+            y = F.dropout(weights, self.dropout, self.training) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.proj(y)), weights
+
+
+class Block(nn.Module):
+    """Pre-LN residual block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, c, causal: bool = True):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(c.width, bias=c.bias)
+        self.attn = SelfAttention(c, causal)
+        self.ln2 = nn.LayerNorm(c.width, bias=c.bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(c.width, c.mlp_ratio * c.width, bias=c.bias), nn.GELU(),
+            nn.Linear(c.mlp_ratio * c.width, c.width, bias=c.bias), nn.Dropout(c.dropout),
+        )
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, need_weights: bool = False):
+        a, w = self.attn(self.ln1(x), cache, layer, need_weights)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), w
+
+
+def init_gpt_weights(model: nn.Module, layers: int) -> None:
+    """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers)."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * layers) if name.endswith(("attn.proj.weight", "mlp.2.weight")) else 0.02
+            nn.init.normal_(p, 0.0, std)
+        elif name.endswith("bias") and "ln" not in name:
+            nn.init.zeros_(p)
+
+
+class Transformer(SeqModel):
+    arch = "transformer"
+
+    def __init__(self, config):
+        super().__init__(config)
+        c = config
+        self.max_context = c.context
+        self.tok = nn.Embedding(c.vocab_size, c.width)
+        if c.positions == "learned":
+            self.pos = nn.Embedding(c.context, c.width)
+        else:
+            self.register_buffer("pos_table", sinusoidal_positions(c.context, c.width), persistent=False)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
+        self.ln_f = nn.LayerNorm(c.width, bias=c.bias)
+        self.head = nn.Linear(c.width, c.vocab_size, bias=False)
+        init_gpt_weights(self, c.layers)
+        if c.tie_weights:
+            self.head.weight = self.tok.weight
+        self.capture_attention = False
+        self.last_attention: list[Tensor] = []
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
+        return KVCache.empty(self, batch_size, device, self.tok.weight.dtype)
+
+    def reset_state(self, state, mask):
+        return state  # a cache is rebuilt per sequence; nothing is carried across batches
+
+    def _positions(self, start: int, T: int, device) -> Tensor:
+        if self.config.positions == "learned":
+            return self.pos(torch.arange(start, start + T, device=device))
+        return self.pos_table[start : start + T]
+
+    def _blocks(self, idx: Tensor, cache: KVCache | None, need_weights: bool) -> Tensor:
+        start = cache.pos if cache is not None else 0
+        x = self.drop(self.tok(idx) + self._positions(start, idx.size(1), idx.device))
+        maps = []
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, cache, i, need_weights)
+            maps.append(w)
+        if need_weights:
+            self.last_attention = maps
+        if cache is not None:
+            cache.tokens[:, start : start + idx.size(1)] = idx
+            cache.pos = start + idx.size(1)
+        return self.head(self.ln_f(x))
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None, state: KVCache | None = None,
+                use_cache: bool = False, need_weights: bool = False):
+        need_weights = need_weights or self.capture_attention
+        ctx = self.config.context
+        if state is None and not use_cache:
+            if idx.size(1) > ctx:
+                raise ConfigError(f"{idx.size(1)} tokens exceed the transformer's context of {ctx}; "
+                                  "pass a shorter window or generate with a cache")
+            logits = self._blocks(idx, None, need_weights)
+            return logits, lm_loss(logits, targets), None
+        cache = state if state is not None else self.init_state(idx.size(0), idx.device)
+        chunk, keep = ctx - ctx // 2, ctx // 2
+        outs = []
+        for piece in idx.split(chunk, 1):
+            if cache.pos + piece.size(1) > ctx:  # window full: re-encode the last `keep` tokens
+                tokens = cache.tokens[:, cache.pos - keep : cache.pos].clone()
+                cache.pos = 0
+                if keep:
+                    self._blocks(tokens, cache, False)
+            outs.append(self._blocks(piece, cache, need_weights))
+        logits = torch.cat(outs, 1)
+        return logits, lm_loss(logits, targets), cache
