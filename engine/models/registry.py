@@ -66,6 +66,15 @@ class NGramConfig(ModelConfig):
     order: int = 5
     discount: float = 0.75
 
+    def num_params(self) -> int:
+        return 0  # counts, not trained parameters
+
+    def validate(self) -> NGramConfig:
+        super().validate()
+        if not (0.0 < float(self.discount) < 1.0):
+            raise ConfigError(f"discount must be in (0, 1), got {self.discount}")
+        return self
+
 
 @dataclass
 class MLPConfig(ModelConfig):
@@ -74,6 +83,14 @@ class MLPConfig(ModelConfig):
     width: int = 512
     layers: int = 1
     dropout: float = 0.1
+
+    def num_params(self) -> int:
+        n = (self.vocab_size + 1) * self.embed  # + the pad row for window slots before the start
+        width_in = self.context * self.embed
+        for _ in range(self.layers):
+            n += width_in * self.width + self.width
+            width_in = self.width
+        return n + width_in * self.vocab_size + self.vocab_size
 
 
 @dataclass
@@ -123,6 +140,31 @@ class Seq2SeqConfig(ModelConfig):
     dropout: float = 0.0
     context: int = 64  # longest source/target sequence in tokens
 
+    def num_params(self) -> int:
+        k = {"lstm": 4, "gru": 3}[self.cell]
+        dirs = 2 if self.bidirectional else 1
+        he, w = self.width // dirs, self.width
+        n = self.vocab_size * self.embed  # one embedding shared by source and target
+        for i in range(self.layers):  # encoder: per direction k*H(in + H) + 2kH
+            n += dirs * (k * he * ((self.embed if i == 0 else w) + he) + 2 * k * he)
+        attn = self.attention != "none"
+        for i in range(self.layers):  # decoder: input = [embedding; previous context]
+            n += k * w * ((self.embed + (w if attn else 0) if i == 0 else w) + w) + 2 * k * w
+        n += {"none": 0, "dot": 0, "bilinear": w * w, "additive": 2 * w * w + w}[self.attention]
+        return n + ((2 * w if attn else w) + 1) * self.vocab_size
+
+    def validate(self) -> Seq2SeqConfig:
+        super().validate()
+        if self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"seq2seq cell must be 'lstm' or 'gru', got {self.cell!r}")
+        if self.attention not in ("none", "additive", "dot", "bilinear"):
+            raise ConfigError(f"attention must be none, additive, dot or bilinear, got {self.attention!r}")
+        if self.bidirectional and self.width % 2:
+            raise ConfigError(f"a bidirectional encoder splits width {self.width} in two; use an even width")
+        if self.vocab_size and self.vocab_size < 4:
+            raise ConfigError("seq2seq needs the tokenizer's vocabulary plus pad, bos and eos; vocab_size is too small")
+        return self
+
 
 @dataclass
 class TransformerConfig(ModelConfig):
@@ -168,8 +210,23 @@ class MLMConfig(ModelConfig):
     dropout: float = 0.1
     mask_prob: float = 0.15
 
+    def num_params(self) -> int:
+        w, V = self.width, self.vocab_size
+        if self.encoder == "lstm":  # bidirectional LSTM, width units per direction
+            n = V * w
+            for i in range(self.layers):
+                n += 2 * (4 * w * ((w if i == 0 else 2 * w) + w) + 8 * w)
+            return n + 2 * w * V + V
+        block = 2 * 2 * w + 4 * w * w + 4 * w + 2 * self.mlp_ratio * w * w + self.mlp_ratio * w + w
+        n = V * w + self.context * w + self.layers * block + 2 * w  # + final LayerNorm
+        return n + w * w + w + 2 * w + V  # head: dense + LayerNorm, decoder tied to the embedding, bias
+
     def validate(self) -> MLMConfig:
         super().validate()
+        if self.encoder not in ("transformer", "lstm"):
+            raise ConfigError(f"mlm encoder must be 'transformer' or 'lstm', got {self.encoder!r}")
+        if not (0.0 < float(self.mask_prob) < 1.0):
+            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.encoder == "transformer" and self.width % self.heads:
             raise ConfigError(f"{self.heads} heads do not divide width {self.width}; use heads that divide it")
         return self
