@@ -94,16 +94,18 @@ def disk_error_message(err: OSError, where: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(json_path: Path, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+def save_checkpoint(json_path: Path, tensors: dict[str, Any], meta: dict[str, Any], tensors_name: str | None = None) -> Path:
     """Write ``tensors`` (name -> torch tensor) and ``meta`` (JSON-able) as a checkpoint pair.
 
     Tensors first, JSON second (naming the tensors' sha256); both atomically. Shared storage (tied
-    weights) is cloned so safetensors accepts it. Returns the JSON path.
+    weights) is cloned so safetensors accepts it. ``tensors_name`` (default: the JSON's stem) lets a
+    pair that is rewritten in place (best.json) put new tensors beside the old ones, so a failure
+    before the JSON lands leaves the old pair intact. Returns the JSON path.
     """
     from safetensors.torch import save as st_save
 
     json_path = Path(json_path)
-    tensors_path = json_path.with_suffix(".safetensors")
+    tensors_path = json_path.parent / tensors_name if tensors_name else json_path.with_suffix(".safetensors")
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     data = st_save(flat)
     meta = dict(meta)
