@@ -1,0 +1,73 @@
+"""Attention maps: where each position looks.
+
+Self-attention (decoder-only Transformer), per layer l and head h:
+    A^{l,h} = softmax(Q K^T / sqrt(d_k) + M),  M_{ij} = -inf for j > i (causal)
+so every row is a probability distribution over the positions at or before it. The model computes
+the weights explicitly when ``capture_attention`` is set and keeps them in ``last_attention``
+(one (B, heads, T, T) tensor per layer).
+
+Seq2seq cross-attention: alpha_{t,i} = softmax_i(score(s_{t-1}, h_bar_i)), the alignment of target
+step t with source position i, returned by the model's forward as ``attn``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.errors import ConfigError
+from engine.insight.common import encode_text, model_device, token_strings
+
+
+def attention_maps(model: Any, tokenizer: Any, prompt: str, digits: int = 4) -> dict[str, Any]:
+    """Self-attention of a Transformer over ``prompt`` (its last ``max_context`` tokens):
+    ``layers[l][h][i][j]`` = weight of query position i on key position j."""
+    if not hasattr(model, "last_attention"):
+        raise ConfigError(f"a {getattr(model, 'arch', 'model')} has no self-attention; pick a Transformer run")
+    ids = encode_text(tokenizer, prompt)
+    limit = getattr(model, "max_context", None)
+    if limit is not None:
+        ids = ids[-limit:]
+    model.eval()
+    previous = model.capture_attention
+    model.capture_attention = True
+    try:
+        with torch.no_grad():
+            model(torch.as_tensor(ids, device=model_device(model))[None])
+        maps = [w[0].double().cpu().numpy() for w in model.last_attention]
+    finally:
+        model.capture_attention = previous
+    return {
+        "analysis": "attention",
+        "kind": "self",
+        "tokens": token_strings(tokenizer, ids),
+        "layers": [np.round(m, digits).tolist() for m in maps],
+    }
+
+
+def cross_attention(model: Any, tokenizer: Any, source: str, target: str, digits: int = 4) -> dict[str, Any]:
+    """Seq2seq alignment for a (source, target) pair: ``layers[0][0][t][i]`` = weight of target step t
+    on source position i (teacher-forced on ``target``)."""
+    if getattr(model, "task", "") != "seq2seq":
+        raise ConfigError("cross-attention needs a seq2seq run; train one with --arch seq2seq")
+    src = encode_text(tokenizer, source)
+    tgt = encode_text(tokenizer, target)
+    bos = getattr(model, "bos_id", None)
+    tgt_in = np.concatenate([[bos], tgt[:-1]]) if bos is not None else tgt
+    model.eval()
+    device = model_device(model)
+    with torch.no_grad():
+        out = model(torch.as_tensor(src, device=device)[None], torch.as_tensor(tgt_in, device=device)[None])
+    attn = out[2]
+    if attn is None:
+        raise ConfigError("this seq2seq model has no attention (attention=none); train one with --attention additive")
+    weights = attn[0].double().cpu().numpy()  # (T_tgt, T_src)
+    return {
+        "analysis": "attention",
+        "kind": "cross",
+        "tokens": token_strings(tokenizer, src),
+        "query_tokens": token_strings(tokenizer, tgt),
+        "layers": [[np.round(weights, digits).tolist()]],
+    }
