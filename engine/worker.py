@@ -1,0 +1,168 @@
+"""The worker process: runs training and generation so the UI never waits on torch.
+
+``engine.client.WorkerClient`` starts ``main(cmd_queue, event_queue)`` in a child process (spawn).
+This module imports torch only inside ``main``: the parent imports it just to name the entry point.
+
+The loop: wait for a command; ``StartTraining`` runs a ``Trainer`` whose ``control`` drains the
+command queue between steps (non-blocking while running, so pause/stop/set-lr act within one step);
+``Generate``/``GenerateStep``/``CancelGeneration`` go to ``engine.generate.GenerationJobs`` (with the
+model being trained as the live model, if any) and ``pump()`` streams their tokens between training
+steps or while idle. ``Shutdown`` stops any job (saving a checkpoint) and ends the process. SIGINT is
+ignored here: Ctrl-C in a terminal reaches the whole process group, and the caller decides (it sends
+``Stop``), so the worker always gets to write its checkpoint.
+"""
+
+from __future__ import annotations
+
+import queue
+import traceback
+import uuid
+from typing import Any
+
+from engine import protocol as P
+
+_GEN_COMMANDS = (P.Generate, P.GenerateStep, P.CancelGeneration)
+
+
+class _Worker:
+    def __init__(self, cmd_queue: Any, event_queue: Any):
+        self.cmd_queue = cmd_queue
+        self.event_queue = event_queue
+        self.trainer: Any = None
+        self.jobs: Any = None
+        self.shutdown = False
+
+    def emit(self, event: P.Event) -> None:
+        self.event_queue.put(event)
+
+    # ------------------------------------------------------------------------------------ generation
+    def _generation(self, cmd: P.Command) -> None:
+        if self.jobs is None:
+            try:
+                from engine.generate import GenerationJobs
+            except ImportError as err:
+                job = getattr(cmd, "gen_id", "")
+                self.emit(P.ErrorEvent(job=job, message=f"generation is not available in this build ({err}); update seqplay"))
+                self.emit(P.GenerationDone(job=job, reason="error"))
+                return
+            self.jobs = GenerationJobs(self.emit)
+        live = None
+        if self.trainer is not None and getattr(self.trainer, "model", None) is not None:
+            live = (self.trainer.model, self.trainer.tokenizer)
+        self._guarded(lambda: self.jobs.handle(cmd, live=live))
+
+    def pump(self) -> None:
+        """Let generation jobs stream a little (between training steps, or while idle)."""
+        if self.jobs is not None:
+            self._guarded(self.jobs.pump)
+
+    def _busy(self) -> bool:
+        return self.jobs is not None and bool(getattr(self.jobs, "active", True))
+
+    def _guarded(self, fn: Any) -> None:
+        """Run generation work without disturbing training: no grad, eval mode, own RNG stream."""
+        import torch
+
+        model = getattr(self.trainer, "model", None) if self.trainer is not None else None
+        was_training = bool(model is not None and model.training)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                if was_training:
+                    model.eval()
+                fn()
+        except Exception as err:  # noqa: BLE001 - a generation bug must not kill training
+            from engine.errors import SeqplayError
+
+            msg = str(err) if isinstance(err, SeqplayError) else f"generation failed: {type(err).__name__}: {err}"
+            self.emit(P.ErrorEvent(message=msg))
+        finally:
+            if was_training:
+                model.train()
+
+    # -------------------------------------------------------------------------------------- training
+    def control(self, timeout: float) -> list[P.Command]:
+        """The trainer's view of the command queue: training commands are returned, generation
+        commands are dispatched, Shutdown becomes Stop."""
+        out: list[P.Command] = []
+        block = timeout > 0
+        while True:
+            try:
+                cmd = self.cmd_queue.get(timeout=timeout) if block else self.cmd_queue.get_nowait()
+            except queue.Empty:
+                break
+            except (EOFError, OSError):  # the caller is gone: stop, saving
+                cmd = P.Shutdown()
+            block = False
+            if isinstance(cmd, _GEN_COMMANDS):
+                self._generation(cmd)
+            elif isinstance(cmd, P.Shutdown):
+                self.shutdown = True
+                out.append(P.Stop(save=True))
+            elif isinstance(cmd, P.StartTraining):
+                self.emit(P.ErrorEvent(message="a training job is already running; stop it before starting another"))
+            else:
+                out.append(cmd)
+        return out
+
+    def train(self, cmd: P.StartTraining) -> None:
+        from engine.train import Trainer
+
+        job = str(cmd.config.get("run_name") or "") or f"train-{uuid.uuid4().hex[:8]}"
+        try:
+            self.trainer = Trainer(
+                {} if cmd.resume_from else cmd.config,
+                self.emit,
+                control=self.control,
+                resume_from=cmd.resume_from,
+                job=job,
+                overrides=cmd.config if cmd.resume_from else None,
+                idle=self.pump,
+            )
+            self.trainer.run()
+        except Exception as err:  # noqa: BLE001 - report, never die silently
+            from engine.errors import SeqplayError
+
+            if isinstance(err, SeqplayError):
+                message = str(err)
+            else:
+                message = f"internal error while training: {type(err).__name__}: {str(err)[:200]}; please report it"
+                self.emit(P.LogLine(job=job, level="debug", text=traceback.format_exc()))
+            self.emit(P.ErrorEvent(job=job, message=message))
+            self.emit(P.Finished(job=job, reason="error"))
+        finally:
+            self.trainer = None
+
+    # ------------------------------------------------------------------------------------------ loop
+    def loop(self) -> None:
+        while not self.shutdown:
+            try:
+                cmd = self.cmd_queue.get(timeout=0.02 if self._busy() else 0.5)
+            except queue.Empty:
+                self.pump()
+                continue
+            except (EOFError, OSError):
+                break
+            if isinstance(cmd, P.StartTraining):
+                self.train(cmd)
+            elif isinstance(cmd, _GEN_COMMANDS):
+                self._generation(cmd)
+            elif isinstance(cmd, P.Shutdown):
+                break
+            elif isinstance(cmd, P.Pause | P.Resume | P.SingleStep | P.Stop | P.SaveNow | P.SetLearningRate | P.SampleNow):
+                self.emit(P.LogLine(level="warning", text=f"no training job is running; '{cmd.kind}' ignored"))
+            self.pump()
+
+
+def main(cmd_queue: Any, event_queue: Any) -> None:
+    """Entry point of the worker process (``multiprocessing`` spawn target)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch  # noqa: F401 - the child pays the import, never the UI
+
+    worker = _Worker(cmd_queue, event_queue)
+    try:
+        worker.loop()
+    finally:
+        event_queue.close()
+        event_queue.join_thread()  # every event reaches the caller before the process ends
