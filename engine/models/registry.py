@@ -173,7 +173,7 @@ class TransformerConfig(ModelConfig):
     heads: int = 4
     width: int = 128
     mlp_ratio: int = 4
-    dropout: float = 0.0
+    dropout: float = 0.1
     positions: str = "learned"  # learned | sinusoidal
     tie_weights: bool = True
     bias: bool = True
