@@ -1,0 +1,116 @@
+"""engine.tokenizers: round trips, vocabularies, dtypes, save/load."""
+
+import numpy as np
+import pytest
+
+from engine.errors import ConfigError
+from engine.tokenizers import BPETokenizer, Tokenizer, build_tokenizer, id_dtype
+
+TEXTS = [
+    "hello world",
+    "  two leading spaces, trailing  \n\n\ttab and blank lines\n",
+    "emoji 😀👍🏽🇫🇷 family 👨‍👩‍👧",
+    "CJK 中文字符 日本語のテキスト 한국어",
+    "mixed: naïve café — “quotes” ½ ∑x² \\ backslash",
+    "x",
+]
+CORPUS = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n") * 5 + "".join(TEXTS)
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
+@pytest.mark.parametrize("text", TEXTS)
+def test_round_trip(kind, text):
+    tok = build_tokenizer(kind, CORPUS, 300 if kind == "bpe" else None)
+    ids = tok.encode(text)
+    assert isinstance(ids, np.ndarray) and ids.dtype == id_dtype(tok.vocab_size)
+    assert tok.decode(ids) == text
+
+
+def test_bpe_round_trips_text_it_was_not_trained_on():
+    tok = build_tokenizer("bpe", "aaaa bbbb aaaa bbbb\n" * 50, 260)
+    for text in TEXTS:
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_bpe_compresses_and_respects_vocab_size():
+    tok = build_tokenizer("bpe", CORPUS, 300)
+    assert 256 < tok.vocab_size <= 300
+    ids = tok.encode(CORPUS)
+    assert len(ids) < len(CORPUS.encode()) / 2
+
+
+def test_bpe_parallel_encoding_of_long_text_equals_one_call():
+    text = "".join(f"Line {i}: some words here.\n\n  indented {i % 7}\n" for i in range(4000))
+    tok = build_tokenizer("bpe", text, 400)
+    assert isinstance(tok, BPETokenizer)
+    assert np.array_equal(tok.encode(text), np.array(tok.hf.encode(text).ids))
+
+
+def test_char_vocab_is_sorted_distinct_plus_unk():
+    tok = build_tokenizer("char", "banana!")
+    assert tok.vocab_size == len(set("banana!")) + 1
+    assert tok.unk_id == tok.vocab_size - 1
+    assert tok.decode(tok.encode("nab")) == "nab"
+    ids = tok.encode("bZz")  # unseen characters map to <unk>
+    assert ids[1] == tok.unk_id and ids[2] == tok.unk_id
+    assert tok.decode(ids) == "b\ufffd\ufffd"
+    assert tok.token_text(tok.unk_id) == "<unk>"
+
+
+def test_byte_tokenizer_is_lossless_for_any_text():
+    tok = build_tokenizer("byte", "")
+    assert tok.vocab_size == 256
+    text = "".join(TEXTS)
+    assert tok.encode(text).tobytes() == text.encode("utf-8")
+    assert tok.token_text(ord("a")) == "a" and tok.token_text(0xF0) == "<0xF0>"
+
+
+def test_word_tokenizer_keeps_whitespace_and_caps_vocab():
+    text = "the cat sat on the mat. the dog sat, too!\n  the end\n"
+    tok = build_tokenizer("word", text)
+    assert tok.decode(tok.encode(text)) == text  # every token in vocabulary: exact round trip
+    small = build_tokenizer("word", text, vocab_size=4)
+    assert small.vocab_size == 4
+    ids = small.encode(text)
+    assert (ids == small.unk_id).any()
+    assert small.token_text(0) == "<unk>"
+    # the most frequent tokens are kept: " the" occurs 3 times, "the" once... both beat singletons
+    assert " the" in small.words
+
+
+def test_word_tokenizer_vocab_is_deterministic():
+    text = "b a c a b d e f g\n" * 3
+    assert build_tokenizer("word", text, 5).words == build_tokenizer("word", text, 5).words
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "word", "bpe"])
+def test_save_load(tmp_path, kind):
+    tok = build_tokenizer(kind, CORPUS, {"bpe": 300, "word": 50}.get(kind))
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    again = Tokenizer.load(path)
+    assert again.vocab_size == tok.vocab_size and type(again) is type(tok)
+    sample = CORPUS[:500]
+    assert np.array_equal(again.encode(sample), tok.encode(sample))
+    assert again.decode(tok.encode(sample)) == tok.decode(tok.encode(sample))
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
+def test_count_chars_is_exact(kind):
+    tok = build_tokenizer(kind, CORPUS, 300 if kind == "bpe" else None)
+    for text in TEXTS:
+        assert tok.count_chars(tok.encode(text)) == len(text)
+
+
+def test_id_dtype_boundaries():
+    assert id_dtype(256) == np.uint8
+    assert id_dtype(257) == np.uint16
+    assert id_dtype(65536) == np.uint16
+    assert id_dtype(65537) == np.uint32
+
+
+def test_bad_kind_and_sizes():
+    with pytest.raises(ConfigError):
+        build_tokenizer("sentencepiece", "abc")
+    with pytest.raises(ConfigError):
+        build_tokenizer("bpe", "abc", 100)
