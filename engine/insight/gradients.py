@@ -203,3 +203,43 @@ def curve(model: nn.Module, ids: np.ndarray, distance: int, windows: int, seed: 
     out["param_grad_norm"] = raw["param_grad_norm"]
     out["loss"] = raw["loss"]
     return out
+
+
+def gradients_report(archs: list[str], run: str | None = None, source: str = "grammar", distance: int = 100,
+                     windows: int = 8, seeds: int = 1, clip: float | None = None, identity_init: bool = False,
+                     **overrides: Any) -> dict[str, Any]:
+    """The ``seqplay gradients --json`` dict: one curve per fresh architecture (averaged over ``seeds``
+    initialisations) or, with ``run``, the trained model and a fresh one of the same config."""
+    from engine.data import prepare
+
+    if distance < 2:
+        raise ConfigError(f"--distance must be at least 2, got {distance}")
+    curves = []
+    if run is not None:
+        from engine.checkpoint import build_from_meta, load_model
+
+        loaded = load_model(run)
+        cfg = loaded.config
+        data = prepare(cfg.source, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction)
+        ids = data.val_ids if len(data.val_ids) > distance + 1 else data.train_ids
+        if getattr(loaded.model, "task", "lm") != "lm":
+            raise ConfigError("gradients through time need a language-model run (not seq2seq or masked LM)")
+        label = f"{loaded.meta.get('arch', cfg.arch)} trained"
+        curves.append({"label": label, **curve(loaded.model, ids, distance, windows, 0, clip)})
+        torch.manual_seed(0)
+        fresh = build_from_meta(loaded.meta)
+        curves.append({"label": f"{loaded.meta.get('arch', cfg.arch)} at init", **curve(fresh, ids, distance, windows, 0, clip)})
+        return {"analysis": "gradients", "mode": f"run {run}", "source": cfg.source, "curves": curves}
+    data = prepare(source)
+    ids, vocab = data.train_ids, data.tokenizer.vocab_size
+    for name in archs:
+        per_seed = []
+        for seed in range(seeds):
+            arch, model = fresh_model(name, vocab, seed, identity_init, **overrides)
+            per_seed.append(curve(model, ids, distance, windows, seed, clip))
+        stacked = np.asarray([c["norm"] for c in per_seed])
+        merged = summarize(stacked.tolist(), per_seed[0]["distances"],
+                           float(np.mean([c["param_grad_norm"] for c in per_seed])), clip)
+        label = name + (" +identity" if identity_init and ARCH_ALIASES[name][0] == "rnn" and name != "irnn" else "")
+        curves.append({"label": label, **merged})
+    return {"analysis": "gradients", "mode": "at initialisation", "source": source, "curves": curves}
