@@ -48,6 +48,7 @@ _MAGIC: list[tuple[bytes, str]] = [
     (b"SQLite format 3\x00", "an SQLite database"),
 ]
 _ALLOWED_CONTROL = {9, 10, 12, 13}  # tab, LF, form feed, CR
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def iter_text_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTE
             raise DataError(f"{name}: cannot be read ({err.strerror}); check the file") from None
         at_end = len(first) < max(chunk_bytes, SNIFF_BYTES)
         enc = _encoding_of(p, first[:SNIFF_BYTES], at_end and len(first) <= SNIFF_BYTES)
-        if enc.note:
+        if enc.note and enc.note not in _warned:  # once per file and process, not once per pass
+            _warned.add(enc.note)
             log.warning(enc.note)
         decoder = codecs.getincrementaldecoder(enc.codec)("strict")
         buf = ""  # decoded text not yet yielded

@@ -127,8 +127,14 @@ def inspect_cmd(source: str, tokenizers: tuple[str, ...], vocab_size: int | None
         raise ConfigError(f"--vocab-size must be at least 2, got {vocab_size}")
     if preview < 0:
         raise ConfigError(f"--preview must be 0 or more, got {preview}")
-    logging.getLogger("seqplay.data").propagate = not as_json  # the warning goes in the JSON instead
-    info = inspect_source(source, tokenizers or KINDS, vocab_size, preview)
+    logger = logging.getLogger("seqplay.data")
+    was_disabled, logger.disabled = logger.disabled, True  # the encoding warning is reported below
+    try:
+        info = inspect_source(source, tokenizers or KINDS, vocab_size, preview)
+    finally:
+        logger.disabled = was_disabled
+    if info["warning"] and not as_json:
+        click.echo(f"warning: {info['warning']}", err=True)
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
