@@ -317,20 +317,19 @@ class TokenChooser:
 
     def processed_logprobs(self, raw_logits: torch.Tensor, history: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw log-probs, processed log-probs) for 1-D float logits."""
-        raw_logits = raw_logits.float()
-        if bool(torch.isnan(raw_logits).any()):
-            raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
-        raw_logp = raw_logits.log_softmax(dim=-1)
+        raw_logp = raw_logits.float().log_softmax(dim=-1)
         if not self.pipeline.steps:
             return raw_logp, raw_logp
         processed = self.pipeline(raw_logits, history)
-        if not bool(torch.isfinite(processed).any()):
+        if bool(processed.max() == NEG_INF):
             raise ConfigError("the sampling settings removed every token (bans / no-repeat n-gram); relax them")
         return raw_logp, processed.log_softmax(dim=-1)
 
     def choose(self, raw_logits: torch.Tensor, history: Sequence[int], force: int | None = None) -> Choice:
         raw_logp, logp = self.processed_logprobs(raw_logits, history)
         probs = logp.exp()
+        if math.isnan(float(probs.sum())):
+            raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
         if force is not None:
             if not 0 <= force < probs.shape[-1]:
                 raise ConfigError(f"token id {force} is outside the vocabulary (0..{probs.shape[-1] - 1})")

@@ -1,0 +1,331 @@
+"""The streaming generator: incremental state equals recomputation, seeding, text streaming, stop
+conditions, step mode, beam search and the worker's GenerationJobs."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from engine.errors import ConfigError
+from engine.generate import Generation, GenerationJobs, TextStream, beam_search, generate_text, stream
+from engine.models.registry import build_model, make_config
+from engine.protocol import (
+    CancelGeneration,
+    ErrorEvent,
+    Generate,
+    GeneratedToken,
+    GenerateStep,
+    GenerationDone,
+)
+from engine.sampling import SamplingSettings
+from engine.tokenizers import build_tokenizer
+
+TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 8
+SMALL = dict(width=32, embed=16, layers=2, heads=2, context=16, order=3)
+LMS = ["ngram", "mlp", "rnn", "ugrnn", "gru", "lstm", "transformer"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer("char", TEXT)
+
+
+def tiny(arch: str, tok, **over):
+    torch.manual_seed(0)
+    model = build_model(arch, make_config(arch, tok.vocab_size, **{**SMALL, **over}))
+    if arch == "ngram":
+        model.fit(tok.encode(TEXT).astype("int64"))
+    else:  # sharpen the random init so greedy choices are far from ties
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)
+    return model.eval()
+
+
+def last_logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(torch.tensor([ids]))[0][0, -1]
+
+
+def greedy_recompute(model, prompt: list[int], n: int, window) -> list[int]:
+    """Greedy decoding that recomputes from scratch at every step over ``window(step, ids)`` tokens."""
+    ids, out = list(prompt), []
+    for step in range(n):
+        keep = window(step, ids)
+        token = int(last_logits(model, ids[-keep:] if keep else ids).argmax())
+        out.append(token)
+        ids.append(token)
+    return out
+
+
+def kv_cache_windows(prompt_len: int, n: int, ctx: int) -> list[int]:
+    """How many trailing tokens the Transformer's cache holds before each new token: the prompt goes in
+    chunks of ctx - ctx//2, and when a piece would overflow, the last ctx//2 tokens are re-encoded."""
+    chunk, keep = ctx - ctx // 2, ctx // 2
+    pos, sizes = 0, []
+    pieces = [min(chunk, prompt_len - i) for i in range(0, prompt_len, chunk)] + [1] * n
+    for i, piece in enumerate(pieces):
+        if pos + piece > ctx:
+            pos = keep
+        pos += piece
+        if i >= len(pieces) - n - 1:
+            sizes.append(pos)
+    return sizes[:n]
+
+
+@pytest.mark.parametrize("arch", LMS)
+def test_greedy_with_state_equals_recomputation(arch, tok):
+    model = tiny(arch, tok)
+    prompt = tok.encode("the cat sat ").tolist()  # 12 tokens; 30 more overflow the 16-token context
+    n = 30
+    gen = Generation(model, tok, prompt, SamplingSettings(temperature=0.0, max_tokens=n))
+    events = list(gen)
+    got = [e.token for e in events]
+    if arch == "transformer":
+        sizes = kv_cache_windows(len(prompt), n, 16)
+        assert min(sizes) < 16 and max(sizes) == 16  # the window filled up and slid
+        want = greedy_recompute(model, prompt, n, lambda step, ids: sizes[step])
+    else:
+        want = greedy_recompute(model, prompt, n, lambda step, ids: None)
+    assert got == want
+    assert gen.reason == "max_tokens" and gen.text == tok.decode(got)
+    assert "".join(e.text for e in events) == gen.text
+
+
+@pytest.mark.parametrize("arch", LMS)
+def test_forced_text_probabilities_equal_recomputation(arch, tok):
+    """Along a varied forced text (step mode), every step's distribution equals a from-scratch pass."""
+    model = tiny(arch, tok)
+    prompt = tok.encode("the dog ").tolist()
+    forced = tok.encode("sat on the log. a cat met").tolist()  # 8 + 25 tokens overflow the context
+    gen = Generation(model, tok, prompt, SamplingSettings(max_tokens=len(forced), top_alternatives=3))
+    sizes = kv_cache_windows(len(prompt), len(forced), 16) if arch == "transformer" else [None] * len(forced)
+    ids = list(prompt)
+    for step, token in enumerate(forced):
+        event = gen.next(choose=token)
+        keep = sizes[step]
+        probs = last_logits(model, ids[-keep:] if keep else ids).softmax(-1)
+        assert event.raw_prob == pytest.approx(float(probs[token]), rel=1e-4, abs=1e-6)
+        assert [a.prob for a in event.top] == pytest.approx(probs.topk(3).values.tolist(), rel=1e-4, abs=1e-6)
+        ids.append(token)
+    assert gen.text == tok.decode(forced)
+
+
+def test_transformer_exact_window_equals_recomputing_the_last_context(tok):
+    model = tiny("transformer", tok)
+    prompt = tok.encode("a cat and a dog met. the").tolist()  # 24 tokens > context 16
+    n = 25
+    gen = Generation(model, tok, prompt, SamplingSettings(temperature=0.0, max_tokens=n), window="exact")
+    got = [e.token for e in gen]
+    assert got == greedy_recompute(model, prompt, n, lambda step, ids: 16)
+
+
+def test_streamed_probabilities_match_the_model(tok):
+    model = tiny("lstm", tok)
+    settings = SamplingSettings(seed=3, top_k=4, max_tokens=10, top_alternatives=3)
+    prompt = tok.encode("the dog").tolist()
+    ids = list(prompt)
+    for event in stream(model, tok, prompt, settings):
+        raw = last_logits(model, ids).softmax(-1)
+        assert event.raw_prob == pytest.approx(float(raw[event.token]), rel=1e-4)
+        top4 = raw.topk(4)
+        kept = top4.values / top4.values.sum()
+        assert event.token in top4.indices.tolist()
+        assert [a.token for a in event.top] == top4.indices[:3].tolist()
+        assert event.prob == pytest.approx(float(kept[top4.indices.tolist().index(event.token)]), rel=1e-4)
+        assert event.entropy == pytest.approx(float(-(kept * kept.log()).sum()), rel=1e-4)
+        ids.append(event.token)
+
+
+def test_same_seed_same_text_different_seed_differs(tok):
+    model = tiny("gru", tok)
+
+    def run(seed):
+        return generate_text(model, tok, "the ", SamplingSettings(seed=seed, max_tokens=60))
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_empty_prompt_starts_from_a_newline(tok):
+    model = tiny("rnn", tok)
+    gen = Generation(model, tok, "", SamplingSettings(seed=0, max_tokens=5))
+    assert gen.prompt_ids == tok.encode("\n").tolist()[:1] or gen.prompt_ids == [0]
+    assert len(list(gen)) == 5
+
+
+def test_cancel_between_tokens(tok):
+    model = tiny("rnn", tok)
+    cancel = threading.Event()
+    it = stream(model, tok, "the", SamplingSettings(seed=0, max_tokens=100), cancel)
+    seen = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            seen.append(next(it))
+            if len(seen) == 3:
+                cancel.set()
+    done = stop.value.value
+    assert isinstance(done, GenerationDone) and done.reason == "cancelled" and len(seen) == 3
+
+
+class _WithEot:
+    """A char tokenizer whose '.' is the end-of-text token."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.eot_id = int(tok.encode(".")[0])
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_end_of_text_stops_and_is_not_in_the_text(tok):
+    model = tiny("lstm", tok)
+    etok = _WithEot(tok)
+    settings = SamplingSettings(seed=0, max_tokens=50, logit_bias={etok.eot_id: 50.0})
+    gen = Generation(model, etok, "the", settings)
+    events = list(gen)
+    assert gen.reason == "eot" and len(events) == 1 and events[0].token == etok.eot_id
+    assert gen.text == "" and gen.generated == []
+
+
+def test_stop_string_ends_generation_before_it(tok):
+    model = tiny("lstm", tok)
+    full = generate_text(model, tok, "the ", SamplingSettings(temperature=0.0, max_tokens=40))
+    stop = full[10:13]
+    gen = Generation(model, tok, "the ", SamplingSettings(temperature=0.0, max_tokens=40, stop=[stop]))
+    events = list(gen)
+    assert gen.reason == "stop_string"
+    assert gen.text == full[: full.index(stop)]
+    assert "".join(e.text for e in events) == gen.text
+
+
+def test_text_stream_handles_partial_utf8_and_split_stop_strings():
+    btok = build_tokenizer("byte", "")
+    text = "héllo wörld 世界 ok"
+    ts = TextStream(btok)
+    deltas = [ts.push(b) for b in text.encode("utf-8")]
+    deltas.append(ts.finish())
+    assert "".join(deltas) == text and not any("\ufffd" in d for d in deltas)
+    assert "" in deltas  # the bytes of a multi-byte character were held back
+    ts = TextStream(btok, stops=["wör"])
+    out = "".join(ts.push(b) for b in text.encode("utf-8")) + ts.finish()
+    assert out == "héllo " and ts.stopped
+    ts = TextStream(btok, stops=["lox"])  # a prefix of the stop string is held back, then released
+    pieces = [ts.push(b) for b in b"hello"]
+    assert "".join(pieces) == "hel" and ts.finish() == "lo"
+
+
+def test_bpe_stream_adds_up_to_the_decoded_text():
+    btok = build_tokenizer("bpe", "naïve café résumé, 世界 " * 60, vocab_size=300)
+    model = tiny("gru", btok)
+    gen = Generation(model, btok, "café", SamplingSettings(seed=1, max_tokens=80))
+    events = list(gen)
+    assert "".join(e.text for e in events) == btok.decode(gen.generated) == gen.text
+
+
+def test_step_mode_choose_back_and_peek(tok):
+    model = tiny("transformer", tok)
+    settings = SamplingSettings(temperature=0.0, max_tokens=20)
+    gen = Generation(model, tok, "the cat", settings)
+    first = [gen.next().token for _ in range(6)]
+    alternatives = gen.peek()
+    nxt = gen.next()
+    assert nxt.token == alternatives[0].token and [a.token for a in nxt.top] == [a.token for a in alternatives]
+    gen.back(3)
+    assert gen.generated == first[:4]
+    assert [gen.next().token for _ in range(2)] == first[4:6]  # same greedy path after rewinding
+    forced = next(t for t in range(tok.vocab_size) if t != nxt.token)
+    event = gen.next(choose=forced)
+    assert event.token == forced and event.prob == 0.0  # greedy gives other tokens probability 0
+    assert event.raw_prob > 0.0
+
+
+class TableLM(nn.Module):
+    """P(next | last token) from a fixed table: a model whose best sequence greedy misses."""
+
+    task, arch, max_context, recurrent = "lm", "table", None, False
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table.log()
+        self.config = type("Config", (), {"vocab_size": table.shape[1]})()
+
+    def forward(self, idx, targets=None, state=None):
+        return self.table[idx], None, state
+
+
+def test_beam_search_finds_what_greedy_misses():
+    # tokens: 0 start, 1 A, 2 B, 3 C, 4 D, 5 E. Greedy: A (0.6) then 0.34 -> 0.204. Beam: B C = 0.36.
+    t = torch.full((6, 6), 1e-6)
+    t[0, 1], t[0, 2] = 0.6, 0.4
+    t[1, 3], t[1, 4], t[1, 5] = 0.34, 0.33, 0.33
+    t[2, 3] = 0.9
+    t[3, 0] = t[4, 0] = t[5, 0] = 1.0
+    t = t / t.sum(1, keepdim=True)
+    model = TableLM(t)
+    assert beam_search(model, [0], width=1, max_tokens=2)[0].ids == (1, 3)
+    best = beam_search(model, [0], width=2, max_tokens=2)[0]
+    assert best.ids == (2, 3) and best.logprob == pytest.approx(float(t[0, 2].log() + t[2, 3].log()), rel=1e-5)
+    # end-of-text finishes hypotheses; the length penalty trades length against log-probability
+    beams = beam_search(model, [0], width=2, max_tokens=5, eot_id=0)
+    assert all(0 not in b.ids for b in beams) and beams[0].ids == (2, 3)
+
+
+def test_beam_search_carries_recurrent_state_like_recomputation(tok):
+    model = tiny("lstm", tok)
+    prompt = tok.encode("the cat").tolist()
+    carried = beam_search(model, prompt, width=3, max_tokens=8)
+    model.recurrent = False  # the same search, recomputing the whole sequence every step
+    try:
+        recomputed = beam_search(model, prompt, width=3, max_tokens=8)
+    finally:
+        model.recurrent = True
+    assert [b.ids for b in carried] == [b.ids for b in recomputed]
+    assert [b.score for b in carried] == pytest.approx([b.score for b in recomputed], rel=1e-4)
+    greedy = Generation(model, tok, prompt, SamplingSettings(temperature=0.0, max_tokens=8))
+    assert beam_search(model, prompt, width=1, max_tokens=8)[0].ids == tuple(e.token for e in greedy)
+
+
+def test_generation_jobs_stream_step_and_cancel(tok):
+    model = tiny("gru", tok)
+    events = []
+    jobs = GenerationJobs(events.append)
+    jobs.handle(Generate(gen_id="g1", prompt="the", settings={"seed": 0}, max_tokens=12), live=(model, tok))
+    assert jobs.busy
+    while jobs.busy:
+        jobs.pump()
+    tokens = [e for e in events if isinstance(e, GeneratedToken)]
+    done = [e for e in events if isinstance(e, GenerationDone)]
+    assert len(tokens) == 12 and len(done) == 1 and done[0].reason == "max_tokens"
+    assert done[0].text == "".join(t.text for t in tokens) and all(t.job == "g1" for t in tokens)
+    assert model.training is False
+
+    events.clear()
+    model.train()  # a model being trained is generated from in eval mode, then handed back
+    jobs.handle(Generate(gen_id="g2", prompt="the", settings={"temperature": 0}, step_mode=True), live=(model, tok))
+    jobs.pump()
+    assert events == [] and not jobs.busy
+    jobs.handle(GenerateStep(gen_id="g2"))
+    jobs.handle(GenerateStep(gen_id="g2", choose=3))
+    assert [e.token for e in events][1] == 3 and model.training
+    jobs.handle(CancelGeneration(gen_id="g2"))
+    assert isinstance(events[-1], GenerationDone) and events[-1].reason == "cancelled"
+
+    events.clear()
+    jobs.handle(Generate(gen_id="g3", prompt="x", source=None))  # nothing to generate from
+    assert isinstance(events[0], ErrorEvent) and events[-1].reason == "error"
+    events.clear()
+    jobs.handle(Generate(gen_id="g4", prompt="x", source="/no/such/run"))
+    assert isinstance(events[0], ErrorEvent) and "\n" not in events[0].message
+
+
+def test_bad_settings_are_config_errors(tok):
+    model = tiny("rnn", tok)
+    with pytest.raises(ConfigError):
+        Generation(model, tok, "the", SamplingSettings(top_p=0.0))
+    with pytest.raises(ConfigError):
+        Generation(model, tok, "the", window="sideways")
