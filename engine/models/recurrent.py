@@ -33,22 +33,35 @@ from engine.models.base import SeqModel, StepTrace, lm_loss
 
 
 def _ugrnn_scan(pre: Tensor, h: Tensor, w_h: Tensor) -> tuple[Tensor, Tensor]:
-    """UGRNN recurrence over precomputed input terms ``pre`` (B, T, 2H) (= W^x x_t - B); -> (hs, h_T)."""
+    """UGRNN recurrence over precomputed input terms ``pre`` (B, T, 2H) (= W^x x_t - B); -> (hs, h_T).
+
+    ``lerp(R, h, G) = R + G (h - R) = G h + (1 - G) R``: one fused op for the update."""
     hidden = h.size(-1)
+    w_t = w_h.t()
     outs = []
     for t in range(pre.size(1)):
-        a = pre[:, t] + torch.mm(h, w_h.t())
-        r = torch.tanh(a[:, :hidden])
-        g = torch.sigmoid(a[:, hidden:])
-        h = g * h + (1.0 - g) * r
+        a = torch.addmm(pre[:, t], h, w_t)
+        h = torch.lerp(torch.tanh(a[:, :hidden]), h, torch.sigmoid(a[:, hidden:]))
         outs.append(h)
     return torch.stack(outs, 1), h
 
 
-try:  # scripting removes the Python overhead of the loop (measured in benchmarks/models_speed.py)
-    _ugrnn_scan_fast = torch.jit.script(_ugrnn_scan)
-except Exception:  # pragma: no cover - scripting unavailable: the eager loop is the fallback
-    _ugrnn_scan_fast = _ugrnn_scan
+_SCANS: dict[str, object] = {"eager": _ugrnn_scan}
+_scan_mode = "eager"  # measured fastest on CPU (benchmarks/models_speed.py --ugrnn-scan)
+
+
+def set_ugrnn_scan(mode: str) -> str:
+    """Choose how the UGRNN loop runs: ``eager`` | ``script`` (TorchScript) | ``compile`` (torch.compile).
+
+    Falls back to ``eager`` (and returns it) when the requested mode cannot be built here."""
+    global _scan_mode
+    if mode not in _SCANS:
+        try:
+            _SCANS[mode] = torch.jit.script(_ugrnn_scan) if mode == "script" else torch.compile(_ugrnn_scan, dynamic=True)
+        except Exception:
+            mode = "eager"
+    _scan_mode = mode if mode in _SCANS else "eager"
+    return _scan_mode
 
 
 class UGRNNLayer(nn.Module):
@@ -70,8 +83,7 @@ class UGRNNLayer(nn.Module):
         return torch.matmul(x, self.w_x.t()) - self.bias
 
     def forward(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        scan = _ugrnn_scan_fast if not torch.jit.is_tracing() else _ugrnn_scan
-        ys, h = scan(self.input_terms(x), h0[0], self.w_h)
+        ys, h = _SCANS[_scan_mode](self.input_terms(x), h0[0], self.w_h)
         return ys, h.unsqueeze(0)
 
 
