@@ -1,0 +1,47 @@
+"""Small shared pieces for the training/worker/checkpoint/fault tests: a tiny corpus and tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.config import TrainConfig
+
+TEXT = (
+    "the cat sat on the mat. the dog ate the bone. a bird sang in the tree, and the cat watched it.\n"
+    "when the rain came the dog ran home; the bird flew off and the mat was wet.\n"
+) * 150  # ~26k characters: enough for a validation split and windows, quick to tokenise
+
+SHAKESPEARE = Path(__file__).parents[2] / "shared/corpora/tinyshakespeare.txt"
+
+
+def corpus(tmp_path: Path) -> str:
+    path = tmp_path / "tiny.txt"
+    if not path.exists():
+        path.write_text(TEXT, encoding="utf-8")
+    return str(path)
+
+
+def tiny_config(tmp_path: Path, arch: str = "transformer", **kw) -> TrainConfig:
+    model = {"transformer": dict(layers=1, width=32, heads=2, dropout=0.1),
+             "lstm": dict(layers=1, width=32, embed=16, dropout=0.1),
+             "gru": dict(layers=1, width=32, embed=16)}.get(arch, {})
+    base = dict(source=corpus(tmp_path), arch=arch, model=model, context=16, batch_size=4, steps=20, eval_every=10,
+                eval_batches=2, sample_every=0, warmup=2, runs_dir=str(tmp_path / "runs"), threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Recorder:
+    """An emit callback that keeps every event."""
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, event):
+        self.events.append(event)
+
+    def of(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+    def losses(self):
+        return {p.step: p.loss for e in self.of("steps") for p in e.points}
