@@ -556,3 +556,136 @@ class _eval_mode:
     def __exit__(self, *exc: Any) -> None:
         if self.was_training:
             self.model.train()
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequence-to-sequence decoding
+# --------------------------------------------------------------------------------------------------
+
+
+def _seq2seq_source(model: Any, tokenizer: Any, text: str) -> torch.Tensor:
+    ids = [int(i) for i in tokenizer.encode(text)][: int(model.config.context)]
+    pad = model.special_ids(int(model.config.vocab_size))[0]
+    return torch.tensor([ids or [pad]], dtype=torch.long, device=model_device(model))
+
+
+def seq2seq_decode(model: Any, tokenizer: Any, text: str, settings: SamplingSettings | None = None,
+                   beams: int | None = None, length_penalty: float = 1.0) -> list[int]:
+    """Map one source text to output token ids (without specials), greedy/sampled per ``settings``
+    (temperature 0 = greedy), or by beam search of width ``beams`` when given. At most ``settings.max_tokens``
+    (capped by the model's context) output tokens."""
+    if getattr(model, "task", "") != "seq2seq":
+        raise ConfigError(f"{getattr(model, 'arch', 'this model')} is not an encoder-decoder; use a seq2seq run")
+    settings = settings or SamplingSettings()
+    vocab = int(model.config.vocab_size)
+    pad, bos, eos = model.special_ids(vocab)
+    limit = min(settings.max_tokens, int(model.config.context))
+    device = model_device(model)
+    with torch.inference_mode():
+        src = _seq2seq_source(model, tokenizer, text)
+        memory, state = model.encode(src)
+        if beams is not None:
+            from engine.models.base import map_state
+
+            carry: dict[str, Any] = {"state": state, "memory": memory}
+
+            def step(hyps: list[list[int]], parents: torch.Tensor | None) -> torch.Tensor:
+                if parents is None:
+                    prev = torch.tensor([bos], device=device)
+                else:
+                    idx = parents.to(device)
+                    carry["state"] = map_state(carry["state"], lambda t: t.index_select(1, idx))
+                    carry["memory"] = map_state(vars(carry["memory"]).copy(), lambda t: t.index_select(0, idx))
+                    carry["memory"] = type(memory)(**carry["memory"])
+                    prev = torch.tensor([h[-1] for h in hyps], device=device)
+                logits, carry["state"], _ = model.decode_step(prev, carry["state"], carry["memory"])
+                logits[:, [pad, bos]] = float("-inf")
+                return logits.float().log_softmax(-1).cpu()
+
+            best = _beam_loop(step, beams, length_penalty, limit, eos, vocab)
+            return list(best[0].ids) if best else []
+        banned = sorted({*settings.banned, pad, bos})
+        chooser = TokenChooser(SamplingSettings.from_dict({**settings.to_dict(), "banned": banned}), vocab)
+        prev = torch.tensor([bos], device=device)
+        out: list[int] = []
+        for _ in range(limit):
+            logits, state, _ = model.decode_step(prev, state, memory)
+            token = chooser.choose(logits[0], out).token
+            if token == eos:
+                break
+            out.append(token)
+            prev = torch.tensor([token], device=device)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Masked LM: fill in the blanks
+# --------------------------------------------------------------------------------------------------
+
+BLANKS = ("[MASK]", "_")
+
+
+def split_blanks(text: str) -> list[str | None]:
+    """``"a _ c [MASK]"`` -> ``["a ", None, " c ", None]``: text pieces and blanks (None)."""
+    pieces: list[str | None] = []
+    buf, i = "", 0
+    while i < len(text):
+        marker = next((m for m in BLANKS if text.startswith(m, i)), None)
+        if marker is None:
+            buf += text[i]
+            i += 1
+            continue
+        if buf:
+            pieces.append(buf)
+        pieces.append(None)
+        buf, i = "", i + len(marker)
+    if buf:
+        pieces.append(buf)
+    return pieces
+
+
+@dataclass(frozen=True)
+class FilledBlank:
+    """One filled blank: its position in the token sequence, the chosen token and its probability."""
+
+    position: int
+    token: int
+    text: str
+    prob: float
+    raw_prob: float
+    entropy: float
+    top: tuple[TokenAlternative, ...]
+
+
+def fill_blanks(model: Any, tokenizer: Any, text: str, settings: SamplingSettings | None = None
+                ) -> tuple[str, list[FilledBlank]]:
+    """Fill each blank (``_`` or ``[MASK]``, one token each) left to right: every blank is chosen from
+    the model's distribution given the text and the blanks already filled (greedy at temperature 0)."""
+    if getattr(model, "task", "") != "mlm":
+        raise ConfigError(f"{getattr(model, 'arch', 'this model')} is not a masked LM; use an mlm run to fill blanks")
+    settings = settings or SamplingSettings(temperature=0.0)
+    vocab = int(model.config.vocab_size)
+    mask_id = int(model.mask_token_id)
+    chooser = TokenChooser(SamplingSettings.from_dict({**settings.to_dict(), "banned": sorted({*settings.banned, mask_id})}), vocab)
+    ids: list[int] = []
+    blanks: list[int] = []
+    for piece in split_blanks(text):
+        if piece is None:
+            blanks.append(len(ids))
+            ids.append(mask_id)
+        else:
+            ids.extend(int(i) for i in tokenizer.encode(piece))
+    if not blanks:
+        raise ConfigError("the prompt has no blank to fill; mark blanks with _ or [MASK]")
+    if model.max_context and len(ids) > model.max_context:
+        raise ConfigError(f"the prompt is {len(ids)} tokens, over the model's context of {model.max_context}; shorten it")
+    filled: list[FilledBlank] = []
+    device = model_device(model)
+    with torch.inference_mode():
+        for pos in blanks:
+            logits, _, _ = model(torch.tensor([ids], device=device))
+            c = chooser.choose(logits[0, pos], ids)
+            ids[pos] = c.token
+            alts = tuple(TokenAlternative(t, tokenizer.token_text(t), p) for t, p in c.top)
+            filled.append(FilledBlank(pos, c.token, tokenizer.token_text(c.token), c.prob, c.raw_prob, c.entropy, alts))
+    return tokenizer.decode(ids), filled

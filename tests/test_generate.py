@@ -329,3 +329,47 @@ def test_bad_settings_are_config_errors(tok):
         Generation(model, tok, "the", SamplingSettings(top_p=0.0))
     with pytest.raises(ConfigError):
         Generation(model, tok, "the", window="sideways")
+
+
+def test_seq2seq_greedy_sampled_and_beam(tok):
+    from engine.generate import seq2seq_decode
+    from engine.models.seq2seq import strip_specials
+
+    vocab = tok.vocab_size + 3
+    for attention in ("additive", "none"):
+        torch.manual_seed(0)
+        model = build_model("seq2seq", make_config("seq2seq", vocab, width=32, embed=16, context=20, attention=attention)).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)
+        greedy = seq2seq_decode(model, tok, "the cat", SamplingSettings(temperature=0.0, max_tokens=20))
+        src = torch.tensor([tok.encode("the cat").tolist()])
+        assert greedy == strip_specials(model.greedy_decode(src, 20)[0].tolist(), vocab)
+        assert seq2seq_decode(model, tok, "the cat", SamplingSettings(max_tokens=20), beams=1) == greedy
+        beams = seq2seq_decode(model, tok, "the cat", SamplingSettings(max_tokens=20), beams=3)
+        assert all(0 <= t < tok.vocab_size for t in beams)
+        a = seq2seq_decode(model, tok, "the dog", SamplingSettings(seed=4, max_tokens=20))
+        assert a == seq2seq_decode(model, tok, "the dog", SamplingSettings(seed=4, max_tokens=20))
+        assert all(0 <= t < tok.vocab_size for t in a)
+
+
+def test_mlm_fills_blanks_left_to_right(tok):
+    from engine.generate import fill_blanks, split_blanks
+
+    assert split_blanks("a _ c [MASK]") == ["a ", None, " c ", None]
+    torch.manual_seed(0)
+    model = build_model("mlm", make_config("mlm", tok.vocab_size + 1, width=32, heads=2, layers=1, context=32)).eval()
+    text, filled = fill_blanks(model, tok, "the _at sat on [MASK]he mat")
+    assert len(filled) == 2 and len(text) == len("the cat sat on the mat")
+    ids = tok.encode("the cat sat on the mat").tolist()
+    ids[4] = ids[15] = model.mask_token_id
+    logits = model(torch.tensor([ids]))[0][0]
+    logits[:, model.mask_token_id] = float("-inf")
+    assert filled[0].token == int(logits[4].argmax())  # the first blank sees the second as [MASK]
+    ids[4] = filled[0].token
+    logits = model(torch.tensor([ids]))[0][0]
+    logits[:, model.mask_token_id] = float("-inf")
+    assert filled[1].token == int(logits[15].argmax())  # the second sees the first filled in
+    assert text == tok.decode(ids[:15] + [filled[1].token] + ids[16:])
+    with pytest.raises(ConfigError, match="no blank"):
+        fill_blanks(model, tok, "no blanks here")
