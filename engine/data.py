@@ -262,9 +262,8 @@ def prepare(
     train, val = split_ids(ids, val_fraction)
     if len(train) < 2:
         raise DataError(f"{source.name} gives only {len(ids)} tokens; give more text or a smaller validation fraction")
-    train_chars = tok.count_chars(train) if len(val) else n_chars
-    train_chars = min(train_chars, n_chars)
-    return Prepared(source, tok, train, val, n_chars, train_chars, n_chars - train_chars, cached)
+    val_chars = min(tok.count_chars(val), n_chars)  # the smaller split: cheaper to count
+    return Prepared(source, tok, train, val, n_chars, n_chars - val_chars, val_chars, cached)
 
 
 def _encode_source(

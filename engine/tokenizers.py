@@ -91,7 +91,11 @@ class Tokenizer:
         if len(ids) == 0:
             return 0
         table = self.chars_per_token()
-        counts = np.bincount(np.asarray(ids).astype(np.int64, copy=False), minlength=len(table))
+        counts = np.zeros(len(table), dtype=np.int64)
+        step = 1 << 24  # in blocks, so a memory-mapped billion-token array is never copied whole
+        for start in range(0, len(ids), step):
+            block = np.asarray(ids[start : start + step]).astype(np.int64)
+            counts += np.bincount(block, minlength=len(table))[: len(table)]
         return int(round(float(counts @ table)))
 
     def to_dict(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def test_one_gigabyte_file_streams_in_bounded_memory(tmp_path):
     """prepare(byte) on a 1 GiB file: peak RSS stays far below 8x the file size (measured in a child)."""
     big = tmp_path / "big.txt"
     line = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
-    block = line * (1 << 20 // len(line) + 1)
+    block = line * ((1 << 20) // len(line) + 1)
     with open(big, "wb") as f:
         while f.tell() < 1 << 30:
             f.write(block)
