@@ -72,7 +72,7 @@ def find_run(name_or_path: str, runs_dir: str | Path | None = None) -> Path:
     root = runs_root(runs_dir)
     if (root / name_or_path).is_dir():
         return root / name_or_path
-    matches = sorted(q for q in root.glob(f"{name_or_path}*") if q.is_dir()) if root.is_dir() else []
+    matches = sorted(q for q in root.glob(f"{name_or_path}*") if q.is_dir()) if root.is_dir() and not p.is_absolute() else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
