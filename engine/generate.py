@@ -480,6 +480,9 @@ class GenerationJobs:
                     self._finish("cancelled")
         except SeqplayError as err:
             self._fail(gen_id, str(err))
+        except Exception as err:  # noqa: BLE001 - a bug must not take the worker down with it
+            self._fail(gen_id, f"generation failed ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
+                       "try other settings or another checkpoint")
 
     def _start(self, cmd: Generate, live: Any) -> None:
         if cmd.source:
@@ -519,8 +522,9 @@ class GenerationJobs:
             with _torch_threads(self.threads), _eval_mode(gen.model):
                 while not gen.done and time.perf_counter() < deadline:
                     self.emit(gen.next())
-        except SeqplayError as err:
-            self._fail(gen.gen_id, str(err))
+        except Exception as err:  # noqa: BLE001 - reported, never raised into the worker loop
+            message = str(err) if isinstance(err, SeqplayError) else f"generation failed ({type(err).__name__}); try other settings"
+            self._fail(gen.gen_id, message)
             return
         if gen.done:
             self._finish(None)
