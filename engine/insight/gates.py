@@ -128,7 +128,15 @@ def gate_report(model: Any, tokenizer: Any, text: str, layer: int = -1, units: l
     }
     chosen = list(units or [])
     if pattern:
-        signal = token_signal(tokens, pattern)
+        # Match the pattern on the user's text where tokens map onto it (unknown characters decode
+        # differently), else on the decoded tokens.
+        pieces, pos = tokens, 0
+        if sum(len(t) for t in tokens) == len(text):
+            pieces = []
+            for t in tokens:
+                pieces.append(text[pos : pos + len(t)])
+                pos += len(t)
+        signal = token_signal(pieces, pattern)
         if np.ptp(signal) == 0:
             raise ConfigError(f"pattern {pattern!r} is {'everywhere' if signal.max() else 'nowhere'} in the text; "
                               "pass a text where it both occurs and does not")
