@@ -117,3 +117,17 @@ def test_gate_report_lstm_search(tok):
     assert abs(best[0]["corr"]) == pytest.approx(np.abs(allr).max(), abs=1e-4)
     with pytest.raises(ConfigError):
         gate_report(model, tok, TEXT[:50], units=["h99"])
+
+
+def test_seq2seq_cross_attention_rows(tok):
+    from engine.insight.attention import cross_attention
+
+    torch.manual_seed(0)
+    model = build_model("seq2seq", make_config("seq2seq", tok.vocab_size + 3, width=16, embed=8)).eval()
+    report = cross_attention(model, tok, "hello there", "there hello")
+    weights = np.asarray(report["layers"][0][0])
+    assert weights.shape == (len("there hello") + 1, len("hello there"))  # one row per output, + <eos>
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-3)
+    assert report["query_tokens"][-1] == "<eos>"
+    with pytest.raises(ConfigError):
+        cross_attention(_model("lstm", tok, layers=1, width=8, embed=8), tok, "a", "b")

@@ -48,14 +48,15 @@ def attention_maps(model: Any, tokenizer: Any, prompt: str, digits: int = 4) -> 
 
 
 def cross_attention(model: Any, tokenizer: Any, source: str, target: str, digits: int = 4) -> dict[str, Any]:
-    """Seq2seq alignment for a (source, target) pair: ``layers[0][0][t][i]`` = weight of target step t
-    on source position i (teacher-forced on ``target``)."""
+    """Seq2seq alignment for a (source, target) pair: ``layers[0][0][t][i]`` = weight on source position
+    i of the decoder step that outputs target token t (teacher-forced on ``target``; last row: <eos>)."""
     if getattr(model, "task", "") != "seq2seq":
         raise ConfigError("cross-attention needs a seq2seq run; train one with --arch seq2seq")
     src = encode_text(tokenizer, source)
     tgt = encode_text(tokenizer, target)
     bos = getattr(model, "bos_id", None)
-    tgt_in = np.concatenate([[bos], tgt[:-1]]) if bos is not None else tgt
+    eos_row = bos is not None
+    tgt_in = np.concatenate([[bos], tgt]) if eos_row else tgt  # the model's convention: [bos] + y
     model.eval()
     device = model_device(model)
     with torch.no_grad():
@@ -68,6 +69,6 @@ def cross_attention(model: Any, tokenizer: Any, source: str, target: str, digits
         "analysis": "attention",
         "kind": "cross",
         "tokens": token_strings(tokenizer, src),
-        "query_tokens": token_strings(tokenizer, tgt),
+        "query_tokens": token_strings(tokenizer, tgt) + (["<eos>"] if eos_row else []),
         "layers": [[np.round(weights, digits).tolist()]],
     }
