@@ -1,0 +1,455 @@
+"""The seqplay Textual app: Data, Model, Train, Generate and Runs panes around one worker client.
+
+The app never imports torch. It talks to the engine only through the worker protocol
+(``engine.protocol``): commands go into an outbox, a thread (``_pump``) sends them to the client,
+polls the client's events, batches them (at most ~20 batches a second) and posts ``EngineEvents``.
+Handlers on the UI thread route each event to its pane and drop events of jobs the app no longer
+follows. ``engine_factory`` builds the client: ``engine.client.WorkerClient`` in real use, a
+``tui.fake.FakeEngine`` in tests.
+
+Panes are listed in ``PANES``; a new view (e.g. insight) registers itself with ``register_pane``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from engine import protocol as P
+from engine.errors import SeqplayError
+from tui.messages import EngineEvents, EngineFailed, RunOpened, SourceChosen
+
+
+class EngineClient(Protocol):
+    """What the app needs from ``engine.client.WorkerClient`` (and ``tui.fake.FakeEngine``)."""
+
+    def start(self) -> None: ...
+    def send(self, cmd: P.Command) -> None: ...
+    def poll(self, timeout: float = 0) -> list[P.Event]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    """A tab of the app: ``target`` is "module:Class" of a Widget, imported when the app composes."""
+
+    id: str
+    title: str
+    key: str
+    target: str
+
+
+PANES: list[PaneSpec] = [
+    PaneSpec("data", "Data", "1", "tui.panes.data:DataPane"),
+    PaneSpec("model", "Model", "2", "tui.panes.model:ModelPane"),
+    PaneSpec("train", "Train", "3", "tui.panes.train:TrainPane"),
+    PaneSpec("generate", "Generate", "4", "tui.panes.generate:GeneratePane"),
+    PaneSpec("runs", "Runs", "5", "tui.panes.runs:RunsPane"),
+    PaneSpec("insight", "Insight", "6", "tui.insight:InsightPane"),
+]
+
+
+def register_pane(spec: PaneSpec) -> None:
+    """Add (or replace, by id) a pane; call before the app starts (e.g. at import of tui.panes.x)."""
+    PANES[:] = [p for p in PANES if p.id != spec.id] + [spec]
+
+
+def _load(target: str) -> type:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def default_engine_factory() -> EngineClient:
+    from engine.client import WorkerClient
+
+    return WorkerClient()
+
+
+FLUSH_INTERVAL = 0.05  # seconds between EngineEvents batches (token streaming wants 30-50 ms)
+POLL_TIMEOUT = 0.02
+
+
+class SeqplayApp(App):
+    """seqplay: train, watch, sample and compare sequence models in the terminal."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "seqplay"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("t", "train", "Train", id="train"),
+        Binding("p", "pause_resume", "Pause/resume", id="pause"),
+        Binding("s", "single_step", "Step", id="step"),
+        Binding("x", "stop", "Stop", id="stop"),
+        Binding("ctrl+s", "save", "Save", id="save"),
+        Binding("l", "set_lr", "Set LR", id="set_lr"),
+        Binding("g", "generate", "Generate", id="generate"),
+        Binding("escape", "cancel", "Cancel", show=False, id="cancel"),
+        Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, engine_factory: Callable[[], EngineClient] | None = None, source: str | None = None,
+                 device: str = "auto"):
+        super().__init__()
+        self.engine_factory = engine_factory or default_engine_factory
+        self.initial_source = source
+        self.device = device
+        self.train_job: str | None = None  # the training job whose events we follow
+        self.awaiting_start = False  # StartTraining sent, Started not yet seen
+        self.training_state = "idle"  # idle | starting | running | paused | stopping
+        self.gen_id: str | None = None
+        self.model_run: str | None = None  # run folder generation uses when nothing is training
+        self.last_run_dir: str | None = None
+        self.dropped_events = 0
+        self.events_seen = 0
+        self._gen_counter = itertools.count(1)
+        self._outbox: queue.Queue[P.Command] = queue.Queue()
+        self._engine_closing = threading.Event()
+        self._pump_done = threading.Event()
+        self._pump_done.set()
+        self._pump_started = False
+
+    # -- layout -----------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="tabs"):
+            for spec in PANES:
+                with TabPane(f"{spec.title} [{spec.key}]", id=f"tab-{spec.id}"):
+                    yield _load(spec.target)(id=spec.id)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for spec in PANES:
+            self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
+        self._update_subtitle()
+
+    def pane(self, pane_id: str) -> Any:
+        return self.query_one(f"#{pane_id}")
+
+    def _update_subtitle(self) -> None:
+        parts = []
+        data = self.query("#data")
+        if data:
+            parts.append(f"corpus: {data.first().spec or '-'}")
+        model = self.query("#model")
+        if model:
+            parts.append(f"model: {model.first().arch}")
+        if self.train_job:
+            parts.append(f"run: {Path(self.last_run_dir or '').name or self.train_job} ({self.training_state})")
+        elif self.model_run:
+            parts.append(f"run: {Path(self.model_run).name}")
+        self.sub_title = "  ·  ".join(parts)
+
+    # -- engine plumbing ---------------------------------------------------------------------------
+    def send(self, cmd: P.Command) -> None:
+        """Queue a command for the worker (starting the engine thread on first use)."""
+        self._outbox.put(cmd)
+        if not self._pump_started:
+            self._pump_started = True
+            self._pump_done.clear()
+            self._engine_closing.clear()
+            self._pump()
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def _pump(self) -> None:
+        """Own the client: send queued commands, poll events, post them in batches. Never touches widgets."""
+        worker = get_current_worker()
+        client: EngineClient | None = None
+        buffer: list[P.Event] = []
+        last_flush = time.monotonic()
+        try:
+            while not self._engine_closing.is_set() and not worker.is_cancelled:
+                try:
+                    if client is None:
+                        try:
+                            cmd = self._outbox.get(timeout=0.1)
+                        except queue.Empty:
+                            continue
+                        self._outbox.put(cmd)
+                        client = self.engine_factory()
+                        client.start()
+                    while True:
+                        try:
+                            client.send(self._outbox.get_nowait())
+                        except queue.Empty:
+                            break
+                    events = client.poll(timeout=POLL_TIMEOUT)
+                except Exception as err:  # a broken client must never kill the app
+                    message = str(err) if isinstance(err, SeqplayError) else f"engine failed: {err!r}"
+                    self.post_message(EngineFailed(message))
+                    client = _close_quietly(client)
+                    continue
+                if events:
+                    buffer.extend(events)
+                    if any(isinstance(e, P.ErrorEvent) and e.fatal and not e.job for e in events):
+                        client = _close_quietly(client)  # the process died; the next command restarts it
+                now = time.monotonic()
+                if buffer and now - last_flush >= FLUSH_INTERVAL:
+                    self.post_message(EngineEvents(buffer))
+                    buffer = []
+                    last_flush = now
+        finally:
+            if client is not None:
+                try:
+                    client.send(P.Shutdown())
+                except Exception:
+                    pass
+                _close_quietly(client)
+            self._pump_done.set()
+
+    def shutdown_engine(self, timeout: float = 10.0) -> None:
+        """Stop the engine thread and the worker process (saving any running job)."""
+        self._engine_closing.set()
+        self._pump_done.wait(timeout)
+
+    def on_unmount(self) -> None:
+        self._engine_closing.set()
+
+    @on(EngineFailed)
+    def _engine_failed(self, message: EngineFailed) -> None:
+        self.notify(message.message, title="Engine", severity="error", timeout=8)
+        self._reset_training("idle")
+        if self.gen_id:
+            self.pane("generate").generation_failed()
+            self.gen_id = None
+
+    @on(EngineEvents)
+    def _engine_events(self, message: EngineEvents) -> None:
+        train_events: list[P.Event] = []
+        gen_events: list[P.Event] = []
+        for ev in message.events:
+            self.events_seen += 1
+            if isinstance(ev, (P.GeneratedToken, P.GenerationDone)):
+                if ev.job == self.gen_id:
+                    gen_events.append(ev)
+                    if isinstance(ev, P.GenerationDone):
+                        self.gen_id = None
+                else:
+                    self.dropped_events += 1
+            elif isinstance(ev, P.ErrorEvent):
+                self._error_event(ev)
+            elif isinstance(ev, P.Started):
+                if self.awaiting_start:
+                    self.awaiting_start = False
+                    self.train_job = ev.job
+                    self.last_run_dir = ev.run_dir
+                    self.training_state = "running"
+                    train_events.append(ev)
+                else:
+                    self.dropped_events += 1
+            elif ev.job == self.train_job and self.train_job is not None:
+                train_events.append(ev)
+                if isinstance(ev, P.StateChanged):
+                    self.training_state = ev.state
+                elif isinstance(ev, P.Finished):
+                    self._finished(ev)
+                elif isinstance(ev, P.CheckpointWritten):
+                    self.notify(f"checkpoint saved at step {ev.step}", title="Train", timeout=3)
+            else:
+                self.dropped_events += 1
+        if train_events:
+            self.pane("train").apply(train_events)
+        if gen_events:
+            self.pane("generate").apply(gen_events)
+        self._update_subtitle()
+
+    def _error_event(self, ev: P.ErrorEvent) -> None:
+        self.notify(ev.message, title="Worker", severity="error", timeout=8)
+        if ev.fatal:
+            if self.train_job or self.awaiting_start:
+                self._reset_training("idle")
+                self.pane("train").finished("error")
+            if self.gen_id:
+                self.pane("generate").generation_failed()
+                self.gen_id = None
+        elif ev.job and ev.job == self.gen_id:
+            self.pane("generate").generation_failed()
+            self.gen_id = None
+        elif self.awaiting_start and not ev.job:
+            self._reset_training("idle")
+
+    def _finished(self, ev: P.Finished) -> None:
+        self.pane("train").finished(ev.reason)
+        self.last_run_dir = ev.run_dir or self.last_run_dir
+        self.model_run = self.last_run_dir
+        self._reset_training("idle")
+        self.notify(f"training {ev.reason} at step {ev.step}", title="Train", timeout=4)
+        self.pane("runs").refresh_runs()
+
+    def _reset_training(self, state: str) -> None:
+        self.train_job = None
+        self.awaiting_start = False
+        self.training_state = state
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_show_tab(self, pane_id: str) -> None:
+        self.query_one(TabbedContent).active = f"tab-{pane_id}"
+        pane = self.pane(pane_id)
+        if hasattr(pane, "focus_default"):
+            pane.focus_default()
+
+    def action_pane(self, pane_id: str, method: str) -> None:
+        """Call ``method`` of a pane (command-palette entries for pane actions)."""
+        self.action_show_tab(pane_id)
+        getattr(self.pane(pane_id), method)()
+
+    def action_help(self) -> None:
+        from tui.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_train(self, resume_from: str | None = None, config: dict | None = None) -> None:
+        if self.train_job or self.awaiting_start:
+            self.notify("a run is already training; stop it with x first", severity="warning")
+            return
+        try:
+            if config is None:
+                data = self.pane("data")
+                config = self.pane("model").train_config(
+                    source=data.spec, tokenizer=data.tokenizer, val_fraction=data.val_fraction,
+                    device=self.device,
+                ).to_dict()
+        except SeqplayError as err:
+            self.notify(str(err), title="Cannot train", severity="error", timeout=8)
+            return
+        self.awaiting_start = True
+        self.training_state = "starting"
+        self.pane("train").reset(config)
+        self.send(P.StartTraining(config=config, resume_from=resume_from))
+        self.action_show_tab("train")
+        self._update_subtitle()
+
+    def _need_training(self) -> bool:
+        if self.train_job is None:
+            self.notify("nothing is training; press t to start", severity="warning", timeout=3)
+            return False
+        return True
+
+    def action_pause_resume(self) -> None:
+        if self._need_training():
+            self.send(P.Resume() if self.training_state == "paused" else P.Pause())
+
+    def action_single_step(self) -> None:
+        if self._need_training():
+            if self.training_state != "paused":
+                self.send(P.Pause())
+            self.send(P.SingleStep())
+
+    def action_stop(self) -> None:
+        if self._need_training():
+            self.training_state = "stopping"
+            self.send(P.Stop(save=True))
+            self._update_subtitle()
+
+    def action_save(self) -> None:
+        if self._need_training():
+            self.send(P.SaveNow())
+
+    def action_set_lr(self) -> None:
+        if not self._need_training():
+            return
+        from tui.dialogs import AskNumber
+
+        current = self.pane("train").current_lr
+
+        def done(value: float | None) -> None:
+            if value is not None and self.train_job:
+                self.send(P.SetLearningRate(lr=value))
+                self.notify(f"learning rate -> {value:g}", timeout=3)
+
+        self.push_screen(AskNumber("New learning rate", current, minimum=0.0), done)
+
+    def action_generate(self) -> None:
+        self.action_show_tab("generate")
+        self.pane("generate").start_generation()
+
+    def action_cancel(self) -> None:
+        if self.gen_id:
+            self.send(P.CancelGeneration(gen_id=self.gen_id))
+
+    def new_generation_id(self) -> str:
+        self.gen_id = f"gen-{next(self._gen_counter)}"
+        return self.gen_id
+
+    @on(SourceChosen)
+    def _source_chosen(self, message: SourceChosen) -> None:
+        self.pane("model").set_corpus_size(self.pane("data").train_tokens)
+        self._update_subtitle()
+
+    @on(RunOpened)
+    def _run_opened(self, message: RunOpened) -> None:
+        if message.action == "continue":
+            from tui.catalog import run_config
+
+            config = run_config(Path(message.path)) or None
+            if config is None:
+                self.notify("this run has no config.json; it cannot be continued", severity="error")
+                return
+            self.action_train(resume_from=message.path, config=config)
+            return
+        self.model_run = message.path
+        self.notify(f"opened {Path(message.path).name}: generation uses it now", timeout=3)
+        self.pane("generate").set_model_label(Path(message.path).name)
+        self.action_show_tab("generate")
+        self._update_subtitle()
+
+    # -- command palette ---------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for spec in PANES:
+            yield SystemCommand(f"Show {spec.title}", f"Switch to the {spec.title} pane ({spec.key})",
+                                lambda pane_id=spec.id: self.action_show_tab(pane_id))
+        for label, help_text, action in PALETTE_ACTIONS:
+            yield SystemCommand(label, help_text, lambda a=action: self.run_action(a))
+
+
+PALETTE_ACTIONS: list[tuple[str, str, str]] = [
+    ("Start training", "Train the chosen model on the chosen corpus (t)", "train"),
+    ("Pause / resume training", "Toggle pause (p)", "pause_resume"),
+    ("Single step", "Pause and run one optimisation step (s)", "single_step"),
+    ("Stop training", "Stop after this step and save a checkpoint (x)", "stop"),
+    ("Save checkpoint", "Write a checkpoint now (ctrl+s)", "save"),
+    ("Set learning rate", "Change the learning rate of the running job (l)", "set_lr"),
+    ("Generate", "Generate from the current model (g)", "generate"),
+    ("Cancel generation", "Stop the running generation (escape)", "cancel"),
+    ("Toggle log scale", "Log scale for the loss curve", "pane('train', 'toggle_log')"),
+    ("Toggle smoothing", "Smooth the training loss curve", "pane('train', 'toggle_smooth')"),
+    ("Toggle loss / perplexity", "Plot perplexity instead of loss", "pane('train', 'toggle_metric')"),
+    ("Refresh runs", "Re-read the run folders", "pane('runs', 'refresh_runs')"),
+    ("Overlay selected runs", "Validation bits/char of the selected runs on one chart", "pane('runs', 'overlay')"),
+    ("Help", "Keys and how to use seqplay (? or F1)", "help"),
+]
+
+
+def _close_quietly(client: EngineClient | None) -> None:
+    if client is not None:
+        try:
+            client.close()
+        except Exception:
+            pass
+    return None
+
+
+def run_app(source: str | None = None, device: str = "auto") -> None:
+    """Build and run the app on the real worker (``seqplay`` calls this)."""
+    app = SeqplayApp(source=source, device=device)
+    try:
+        app.run()
+    finally:
+        app.shutdown_engine()

@@ -1,0 +1,294 @@
+"""A fake engine for tests and demos: the WorkerClient interface (start/send/poll/close), no torch.
+
+It replays a deterministic, plausible event stream: ``StartTraining`` produces ``Started``, batched
+``StepMetrics`` (``steps_per_poll`` steps per ``poll``), ``EvalMetrics``/``SampleText`` every
+``eval_every`` steps and one ``Finished``; ``Generate`` streams ``GeneratedToken``s with top
+alternatives and ends with one ``GenerationDone``. Pause/resume/step/stop/save/set_lr behave as the
+protocol says. Nothing depends on the wall clock, so snapshots of the app driven by it are stable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import protocol as P
+
+SAMPLE_TEXT = "the cat sat on the mat and the dog sat on the log. "
+ALPHABET = "etaoinshrdlu .,"
+
+
+def fake_loss(step: int, offset: float = 0.0) -> float:
+    """A decreasing, slightly wiggly loss curve (nats/token)."""
+    return 1.1 + offset + 3.0 * math.exp(-step / 80.0) + 0.04 * math.sin(step / 3.0)
+
+
+@dataclass
+class _TrainJob:
+    job: str
+    run_dir: str
+    total: int | None
+    step: int = 0
+    lr: float = 1e-3
+    paused: bool = False
+    single_steps: int = 0
+    eval_every: int = 50
+    best: float = float("inf")
+    evals: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class _GenJob:
+    gen_id: str
+    max_tokens: int
+    step_mode: bool
+    index: int = 0
+    pending_steps: list[int | None] = field(default_factory=list)
+    text: str = ""
+
+
+class FakeEngine:
+    """Deterministic stand-in for ``engine.client.WorkerClient``."""
+
+    def __init__(
+        self,
+        steps_per_poll: int = 5,
+        tokens_per_poll: int = 4,
+        eval_every: int = 50,
+        write_runs: bool = True,
+        crash_at_step: int | None = None,
+        runs_dir: str | os.PathLike | None = None,
+        start_delay_polls: int = 0,
+    ):
+        self.steps_per_poll = steps_per_poll
+        self.tokens_per_poll = tokens_per_poll
+        self.eval_every = eval_every
+        self.write_runs = write_runs
+        self.crash_at_step = crash_at_step
+        self.runs_dir = Path(runs_dir) if runs_dir else None
+        self.start_delay_polls = start_delay_polls
+        self.started = False
+        self.closed = False
+        self.sent: list[P.Command] = []
+        self._out: list[P.Event] = []
+        self._train: _TrainJob | None = None
+        self._gen: _GenJob | None = None
+        self._jobs = 0
+        self._dead = False
+
+    # -- WorkerClient interface ------------------------------------------------------------------
+    def start(self) -> None:
+        self.started = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def send(self, cmd: P.Command) -> None:
+        if self._dead:
+            return
+        self.sent.append(cmd)
+        handler = getattr(self, f"_on_{cmd.kind}", None)
+        if handler is not None:
+            handler(cmd)
+
+    def poll(self, timeout: float = 0) -> list[P.Event]:
+        if self.start_delay_polls > 0:
+            self.start_delay_polls -= 1
+        else:
+            self._advance_training()
+            self._advance_generation()
+        out, self._out = self._out, []
+        if not out and timeout > 0:
+            time.sleep(min(timeout, 0.01))
+        return out
+
+    # -- training ------------------------------------------------------------------------------
+    def _on_start(self, cmd: P.StartTraining) -> None:
+        if self._train is not None:
+            self._out.append(P.ErrorEvent(job=self._train.job, message="a run is already training; stop it first"))
+            return
+        cfg = dict(cmd.config)
+        self._jobs += 1
+        start_step = 0
+        if cmd.resume_from:
+            name = Path(cmd.resume_from).name
+            run_json = Path(cmd.resume_from) / "run.json"
+            if run_json.exists():
+                start_step = int(json.loads(run_json.read_text()).get("steps", 0))
+        else:
+            name = cfg.get("run_name") or f"fake-{cfg.get('arch', 'model')}-{self._jobs}"
+        base = self.runs_dir or _default_runs_dir()
+        job = _TrainJob(
+            job=f"train-{self._jobs}", run_dir=str(base / name), total=cfg.get("steps") or None,
+            step=start_step, lr=float(cfg.get("lr") or 1e-3), eval_every=self.eval_every, config=cfg,
+        )
+        if job.total is not None and cmd.resume_from:
+            job.total += start_step
+        self._train = job
+        self._out.append(P.Started(
+            job=job.job, run_dir=job.run_dir, arch=cfg.get("arch", "transformer"), params=123_456,
+            device="cpu", dtype="float32", train_tokens=90_000, val_tokens=10_000, vocab_size=65,
+            total_steps=job.total, time_budget=cfg.get("time_budget"), start_step=start_step,
+        ))
+        self._out.append(P.StateChanged(job=job.job, state="running"))
+
+    def _on_pause(self, cmd: P.Pause) -> None:
+        if self._train and not self._train.paused:
+            self._train.paused = True
+            self._out.append(P.StateChanged(job=self._train.job, state="paused", reason="paused by user"))
+
+    def _on_resume(self, cmd: P.Resume) -> None:
+        if self._train and self._train.paused:
+            self._train.paused = False
+            self._out.append(P.StateChanged(job=self._train.job, state="running"))
+
+    def _on_step(self, cmd: P.SingleStep) -> None:
+        if self._train and self._train.paused:
+            self._train.single_steps += 1
+
+    def _on_stop(self, cmd: P.Stop) -> None:
+        if self._train:
+            self._finish("stopped")
+
+    def _on_save(self, cmd: P.SaveNow) -> None:
+        if self._train:
+            t = self._train
+            self._out.append(P.CheckpointWritten(job=t.job, step=t.step, path=f"{t.run_dir}/checkpoints/step-{t.step:06d}.safetensors"))
+
+    def _on_set_lr(self, cmd: P.SetLearningRate) -> None:
+        if self._train:
+            self._train.lr = cmd.lr
+            self._out.append(P.LogLine(job=self._train.job, text=f"learning rate set to {cmd.lr:g}"))
+
+    def _on_sample(self, cmd: P.SampleNow) -> None:
+        if self._train:
+            self._out.append(self._sample(self._train))
+
+    def _on_shutdown(self, cmd: P.Shutdown) -> None:
+        if self._train:
+            self._finish("stopped")
+
+    def _sample(self, t: _TrainJob) -> P.SampleText:
+        text = (SAMPLE_TEXT * 3)[t.step % len(SAMPLE_TEXT):][:80]
+        return P.SampleText(job=t.job, step=t.step, prompt="", text=text, copied=text[4:24])
+
+    def _advance_training(self) -> None:
+        t = self._train
+        if t is None:
+            return
+        n = self.steps_per_poll
+        if t.paused:
+            n, t.single_steps = t.single_steps, 0
+        points = []
+        for _ in range(n):
+            if t.total is not None and t.step >= t.total:
+                break
+            t.step += 1
+            if self.crash_at_step is not None and t.step >= self.crash_at_step:
+                self._out.append(P.ErrorEvent(job="", message="the worker process died (fake crash); start training again", fatal=True))
+                self._train = None
+                self._dead = True
+                return
+            points.append(P.StepPoint(
+                step=t.step, loss=fake_loss(t.step), lr=t.lr, grad_norm=1.0 + 0.5 * math.cos(t.step / 7.0),
+                tokens_per_s=25_000.0, elapsed=t.step * 0.02, tokens_seen=t.step * 2048,
+            ))
+            if t.step % t.eval_every == 0:
+                self._flush_points(t, points)
+                points = []
+                val = fake_loss(t.step, 0.08)
+                best = val < t.best
+                t.best = min(t.best, val)
+                ev = P.EvalMetrics(job=t.job, step=t.step, val_loss=val, val_ppl=math.exp(val),
+                                   val_bpc=val / math.log(2), train_loss=fake_loss(t.step), best=best)
+                t.evals.append(ev.to_dict())
+                self._out.append(ev)
+                self._out.append(self._sample(t))
+        self._flush_points(t, points)
+        if t.total is not None and t.step >= t.total:
+            self._finish("done")
+
+    def _flush_points(self, t: _TrainJob, points: list[P.StepPoint]) -> None:
+        if points:
+            self._out.append(P.StepMetrics(job=t.job, points=tuple(points)))
+
+    def _finish(self, reason: str) -> None:
+        t = self._train
+        assert t is not None
+        self._train = None
+        if self.write_runs:
+            self._write_run(t, reason)
+        self._out.append(P.Finished(job=t.job, step=t.step, reason=reason,
+                                    best_val_loss=None if math.isinf(t.best) else t.best, run_dir=t.run_dir))
+
+    def _write_run(self, t: _TrainJob, reason: str) -> None:
+        folder = Path(t.run_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "metrics.jsonl", "a") as f:
+            for ev in t.evals:
+                f.write(json.dumps(ev) + "\n")
+        best_bpc = None if math.isinf(t.best) else t.best / math.log(2)
+        summary = {"arch": t.config.get("arch", "transformer"), "source": t.config.get("source", "grammar"),
+                   "params": 123_456, "steps": t.step, "best_val_loss": None if math.isinf(t.best) else t.best,
+                   "best_val_bpc": best_bpc, "created": "2026-01-01T00:00:00", "updated": "2026-01-01T00:00:00",
+                   "wall_time": t.step * 0.02, "status": reason}
+        (folder / "run.json").write_text(json.dumps(summary))
+        (folder / "config.json").write_text(json.dumps(t.config))
+
+    # -- generation ----------------------------------------------------------------------------
+    def _on_generate(self, cmd: P.Generate) -> None:
+        if self._gen is not None:
+            self._out.append(P.GenerationDone(job=self._gen.gen_id, reason="cancelled", text=self._gen.text))
+        max_tokens = int(cmd.settings.get("max_tokens") or cmd.max_tokens)
+        self._gen = _GenJob(gen_id=cmd.gen_id, max_tokens=max_tokens, step_mode=cmd.step_mode)
+
+    def _on_gen_step(self, cmd: P.GenerateStep) -> None:
+        if self._gen is not None and self._gen.gen_id == cmd.gen_id:
+            self._gen.pending_steps.append(cmd.choose)
+
+    def _on_cancel_generation(self, cmd: P.CancelGeneration) -> None:
+        g = self._gen
+        if g is not None and g.gen_id == cmd.gen_id:
+            self._gen = None
+            self._out.append(P.GenerationDone(job=g.gen_id, reason="cancelled", text=g.text))
+
+    def _advance_generation(self) -> None:
+        g = self._gen
+        if g is None:
+            return
+        if g.step_mode:
+            choices, g.pending_steps = g.pending_steps, []
+        else:
+            choices = [None] * self.tokens_per_poll
+        for choose in choices:
+            if g.index >= g.max_tokens:
+                break
+            self._out.append(self._token(g, choose))
+        if g.index >= g.max_tokens:
+            self._gen = None
+            self._out.append(P.GenerationDone(job=g.gen_id, reason="max_tokens", text=g.text, tokens_per_s=400.0))
+
+    def _token(self, g: _GenJob, choose: int | None) -> P.GeneratedToken:
+        i = g.index
+        ch = chr(choose) if choose is not None else SAMPLE_TEXT[i % len(SAMPLE_TEXT)]
+        prob = 0.25 + 0.7 * ((i * 37) % 10) / 10
+        others = [c for c in ALPHABET if c != ch][: 4]
+        rest = (1.0 - prob)
+        top = [P.TokenAlternative(token=ord(ch), text=ch, prob=prob)]
+        top += [P.TokenAlternative(token=ord(c), text=c, prob=rest / (2 ** (k + 1))) for k, c in enumerate(others)]
+        top.sort(key=lambda a: -a.prob)
+        g.index += 1
+        g.text += ch
+        return P.GeneratedToken(job=g.gen_id, index=i, token=ord(ch), text=ch, prob=prob, raw_prob=prob * 0.9,
+                                entropy=1.0 + (i % 5) / 5, top=tuple(top))
+
+
+def _default_runs_dir() -> Path:
+    from tui.catalog import runs_dir
+
+    return runs_dir()

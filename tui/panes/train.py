@@ -1,0 +1,175 @@
+"""Train pane: live loss/perplexity curves, throughput, progress and ETA, and samples as the model learns."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, ProgressBar, RichLog, Static
+
+from engine import protocol as P
+from tui.catalog import human_count, human_seconds
+from tui.widgets.curve import LinePlot
+
+LOG_LINES = 200
+SMOOTHING = 0.9
+
+
+def _safe_exp(x: float) -> float:
+    return math.exp(min(x, 700.0))
+
+
+class TrainPane(Vertical):
+    """Everything about the job being trained. The app feeds it events with ``apply``."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.started: P.Started | None = None
+        self.last: P.StepPoint | None = None
+        self.last_eval: P.EvalMetrics | None = None
+        self.state = "idle"
+        self.current_lr: float = 1e-3
+        self.total_steps: int | None = None
+        self.time_budget: float | None = None
+        self.metric = "loss"  # loss | ppl
+
+    def compose(self) -> ComposeResult:
+        yield Static("Nothing is training. Pick a corpus (1) and a model (2), then press [b]t[/b].", id="train-status")
+        with Horizontal(id="train-progress-row"):
+            yield ProgressBar(total=None, show_eta=False, id="train-progress")
+            yield Static("", id="train-eta")
+        yield LinePlot(title="loss (nats/token)", ylabel="loss", id="curve")
+        yield Label("Sample", classes="section")
+        yield Static("", id="sample")
+        yield RichLog(id="train-log", max_lines=LOG_LINES, markup=True, wrap=True)
+
+    @property
+    def curve(self) -> LinePlot:
+        return self.query_one("#curve", LinePlot)
+
+    def on_mount(self) -> None:
+        self.curve.smoothed = {"train"}
+
+    def focus_default(self) -> None:
+        pass
+
+    # -- view toggles --------------------------------------------------------------------------------
+    def toggle_log(self) -> None:
+        self.curve.log_y = not self.curve.log_y
+        self.curve.redraw_now()
+        self.app.notify(f"log scale {'on' if self.curve.log_y else 'off'}", timeout=2)
+
+    def toggle_smooth(self) -> None:
+        self.curve.smooth = 0.0 if self.curve.smooth else SMOOTHING
+        self.curve.redraw_now()
+        self.app.notify(f"smoothing {'on' if self.curve.smooth else 'off'}", timeout=2)
+
+    def toggle_metric(self) -> None:
+        self.metric = "ppl" if self.metric == "loss" else "loss"
+        self.curve.transform = _safe_exp if self.metric == "ppl" else None
+        self.curve.title = "perplexity" if self.metric == "ppl" else "loss (nats/token)"
+        self.curve.ylabel = self.metric
+        self.curve.redraw_now()
+
+    # -- events -------------------------------------------------------------------------------------
+    def reset(self, config: dict[str, Any]) -> None:
+        self.started, self.last, self.last_eval = None, None, None
+        self.state = "starting"
+        self.total_steps = config.get("steps") or None
+        self.time_budget = config.get("time_budget") or None
+        self.current_lr = float(config.get("lr") or self.current_lr)
+        self.curve.clear()
+        self.query_one("#sample", Static).update("")
+        self.query_one("#train-progress", ProgressBar).update(total=self.total_steps, progress=0)
+        self._log(f"starting {config.get('arch')} on {config.get('source')} ...")
+        self._show_status()
+
+    def apply(self, events: list[P.Event]) -> None:
+        """Take a batch of this job's events; the status line is redrawn once per batch."""
+        train_points: list[tuple[float, float]] = []
+        for ev in events:
+            if isinstance(ev, P.StepMetrics):
+                for p in ev.points:
+                    train_points.append((p.step, p.loss))
+                if ev.points:
+                    self.last = ev.points[-1]
+                    self.current_lr = self.last.lr
+            elif isinstance(ev, P.EvalMetrics):
+                self.last_eval = ev
+                self.curve.add_points("val", [(ev.step, ev.val_loss)])
+                best = " [green](best)[/]" if ev.best else ""
+                self._log(f"step {ev.step}: val loss {ev.val_loss:.4f} · ppl {ev.val_ppl:.2f} · {ev.val_bpc:.3f} bits/char{best}")
+            elif isinstance(ev, P.SampleText):
+                self._show_sample(ev)
+            elif isinstance(ev, P.Started):
+                self.started = ev
+                self.state = "running"
+                self.total_steps = ev.total_steps
+                self.time_budget = ev.time_budget
+                self.query_one("#train-progress", ProgressBar).update(total=ev.total_steps)
+                self._log(f"run folder {ev.run_dir} · {ev.params:,} parameters on {ev.device} ({ev.dtype})")
+            elif isinstance(ev, P.StateChanged):
+                self.state = ev.state
+                if ev.reason:
+                    self._log(f"{ev.state}: {ev.reason}")
+            elif isinstance(ev, P.LogLine):
+                self._log(ev.text)
+            elif isinstance(ev, P.CheckpointWritten):
+                self._log(f"checkpoint step {ev.step} -> {ev.path}")
+            elif isinstance(ev, P.Finished):
+                self._log(f"finished ({ev.reason}) at step {ev.step}")
+        if train_points:
+            self.curve.add_points("train", train_points)
+        self._show_status()
+
+    def finished(self, reason: str) -> None:
+        self.state = f"finished ({reason})"
+        self._show_status()
+
+    def _log(self, text: str) -> None:
+        self.query_one("#train-log", RichLog).write(text)
+
+    def _show_sample(self, ev: P.SampleText) -> None:
+        text = Text(ev.prompt, style="bold")
+        body = ev.text
+        i = body.find(ev.copied) if ev.copied else -1
+        if i >= 0:
+            text.append(body[:i])
+            text.append(body[i:i + len(ev.copied)], style="reverse yellow")
+            text.append(body[i + len(ev.copied):])
+            text.append(f"\n[copied from training text: {len(ev.copied)} chars highlighted]", style="yellow")
+        else:
+            text.append(body)
+        header = Text(f"step {ev.step}: ", style="dim")
+        self.query_one("#sample", Static).update(header + text)
+
+    def _show_status(self) -> None:
+        p, s = self.last, self.started
+        if s is None and p is None:
+            if self.state == "starting":
+                self.query_one("#train-status", Static).update("starting the worker ...")
+            return
+        total = self.total_steps
+        step = p.step if p else (s.start_step if s else 0)
+        parts = [f"[b]{self.state}[/b]", f"step {step:,}" + (f"/{total:,}" if total else "")]
+        if p:
+            parts += [f"loss {p.loss:.4f}", f"{human_count(p.tokens_per_s)} tok/s", f"lr {p.lr:.2e}",
+                      f"grad {p.grad_norm:.3f}", f"elapsed {human_seconds(p.elapsed)}"]
+        if self.last_eval:
+            parts.append(f"val {self.last_eval.val_loss:.4f} ({self.last_eval.val_bpc:.3f} bpc)")
+        if s:
+            parts.append(f"{s.device} · {s.params:,} params")
+        self.query_one("#train-status", Static).update(" · ".join(parts))
+        bar = self.query_one("#train-progress", ProgressBar)
+        eta = None
+        if p and total:
+            done = max(step - (s.start_step if s else 0), 1)
+            eta = p.elapsed / done * max(total - step, 0) if p.elapsed else None
+            bar.update(total=total, progress=step)
+        elif p and self.time_budget:
+            eta = max(self.time_budget - p.elapsed, 0)
+            bar.update(total=self.time_budget, progress=min(p.elapsed, self.time_budget))
+        self.query_one("#train-eta", Static).update(f"ETA {human_seconds(eta)}")
