@@ -337,9 +337,14 @@ def _write_entry(
         tok.save(tmp / "tokenizer.json")
         meta = {"dtype": tok.dtype.name, "n_tokens": n_tokens, "n_chars": n_chars, "version": CACHE_VERSION}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        os.replace(tmp, entry)
+        if entry.exists() and _load_cached(entry) is None:
+            shutil.rmtree(entry, ignore_errors=True)  # a stale or broken entry
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            if _load_cached(entry) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process wrote the same entry first
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot write the data cache in {entry.parent} ({err.strerror}); free some disk space") from None

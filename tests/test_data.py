@@ -147,3 +147,28 @@ def test_prepare_refuses_too_little_data(tmp_path):
     p.write_text("ab", encoding="utf-8")
     with pytest.raises(DataError, match="only"):
         prepare(str(p), "char", val_fraction=0.5)
+
+
+def test_cache_entry_written_by_another_process_is_kept(text_file):
+    from engine import data as data_mod
+
+    first = prepare(str(text_file), "char")
+    source = resolve_source(str(text_file))
+    entry = cache_dir() / "data" / data_mod._cache_key(source, "char", None)
+    assert entry.is_dir()
+    # a second writer racing the first finds the entry in place and keeps it
+    data_mod._write_entry(entry, first.tokenizer, None, 0, source=source)
+    again = prepare(str(text_file), "char")
+    assert again.cached and np.array_equal(again.train_ids, first.train_ids)
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_broken_cache_entry_is_rebuilt(text_file):
+    from engine import data as data_mod
+
+    prepare(str(text_file), "char")
+    entry = cache_dir() / "data" / data_mod._cache_key(resolve_source(str(text_file)), "char", None)
+    (entry / "meta.json").write_text("{not json", encoding="utf-8")
+    again = prepare(str(text_file), "char")
+    assert not again.cached and again.tokenizer.decode(again.train_ids) == TEXT[: len(again.train_ids)]
+    assert prepare(str(text_file), "char").cached
