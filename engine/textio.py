@@ -156,8 +156,8 @@ def _encoding_of(p: Path, head: bytes, at_end: bool) -> Encoding:
 def iter_text_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Yield the decoded, LF-normalised text of ``path`` in pieces of about ``chunk_bytes``.
 
-    Each piece (but the last) ends just before a newline that follows a non-space character, so no
-    word or byte-level BPE pre-token is ever cut between two pieces. The encoding is
+    Each piece (but the last) ends where a non-space character meets a whitespace run that holds a
+    newline, so no word or byte-level BPE pre-token is ever cut between two pieces. The encoding is
     decided on the first MiB; a decoding error further on raises ``DataError`` with the byte offset.
     An empty or whitespace-only file raises ``DataError``.
     """
@@ -214,15 +214,12 @@ def iter_text_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTE
 
 
 def _safe_cut(text: str) -> int:
-    """Index of the last newline that follows a non-space character (0 if none): cutting there splits
-    no word and no byte-level BPE pre-token (whitespace runs stay whole)."""
-    i = len(text)
-    while True:
-        i = text.rfind("\n", 0, i)
-        if i <= 0:
-            return 0
-        if not text[i - 1].isspace():
-            return i
+    """Where to cut ``text`` so no word or byte-level BPE pre-token is split: the start of the
+    whitespace run holding the last newline, if text comes before it (0 if there is no such place)."""
+    i = text.rfind("\n")
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    return max(i, 0)
 
 
 def read_text(path: str | os.PathLike[str]) -> str:

@@ -279,9 +279,23 @@ class WordTokenizer(Tokenizer):
         return cls(list(d["words"]), d.get("unk_chars", 5.0))
 
 
-# Splitting points that are always byte-level pre-token boundaries: before a newline that follows a
-# non-space character. Encoding the pieces separately (in parallel) gives exactly the same ids.
-_BPE_SPLIT = re.compile(r"(?<=\S)(?=\n)")
+# A non-space character followed by whitespace: a byte-level pre-token always ends there (no GPT-2
+# pre-token holds a non-space character and then a space), so pieces cut at such places encode, one
+# by one and in parallel, to exactly the ids of the whole text.
+_BPE_BOUNDARY = re.compile(r"\S(?=\s)")
+
+
+def bpe_pieces(text: str, target: int = 16384) -> list[str]:
+    """``text`` cut at pre-token boundaries into pieces of about ``target`` characters."""
+    pieces, start = [], 0
+    while len(text) - start > target:
+        m = _BPE_BOUNDARY.search(text, start + target)
+        if m is None:
+            break
+        pieces.append(text[start : m.end()])
+        start = m.end()
+    pieces.append(text[start:])
+    return pieces
 
 
 class BPETokenizer(Tokenizer):
@@ -314,7 +328,7 @@ class BPETokenizer(Tokenizer):
         def pieces():
             used = 0
             for chunk in _as_chunks(text):
-                yield from _BPE_SPLIT.split(chunk)
+                yield from bpe_pieces(chunk, 4096)
                 used += len(chunk)
                 if used >= BPE_MAX_TRAIN_CHARS:
                     return
@@ -330,7 +344,7 @@ class BPETokenizer(Tokenizer):
         if len(text) < 65536:
             ids = self.hf.encode(text).ids
             return np.array(ids, dtype=self.dtype)
-        pieces = _group(_BPE_SPLIT.split(text), 16384)
+        pieces = bpe_pieces(text)
         encs = self.hf.encode_batch_fast(pieces) if hasattr(self.hf, "encode_batch_fast") else self.hf.encode_batch(pieces)
         parts = [np.array(e.ids, dtype=self.dtype) for e in encs]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
@@ -381,22 +395,6 @@ def _byte_alphabet() -> list[str]:
             n += 1
     mapping = dict(zip(bs, cs))
     return [chr(mapping[b]) for b in range(256)]
-
-
-def _group(pieces: list[str], target: int) -> list[str]:
-    """Join consecutive pieces into strings of about ``target`` characters (fewer FFI calls)."""
-    out: list[str] = []
-    buf: list[str] = []
-    size = 0
-    for p in pieces:
-        buf.append(p)
-        size += len(p)
-        if size >= target:
-            out.append("".join(buf))
-            buf, size = [], 0
-    if buf:
-        out.append("".join(buf))
-    return out
 
 
 def build_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None = None) -> Tokenizer:

@@ -46,14 +46,15 @@ def test_crlf_and_multibyte_split_across_chunks(tmp_path):
     assert "\r" not in "".join(chunks)
 
 
-def test_chunks_end_before_a_newline_after_text(tmp_path):
-    text = "".join(f"word{i} and more\n\n" for i in range(200_000))  # ~3.6 MB
+@pytest.mark.parametrize("eol", ["\n\n", " \n \n"])
+def test_chunks_end_where_text_meets_a_newline_run(tmp_path, eol):
+    text = "".join(f"word{i} and more{eol}" for i in range(200_000))  # ~3.6 MB
     p = write(tmp_path, text.encode())
     chunks = list(iter_text_chunks(p, chunk_bytes=1 << 20))
     assert len(chunks) > 1
     assert "".join(chunks) == text
     for c in chunks[1:]:
-        assert c.startswith("\n\n")  # whitespace runs are never split between chunks
+        assert c.startswith(eol)  # whitespace runs are never split between chunks
 
 
 def test_utf16_without_bom_is_detected_with_a_warning(tmp_path, caplog):

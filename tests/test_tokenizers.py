@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ConfigError
-from engine.tokenizers import BPETokenizer, Tokenizer, build_tokenizer, id_dtype
+from engine.tokenizers import BPETokenizer, Tokenizer, bpe_pieces, build_tokenizer, id_dtype
 
 TEXTS = [
     "hello world",
@@ -39,8 +39,11 @@ def test_bpe_compresses_and_respects_vocab_size():
     assert len(ids) < len(CORPUS.encode()) / 2
 
 
-def test_bpe_parallel_encoding_of_long_text_equals_one_call():
-    text = "".join(f"Line {i}: some words here.\n\n  indented {i % 7}\n" for i in range(4000))
+@pytest.mark.parametrize("eol", ["\n", " \n", "  \n \n"])
+def test_bpe_parallel_encoding_of_long_text_equals_one_call(eol):
+    text = "".join(f"Line {i}: some words here.{eol}\n  indented {i % 7}  ,{eol}" for i in range(3000))
+    assert len(bpe_pieces(text)) > 4  # the long text really is encoded in pieces
+    assert "".join(bpe_pieces(text)) == text
     tok = build_tokenizer("bpe", text, 400)
     assert isinstance(tok, BPETokenizer)
     assert np.array_equal(tok.encode(text), np.array(tok.hf.encode(text).ids))
