@@ -12,6 +12,7 @@ Panes are listed in ``PANES``; a new view (e.g. insight) registers itself with `
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import queue
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -79,6 +81,20 @@ def default_engine_factory() -> EngineClient:
     return WorkerClient()
 
 
+def _while_mounted(handler: Callable) -> Callable:
+    """Skip a handler that arrives while the app is starting or shutting down (panes absent)."""
+
+    @functools.wraps(handler)
+    def wrapper(self: SeqplayApp, *args: Any) -> None:
+        try:
+            handler(self, *args)
+        except NoMatches:
+            if self.is_running and not self._engine_closing.is_set() and self._panes_ready:
+                raise
+
+    return wrapper
+
+
 FLUSH_INTERVAL = 0.05  # seconds between EngineEvents batches (token streaming wants 30-50 ms)
 POLL_TIMEOUT = 0.02
 
@@ -99,6 +115,9 @@ class SeqplayApp(App):
         Binding("l", "set_lr", "Set LR", id="set_lr"),
         Binding("g", "generate", "Generate", id="generate"),
         Binding("escape", "cancel", "Cancel", show=False, id="cancel"),
+        Binding("y", "pane('train', 'toggle_log')", "Log scale", show=False, id="log_scale"),
+        Binding("m", "pane('train', 'toggle_smooth')", "Smoothing", show=False, id="smoothing"),
+        Binding("v", "pane('train', 'toggle_metric')", "Loss/ppl", show=False, id="metric"),
         Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
@@ -123,32 +142,36 @@ class SeqplayApp(App):
         self._pump_done = threading.Event()
         self._pump_done.set()
         self._pump_started = False
+        self._panes: dict[str, Any] = {}
+        self._panes_ready = False
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(id="tabs"):
+        self._tabs = TabbedContent(id="tabs")
+        with self._tabs:
             for spec in PANES:
                 with TabPane(f"{spec.title} [{spec.key}]", id=f"tab-{spec.id}"):
-                    yield _load(spec.target)(id=spec.id)
+                    self._panes[spec.id] = _load(spec.target)(id=spec.id)
+                    yield self._panes[spec.id]
         yield Footer()
 
     def on_mount(self) -> None:
+        self._panes_ready = True
         for spec in PANES:
             self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
         self._update_subtitle()
 
     def pane(self, pane_id: str) -> Any:
-        return self.query_one(f"#{pane_id}")
+        """A pane widget by id (works whichever screen is on top)."""
+        return self._panes[pane_id]
 
     def _update_subtitle(self) -> None:
         parts = []
-        data = self.query("#data")
-        if data:
-            parts.append(f"corpus: {data.first().spec or '-'}")
-        model = self.query("#model")
-        if model:
-            parts.append(f"model: {model.first().arch}")
+        if "data" in self._panes:
+            parts.append(f"corpus: {self._panes['data'].spec or '-'}")
+        if "model" in self._panes:
+            parts.append(f"model: {self._panes['model'].arch}")
         if self.train_job:
             parts.append(f"run: {Path(self.last_run_dir or '').name or self.train_job} ({self.training_state})")
         elif self.model_run:
@@ -174,6 +197,11 @@ class SeqplayApp(App):
         last_flush = time.monotonic()
         try:
             while not self._engine_closing.is_set() and not worker.is_cancelled:
+                now = time.monotonic()
+                if buffer and (client is None or now - last_flush >= FLUSH_INTERVAL):
+                    self.post_message(EngineEvents(buffer))
+                    buffer = []
+                    last_flush = now
                 try:
                     if client is None:
                         try:
@@ -198,11 +226,6 @@ class SeqplayApp(App):
                     buffer.extend(events)
                     if any(isinstance(e, P.ErrorEvent) and e.fatal and not e.job for e in events):
                         client = _close_quietly(client)  # the process died; the next command restarts it
-                now = time.monotonic()
-                if buffer and now - last_flush >= FLUSH_INTERVAL:
-                    self.post_message(EngineEvents(buffer))
-                    buffer = []
-                    last_flush = now
         finally:
             if client is not None:
                 try:
@@ -219,8 +242,10 @@ class SeqplayApp(App):
 
     def on_unmount(self) -> None:
         self._engine_closing.set()
+        self._panes_ready = False
 
     @on(EngineFailed)
+    @_while_mounted
     def _engine_failed(self, message: EngineFailed) -> None:
         self.notify(message.message, title="Engine", severity="error", timeout=8)
         self._reset_training("idle")
@@ -229,6 +254,7 @@ class SeqplayApp(App):
             self.gen_id = None
 
     @on(EngineEvents)
+    @_while_mounted
     def _engine_events(self, message: EngineEvents) -> None:
         train_events: list[P.Event] = []
         gen_events: list[P.Event] = []
@@ -252,6 +278,8 @@ class SeqplayApp(App):
                     train_events.append(ev)
                 else:
                     self.dropped_events += 1
+            elif self.awaiting_start and isinstance(ev, P.Finished):
+                self._finished(ev)  # the job failed before it started
             elif ev.job == self.train_job and self.train_job is not None:
                 train_events.append(ev)
                 if isinstance(ev, P.StateChanged):
@@ -280,8 +308,9 @@ class SeqplayApp(App):
         elif ev.job and ev.job == self.gen_id:
             self.pane("generate").generation_failed()
             self.gen_id = None
-        elif self.awaiting_start and not ev.job:
-            self._reset_training("idle")
+        elif self.awaiting_start and ev.job != self.train_job:
+            self._reset_training("idle")  # training could not start
+            self.pane("train").finished("error")
 
     def _finished(self, ev: P.Finished) -> None:
         self.pane("train").finished(ev.reason)
@@ -298,7 +327,7 @@ class SeqplayApp(App):
 
     # -- actions ---------------------------------------------------------------------------------
     def action_show_tab(self, pane_id: str) -> None:
-        self.query_one(TabbedContent).active = f"tab-{pane_id}"
+        self._tabs.active = f"tab-{pane_id}"
         pane = self.pane(pane_id)
         if hasattr(pane, "focus_default"):
             pane.focus_default()
@@ -388,11 +417,13 @@ class SeqplayApp(App):
         return self.gen_id
 
     @on(SourceChosen)
+    @_while_mounted
     def _source_chosen(self, message: SourceChosen) -> None:
         self.pane("model").set_corpus_size(self.pane("data").train_tokens)
         self._update_subtitle()
 
     @on(RunOpened)
+    @_while_mounted
     def _run_opened(self, message: RunOpened) -> None:
         if message.action == "continue":
             from tui.catalog import run_config
@@ -428,9 +459,9 @@ PALETTE_ACTIONS: list[tuple[str, str, str]] = [
     ("Set learning rate", "Change the learning rate of the running job (l)", "set_lr"),
     ("Generate", "Generate from the current model (g)", "generate"),
     ("Cancel generation", "Stop the running generation (escape)", "cancel"),
-    ("Toggle log scale", "Log scale for the loss curve", "pane('train', 'toggle_log')"),
-    ("Toggle smoothing", "Smooth the training loss curve", "pane('train', 'toggle_smooth')"),
-    ("Toggle loss / perplexity", "Plot perplexity instead of loss", "pane('train', 'toggle_metric')"),
+    ("Toggle log scale", "Log scale for the loss curve (y)", "pane('train', 'toggle_log')"),
+    ("Toggle smoothing", "Smooth the training loss curve (m)", "pane('train', 'toggle_smooth')"),
+    ("Toggle loss / perplexity", "Plot perplexity instead of loss (v)", "pane('train', 'toggle_metric')"),
     ("Refresh runs", "Re-read the run folders", "pane('runs', 'refresh_runs')"),
     ("Overlay selected runs", "Validation bits/char of the selected runs on one chart", "pane('runs', 'overlay')"),
     ("Help", "Keys and how to use seqplay (? or F1)", "help"),

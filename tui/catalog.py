@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ def runs_dir() -> Path:
 
 def builtin_corpora() -> dict[str, str]:
     """Built-in corpus name -> one-line description."""
+    try:
+        from corpora import list_corpora
+
+        return {c.name: c.description for c in list_corpora()}
+    except ImportError:
+        pass
     try:
         import engine.data as data
 
@@ -158,8 +165,22 @@ class RunInfo:
 
 
 def list_runs(folder: Path | None = None) -> list[RunInfo]:
-    """Every run folder (one holding run.json), newest first."""
+    """Every run folder, newest first (``engine.runs.list_runs`` when it exists)."""
     folder = folder or runs_dir()
+    try:
+        from engine import runs as engine_runs
+    except ImportError:
+        engine_runs = None
+    if engine_runs is not None:
+        out = []
+        for r in engine_runs.list_runs(folder):
+            updated = r.updated or r.created
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else ""
+            status = r.status + (f" ({r.problem})" if r.problem else "")
+            out.append(RunInfo(path=Path(r.path), name=r.name, arch=r.arch or "?", source=r.source or "?",
+                               params=r.params or None, steps=r.steps, best_val_loss=r.best_val_loss,
+                               best_val_bpc=r.best_val_bpc, updated=stamp, status=status))
+        return out
     if not folder.is_dir():
         return []
     runs: list[RunInfo] = []

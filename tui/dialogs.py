@@ -28,7 +28,9 @@ class AskNumber(ModalScreen[float | None]):
             yield Static("enter: apply · escape: cancel", id="dialog-error")
 
     def on_mount(self) -> None:
-        self.query_one(Input).focus()
+        box = self.query_one(Input)
+        box.focus()
+        self.call_after_refresh(box.select_all)  # typing replaces the old value
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:

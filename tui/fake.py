@@ -64,7 +64,9 @@ class FakeEngine:
         crash_at_step: int | None = None,
         runs_dir: str | os.PathLike | None = None,
         start_delay_polls: int = 0,
+        poll_sleep: float = 0.005,
     ):
+        self.poll_sleep = poll_sleep
         self.steps_per_poll = steps_per_poll
         self.tokens_per_poll = tokens_per_poll
         self.eval_every = eval_every
@@ -103,8 +105,8 @@ class FakeEngine:
             self._advance_training()
             self._advance_generation()
         out, self._out = self._out, []
-        if not out and timeout > 0:
-            time.sleep(min(timeout, 0.01))
+        if timeout > 0:  # like a queue read: a little wait (never busy-loop the caller)
+            time.sleep(min(timeout, self.poll_sleep if out else 0.01))
         return out
 
     # -- training ------------------------------------------------------------------------------

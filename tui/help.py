@@ -15,13 +15,14 @@ Train small sequence models on your own text, watch them learn, sample from them
 
 | key | what it does |
 |---|---|
-| 1 … 5 | Data · Model · Train · Generate · Runs |
+| 1 … 6 | Data · Model · Train · Generate · Runs · Insight |
 | t | start training the chosen model on the chosen corpus |
 | p | pause / resume training |
 | s | single step (pauses first) |
 | x | stop training (a checkpoint is saved) |
 | ctrl+s | save a checkpoint now |
 | l | change the learning rate while it trains |
+| y · m · v | Train curve: log scale · smoothing · loss/perplexity |
 | g | generate from the current model |
 | escape | cancel the generation |
 | n | step mode: next token |

@@ -97,7 +97,7 @@ class DataPane(Vertical):
             return
         stats = catalog.basic_stats(text)
         self.post_message(self.Loaded(spec, name, text[: catalog.PREVIEW_CHARS], stats))
-        for kind in TOKENIZERS:
+        for kind in self._kinds_to_count():
             try:
                 count, estimated = catalog.token_count(text, kind)
             except ImportError:
@@ -105,6 +105,19 @@ class DataPane(Vertical):
             except Exception:
                 count, estimated = None, False
             self.post_message(self.TokensCounted(spec, kind, count, estimated))
+
+    def _kinds_to_count(self) -> list[str]:
+        """Cheap tokenizers always; BPE (trained on the text, ~1 s/MB) only once it is chosen."""
+        return [k for k in TOKENIZERS if k != "bpe" or self.tokenizer == "bpe"]
+
+    @work(thread=True, exclusive=True, group="data-count", exit_on_error=False)
+    def _count_worker(self, spec: str, kind: str) -> None:
+        try:
+            _name, text = catalog.load_text(spec)
+            count, estimated = catalog.token_count(text, kind)
+        except Exception:
+            return
+        self.post_message(self.TokensCounted(spec, kind, count, estimated))
 
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
@@ -160,6 +173,8 @@ class DataPane(Vertical):
     @on(Select.Changed, "#tokenizer")
     def _tokenizer_changed(self, event: Select.Changed) -> None:
         self.tokenizer = str(event.value)
+        if self.spec and self.stats is not None and self.tokenizer not in self.stats.tokens:
+            self._count_worker(self.spec, self.tokenizer)
         self._show_stats()
         if self.spec:
             self.post_message(SourceChosen(self.spec))

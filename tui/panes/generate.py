@@ -34,9 +34,8 @@ def sampling_settings(values: dict[str, Any]) -> dict[str, Any]:
         from engine.sampling_settings import SamplingSettings
     except ImportError:
         return values
-    settings = SamplingSettings.from_dict(values)
-    if hasattr(settings, "validate"):
-        settings.validate()
+    settings = SamplingSettings.from_dict({k: v for k, v in values.items() if v is not None or k == "seed"})
+    settings.validate()
     return settings.to_dict()
 
 

@@ -78,9 +78,8 @@ class ModelPane(Horizontal):
 
     def set_corpus_size(self, train_tokens: int | None) -> None:
         self.corpus_tokens = train_tokens
-        data = self.app.query("#data")
-        if data:
-            pane = data.first()
+        pane = self.app.pane("data")
+        if pane is not None:
             stats = pane.stats
             if stats is not None:
                 self.vocab_size = {"char": stats.vocab, "byte": 256}.get(pane.tokenizer, 4096)
