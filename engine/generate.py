@@ -448,6 +448,11 @@ class GenerationJobs:
         """True while a streaming (not step-mode) generation has tokens to produce."""
         return self.current is not None and not self.step_mode and not self.current.done
 
+    @property
+    def active(self) -> bool:
+        """Alias of ``busy`` (the worker loop's name for it)."""
+        return self.busy
+
     def _load(self, source: str) -> Any:
         from pathlib import Path
 
