@@ -123,8 +123,9 @@ class SeqplayApp(App):
     ]
 
     def __init__(self, engine_factory: Callable[[], EngineClient] | None = None, source: str | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", browse_root: str | None = None):
         super().__init__()
+        self.browse_root = browse_root  # the Data pane's file browser root (default: the working folder)
         self.engine_factory = engine_factory or default_engine_factory
         self.initial_source = source
         self.device = device

@@ -220,6 +220,14 @@ def val_curve(run: Path) -> list[tuple[int, float]]:
     return points
 
 
+def short_path(path: str) -> str:
+    """A run path relative to the runs folder ("runs/NAME/...") when it lies inside it."""
+    try:
+        return str(Path("runs") / Path(path).resolve().relative_to(runs_dir().resolve()))
+    except (ValueError, OSError):
+        return path
+
+
 def run_config(run: Path) -> dict[str, Any]:
     path = Path(run) / "config.json"
     try:

@@ -49,15 +49,15 @@ class DataPane(Vertical):
                 yield ListView(*[ListItem(Label(f"{name}  [dim]{desc}[/]"), name=name)
                                  for name, desc in self._corpora.items()], id="corpora")
                 yield Label("Files (enter opens)", classes="section")
-                yield DirectoryTree(Path.cwd(), id="files")
+                yield DirectoryTree(getattr(self.app, "browse_root", None) or Path.cwd(), id="files")
             with Vertical(id="data-right"):
                 yield Static("loading...", id="data-title", classes="section")
                 yield DataTable(id="data-stats", show_cursor=False, zebra_stripes=True)
                 with Horizontal(classes="form-row"):
                     yield Label("Tokenizer")
-                    yield Select([(t, t) for t in TOKENIZERS], value="char", allow_blank=False, id="tokenizer")
+                    yield Select([(t, t) for t in TOKENIZERS], value="char", allow_blank=False, id="tokenizer", compact=True)
                     yield Label("Validation split")
-                    yield Input("0.1", id="val-fraction", type="number")
+                    yield Input("0.1", id="val-fraction", type="number", compact=True)
                 yield Label("Preview", classes="section")
                 with VerticalScroll(id="preview-box"):
                     yield Static("", id="preview", markup=False)

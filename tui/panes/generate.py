@@ -59,13 +59,13 @@ class GeneratePane(Vertical):
         yield Static("model: the run being trained, or a run opened on the Runs pane (5)", id="gen-model")
         with Horizontal(classes="form-row"):
             yield Label("Prompt")
-            yield Input("", placeholder="type a prompt, press enter", id="prompt")
-            yield Checkbox("step mode", False, id="step-mode")
+            yield Input("", placeholder="type a prompt, press enter", id="prompt", compact=True)
+            yield Checkbox("step mode", False, id="step-mode", compact=True)
         with Horizontal(classes="form-row", id="sampling"):
             for name, label, default, kind in CONTROLS:
                 yield Label(label)
                 yield Input(default, id=f"s-{name}", type="integer" if kind is int else "number",
-                            placeholder="none" if name == "seed" else "", classes="sampling")
+                            placeholder="none" if name == "seed" else "", classes="sampling", compact=True)
         with Horizontal(id="gen-body"):
             with VerticalScroll(id="gen-output-box"):
                 yield TokenView(id="gen-output")

@@ -48,25 +48,25 @@ class ModelPane(Horizontal):
             yield Label("Training", classes="section")
             with Horizontal(classes="form-row"):
                 yield Label("Optimizer")
-                yield Select([(o, o) for o in OPTIMIZERS], value="adamw", allow_blank=False, id="optimizer")
+                yield Select([(o, o) for o in OPTIMIZERS], value="adamw", allow_blank=False, id="optimizer", compact=True)
                 yield Label("LR")
-                yield Input("", placeholder="default", id="lr", type="number")
+                yield Input("", placeholder="default", id="lr", type="number", compact=True)
                 yield Label("Schedule")
-                yield Select([(s, s) for s in SCHEDULES], value="cosine", allow_blank=False, id="schedule")
+                yield Select([(s, s) for s in SCHEDULES], value="cosine", allow_blank=False, id="schedule", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("Clip")
-                yield Input("1.0", id="clip", type="number", placeholder="off")
+                yield Input("1.0", id="clip", type="number", placeholder="off", compact=True)
                 yield Label("Batch")
-                yield Input("32", id="batch", type="integer")
+                yield Input("32", id="batch", type="integer", compact=True)
                 yield Label("Context")
-                yield Input("", placeholder="model default", id="context", type="integer")
+                yield Input("", placeholder="model default", id="context", type="integer", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("Steps")
-                yield Input("2000", id="steps", type="integer", placeholder="no limit")
+                yield Input("2000", id="steps", type="integer", placeholder="no limit", compact=True)
                 yield Label("Time (s)")
-                yield Input("", id="time-budget", type="number", placeholder="no limit")
+                yield Input("", id="time-budget", type="number", placeholder="no limit", compact=True)
                 yield Label("Device")
-                yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, id="device")
+                yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, id="device", compact=True)
             yield Label("Before you train", classes="section")
             yield Static("", id="estimate")
 
@@ -107,11 +107,11 @@ class ModelPane(Horizontal):
                 continue
             value = getattr(cfg, f.name)
             if isinstance(value, bool):
-                widget = Checkbox(f.name, value, id=_field_id(f.name))
+                widget = Checkbox(f.name, value, id=_field_id(f.name), compact=True)
                 row.append(widget)
             else:
                 kind = "integer" if isinstance(value, int) else "number" if isinstance(value, float) else "text"
-                row += [Label(f.name), Input(str(value), id=_field_id(f.name), type=kind, classes="hp")]
+                row += [Label(f.name), Input(str(value), id=_field_id(f.name), type=kind, classes="hp", compact=True)]
             if len(row) >= 6:
                 rows.append(Horizontal(*row, classes="form-row"))
                 row = []

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
 from engine import protocol as P
-from tui.catalog import human_count, human_seconds
+from tui.catalog import human_count, human_seconds, short_path
 from tui.widgets.curve import LinePlot
 
 LOG_LINES = 200
@@ -110,7 +110,7 @@ class TrainPane(Vertical):
                 self.total_steps = ev.total_steps
                 self.time_budget = ev.time_budget
                 self.query_one("#train-progress", ProgressBar).update(total=ev.total_steps)
-                self._log(f"run folder {ev.run_dir} · {ev.params:,} parameters on {ev.device} ({ev.dtype})")
+                self._log(f"run folder {short_path(ev.run_dir)} · {ev.params:,} parameters on {ev.device} ({ev.dtype})")
             elif isinstance(ev, P.StateChanged):
                 self.state = ev.state
                 if ev.reason:
@@ -118,7 +118,7 @@ class TrainPane(Vertical):
             elif isinstance(ev, P.LogLine):
                 self._log(ev.text)
             elif isinstance(ev, P.CheckpointWritten):
-                self._log(f"checkpoint step {ev.step} -> {ev.path}")
+                self._log(f"checkpoint step {ev.step} -> {short_path(ev.path)}")
             elif isinstance(ev, P.Finished):
                 self._log(f"finished ({ev.reason}) at step {ev.step}")
         if train_points:

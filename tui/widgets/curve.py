@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from rich.text import Text
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from tui.series import BoundedSeries, ema
@@ -68,7 +70,7 @@ class LinePlot(PlotextPlot):
         plt.title(self.title)
         plt.xlabel(self.xlabel)
         plt.ylabel(self.ylabel + (" (log)" if self.log_y else ""))
-        plt.yscale("log" if self.log_y else "linear")
+        drawn = 0
         for name, s in self.series.items():
             if not len(s):
                 continue
@@ -78,4 +80,12 @@ class LinePlot(PlotextPlot):
             pts = [(x, y) for x, y in zip(s.xs, ys) if math.isfinite(y) and (y > 0 or not self.log_y)]
             if pts:
                 plt.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker=self.markers[name])
+                drawn += len(pts)
+        plt.yscale("log" if self.log_y and drawn else "linear")  # plotext fails on a log axis without data
         self.refresh()
+
+    def render(self) -> RenderResult:
+        try:
+            return super().render()
+        except Exception as err:  # a plotting bug must never take the app down
+            return Text(f"(cannot draw the chart: {type(err).__name__})", style="dim")

@@ -1,0 +1,143 @@
+"""Snapshot tests of every pane at 120x40, driven by the deterministic FakeEngine.
+
+Anything time-dependent is frozen: the fake's metrics do not read the clock, training runs to a fixed
+step budget, cursor blink is off, the time zone is UTC and the speed estimate uses a fixed CPU rate.
+Update the baselines after an intended change with
+`pytest tests/test_snapshots_tui.py --snapshot-update` and look at the SVGs before committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from tui import catalog
+from tui.app import SeqplayApp
+from tui.fake import FakeEngine
+
+SIZE = (120, 40)
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _frozen(monkeypatch):
+    monkeypatch.chdir(HERE.parent)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.setitem(catalog.DEVICE_FLOPS, "cpu", 1e10)
+    yield
+    time.tzset()
+
+
+def make_app() -> SeqplayApp:
+    engine = FakeEngine(steps_per_poll=20, tokens_per_poll=10)
+    return SeqplayApp(engine_factory=lambda: engine, device="cpu", browse_root="tests/tui_files")
+
+
+async def settle(pilot, condition, timeout: float = 10.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError("the app did not reach the expected state")
+        await pilot.pause(0.05)
+    for widget in pilot.app.query(Input):
+        widget.cursor_blink = False
+    pilot.app.clear_notifications()  # toasts expire with time
+    await pilot.pause(0.4)  # let throttled charts redraw
+
+
+async def loaded(pilot) -> None:
+    data = pilot.app.pane("data")
+    await settle(pilot, lambda: data.stats is not None and "word" in data.stats.tokens)
+
+
+async def trained(pilot) -> None:
+    app = pilot.app
+    await loaded(pilot)
+    app.pane("model").query_one("#steps", Input).value = "300"
+    await pilot.press("t")
+    await settle(pilot, lambda: app.train_job is None and app.model_run is not None)
+    app.pane("train").curve.redraw_now()
+    await pilot.pause(0.3)
+
+
+def test_data_pane(snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=loaded)
+
+
+def test_model_pane(snap_compare):
+    async def run_before(pilot):
+        await loaded(pilot)
+        await pilot.press("2")
+        await settle(pilot, lambda: "parameters" in str(pilot.app.query_one("#param-count").render()))
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_train_pane_after_a_run(snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=trained)
+
+
+def test_train_pane_log_scale_perplexity(snap_compare):
+    async def run_before(pilot):
+        await trained(pilot)
+        await pilot.press("y", "v")
+        await pilot.pause(0.3)
+        pilot.app.clear_notifications()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_generate_pane(snap_compare):
+    async def run_before(pilot):
+        await trained(pilot)
+        await pilot.press("4")
+        gen = pilot.app.pane("generate")
+        gen.query_one("#s-max_tokens", Input).value = "60"
+        gen.query_one("#prompt", Input).value = "once "
+        gen.query_one("#prompt", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: gen.done_reason == "max_tokens")
+        await pilot.press("left", "left")
+        await pilot.pause(0.1)
+        pilot.app.clear_notifications()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def _runs(root: Path) -> None:
+    for i, (name, arch) in enumerate((("lstm-grammar", "lstm"), ("rnn-grammar", "rnn"), ("transformer-grammar", "transformer"))):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({
+            "arch": arch, "source": "grammar", "params": 200_000 + i, "steps": 1000, "best_val_bpc": 2.5 - 0.4 * i,
+            "status": "done", "created": 1_700_000_000.0 + i, "updated": 1_700_000_000.0 + i}))
+        with open(folder / "metrics.jsonl", "w") as f:
+            for step in range(100, 1001, 100):
+                f.write(json.dumps({"event": "eval", "job": name, "step": step, "val_loss": 1.0, "val_ppl": 2.7,
+                                    "val_bpc": 2.5 - 0.4 * i + 2.0 * (100 / step), "best": False}) + "\n")
+
+
+def test_runs_pane_overlay(snap_compare):
+    _runs(catalog.runs_dir())
+
+    async def run_before(pilot):
+        await loaded(pilot)
+        await pilot.press("5")
+        runs = pilot.app.pane("runs")
+        await settle(pilot, lambda: len(runs.runs) == 3)
+        runs.query_one("#runs-table").focus()
+        await pilot.press("space", "down", "space", "down", "space", "o")
+        await settle(pilot, lambda: len(pilot.app.query_one("#overlay").series) == 3)
+        pilot.app.clear_notifications()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, press=["question_mark"], run_before=loaded)
