@@ -270,3 +270,18 @@ def test_archs_table_prints():
 
     result = CliRunner().invoke(archs, [])
     assert result.exit_code == 0 and "transformer" in result.output and "ugrnn" in result.output
+
+
+@pytest.mark.parametrize("arch", ["mlp", "rnn", "ugrnn", "gru", "lstm", "transformer", "mlm", "seq2seq"])
+def test_bf16_autocast_step_and_fp32_continuation(arch):
+    """A training step under bf16 autocast works; its carried state continues in fp32."""
+    model = tiny(arch).train()
+    x = torch.randint(0, V - 3, (2, 8))
+    args = (x, x, x) if arch == "seq2seq" else (x, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss, state = model(*args)
+    loss.backward()
+    assert torch.isfinite(loss)
+    if model.recurrent:
+        assert all(s.dtype == torch.float32 for s in state)
+        model(x, state=state)

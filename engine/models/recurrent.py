@@ -80,11 +80,12 @@ class UGRNNLayer(nn.Module):
             self.bias[hidden_size:] = -1.0  # G starts near sigma(1): remember by default
 
     def input_terms(self, x: Tensor) -> Tensor:
-        return torch.matmul(x, self.w_x.t()) - self.bias
+        return nn.functional.linear(x, self.w_x, -self.bias)  # W^x x_t - B, one matmul over all steps
 
     def forward(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        ys, h = _SCANS[_scan_mode](self.input_terms(x), h0[0], self.w_h)
-        return ys, h.unsqueeze(0)
+        pre = self.input_terms(x)  # bf16 under autocast: run the loop in that dtype, keep the state's
+        ys, h = _SCANS[_scan_mode](pre, h0[0].to(pre.dtype), self.w_h)
+        return ys, h.to(h0.dtype).unsqueeze(0)
 
 
 class RecurrentLM(SeqModel):
@@ -149,7 +150,8 @@ class RecurrentLM(SeqModel):
                 y = y + x
             x = self.drop(y)
             new_states.append(s)
-        new_state = tuple(torch.cat([s[k] for s in new_states], 0) for k in range(self.n_state))
+        dtype = self.head.bias.dtype  # carried state stays in the weights' dtype (autocast gives bf16)
+        new_state = tuple(torch.cat([s[k] for s in new_states], 0).to(dtype) for k in range(self.n_state))
         return self.head(x), new_state, hidden, cells, gates
 
     def _fused(self, layer: nn.Module, x: Tensor, s: tuple[Tensor, ...]):
