@@ -1,7 +1,8 @@
 """Where and how training runs: device pick, precision, thread count, torch.compile, memory estimate.
 
 Every default here is a decision taken on purpose; the comments give the measurement behind it
-(machine: 2-core AMD EPYC VM with AVX-512 BF16, torch 2.13 CPU; see ``benchmarks/``).
+(machine: 2-core AMD EPYC VM with AVX-512 BF16, torch 2.13 CPU, shared with other jobs, so the
+figures are noisy; ``benchmarks/worker_overhead.py --sweep`` re-measures them).
 Imports torch lazily so ``engine.device.available_memory`` and ``estimate_training_memory`` stay
 usable before anything heavy is loaded.
 """
@@ -50,31 +51,46 @@ def pick_device(spec: str = "auto") -> str:
 def choose_threads(requested: int | None) -> int:
     """Intra-op threads for the training process.
 
-    Default: every core this process may run on. Measured here (2 cores): 2 threads train the small
-    Transformer ~1.6x faster than 1; more threads than cores oversubscribe and lose 5-10x when
-    another busy thread shares the cores, so never more than the affinity mask allows.
+    Default: one core fewer than this process may use (at least 1), leaving a core for the UI and
+    the event reader. Measured here (2 cores shared with other work, `python benchmarks/
+    worker_overhead.py --sweep --steps 40`): the 2-layer width-128 Transformer trained at 11.8k tok/s
+    with 1 thread and 3.8k with 2; the LSTM at 77k vs 31k -- oversubscribed threads lose badly.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     if requested is None:
-        return max(1, cores)
+        return max(1, cores - 1)
     if requested < 1:
         raise ConfigError(f"threads must be at least 1, got {requested}")
     return requested
 
 
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
 def choose_precision(requested: str, device: str, family: str) -> str:
     """fp32 | bf16 | fp16 for autocast. ``auto`` picks the fast path per device and model family.
 
-    * CUDA: bf16 where the GPU supports it (Ampere+), else fp16 with a grad scaler -> we use fp32
-      instead of fp16 to keep resume exact and the loop simple.
-    * CPU: fp32. Measured on this machine (benchmarks/worker_overhead.py --precision, small models,
-      batch 32): bf16 autocast made the 4-layer width-128 Transformer step slower or at best equal
-      (the matmuls are too small for AVX-512 BF16 to pay for the casts), and the LSTM slower (its
-      fused CPU kernel has no bf16 fast path). So bf16 on CPU is opt-in (``--precision bf16``).
-    * MPS: fp32 (autocast support there is partial).
+    * CPU with native bf16: bf16 autocast (weights and optimizer stay fp32; the loss is computed in
+      fp32). Measured here (AVX-512 BF16, 1 thread, batch 32 x 64, two interleaved rounds): 2-layer
+      width-128 Transformer 24.8k/31.0k tok/s fp32 vs 27.5k/38.9k bf16; 1-layer width-256 LSTM
+      53.8k/56.7k fp32 vs 130k/107k bf16. Without native bf16 it is emulated and slower: fp32.
+    * CUDA: bf16 where the GPU supports it (Ampere and later), else fp32 (no fp16 grad scaler, which
+      would make resume inexact).
+    * MPS, and count-based models: fp32.
+    Exact-resume guarantees are stated for fp32 (``--precision fp32``).
     """
     import torch
 
@@ -84,7 +100,11 @@ def choose_precision(requested: str, device: str, family: str) -> str:
         if requested == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
             raise ConfigError("this GPU does not support bf16; use --precision fp32")
         return requested
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported() and family != "count":
+    if family == "count":
+        return "fp32"
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return "bf16"
+    if device == "cpu" and cpu_has_bf16():
         return "bf16"
     return "fp32"
 
@@ -102,9 +122,9 @@ def autocast(device: str, precision: str) -> Any:
 def should_compile(requested: str, device: str, family: str) -> bool:
     """Whether to wrap the model in torch.compile.
 
-    ``auto`` means no: on this CPU torch.compile costs 30-60 s of compilation before the first step,
-    more than a whole playground run, and recurrent models gain nothing (their time is inside one
-    fused kernel). ``on`` tries it and falls back to eager with a log line if it fails.
+    ``auto`` means no (not measured to help here): compilation happens before the first step and a
+    playground run is short; recurrent models spend their time inside one fused kernel. ``on`` tries
+    it and falls back to eager with a log line if it fails.
     """
     return requested == "on" and family != "count"
 

@@ -92,8 +92,8 @@ def plan_model(config: TrainConfig, vocab_size: int) -> Any:
 
 def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum), Adam, AdamW, RMSprop, Adagrad. Weight decay applies to matrices only (dim >= 2):
-    biases and LayerNorm gains are not decayed. AdamW uses the fused kernel where available (measured
-    fastest on CPU in torch 2.x), else foreach."""
+    biases and LayerNorm gains are not decayed. Adam/AdamW use the fused kernel where available (one
+    kernel over all parameters), else foreach."""
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -176,6 +176,7 @@ class Trainer:
         self._tb: Any = None
         self._train_text: str | None = None
         self._train_index: Any = None
+        self.is_main = True  # False on data-parallel ranks other than 0: no run folder, no checkpoints
 
     # ---------------------------------------------------------------------------------------- events
     def emit(self, event: P.Event) -> None:
@@ -255,10 +256,13 @@ class Trainer:
 
         if meta is not None:
             self._restore(meta, tensors)
-        else:
+        elif self.is_main:  # data-parallel ranks other than 0 write nothing (engine.distributed)
             self.run_dir = create_run(cfg.arch, cfg.source, cfg.runs_dir, cfg.run_name)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
             self.tokenizer.save(self.run_dir / "tokenizer.json")
+        if not self.is_main:
+            self.run_dir = None
+            return
         assert self.run_dir is not None
         self.metrics = MetricsWriter(self.run_dir)
         if cfg.tensorboard:
@@ -505,6 +509,7 @@ class Trainer:
             tokens += x.numel()
             if self.recurrent:
                 self.state = self.model.detach_state(state)
+        total = self._reduce_loss(total)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip else float("inf"), foreach=True)
         loss_v, norm_v = torch.stack([total / cfg.grad_accum, norm.float()]).tolist()  # the step's one sync
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)) or loss_v > self.explode_at:
@@ -516,6 +521,10 @@ class Trainer:
         self.step += 1
         self.tokens_seen += tokens
         return loss_v, norm_v, lr, tokens
+
+    def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+        """The step's summed loss as every rank should see it (data-parallel ranks average it)."""
+        return total
 
     # ------------------------------------------------------------------------------------ evaluation
     def _rng_guard(self) -> Any:

@@ -26,7 +26,7 @@ def tiny_config(tmp_path: Path, arch: str = "transformer", **kw) -> TrainConfig:
              "lstm": dict(layers=1, width=32, embed=16, dropout=0.1),
              "gru": dict(layers=1, width=32, embed=16)}.get(arch, {})
     base = dict(source=corpus(tmp_path), arch=arch, model=model, context=16, batch_size=4, steps=20, eval_every=10,
-                eval_batches=2, sample_every=0, warmup=2, runs_dir=str(tmp_path / "runs"), threads=1)
+                eval_batches=2, sample_every=0, warmup=2, runs_dir=str(tmp_path / "runs"), threads=1, precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 
