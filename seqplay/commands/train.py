@@ -135,7 +135,17 @@ def _fmt(x: float) -> str:
 def _run_job(config: dict[str, Any] | TrainConfig, resume_from: str | None, overrides: dict[str, Any] | None,
              as_json: bool, use_worker: bool, total: int | None, time_budget: float | None) -> int:
     with _Interrupt() as interrupt, _Display(as_json, total, time_budget) as display:
-        if use_worker:
+        saved = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+        nproc = int((overrides or {}).get("nproc") or saved.get("nproc") or 1)
+        if resume_from and not (overrides or {}).get("nproc"):
+            from engine.checkpoint import read_meta, resolve_checkpoint
+
+            nproc = int((read_meta(resolve_checkpoint(resume_from, prefer_best=False)).get("train_config") or {}).get("nproc") or 1)
+        if nproc > 1:  # data-parallel: engine.distributed spawns the ranks; rank 0's events come here
+            from engine.distributed import run_distributed
+
+            run_distributed(config, display, nproc, resume_from, overrides, lambda: interrupt.requested)
+        elif use_worker:
             _via_worker(config, resume_from, overrides, display, interrupt)
         else:
             from engine.train import Trainer
@@ -210,13 +220,14 @@ def _opt(*names: str, **kw: Any):
 @_opt("--auto-rollback", is_flag=True, help="On NaN/inf loss: reload the last good checkpoint, halve the lr, go on.")
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @_opt("--worker", "use_worker", is_flag=True, help="Train in the worker process (as the TUI does).")
+@_opt("--nproc", type=int, default=1, show_default=True, help="Data-parallel processes (DDP: gloo on CPU, NCCL on GPUs).")
 def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers: int | None, width: int | None,
           embed: int | None, heads: int | None, context: int | None, batch_size: int, grad_accum: int, lr: float | None,
           optimizer: str, schedule: str, warmup: int, clip: float, dropout: float | None, weight_decay: float,
           steps: int | None, time_budget: float | None, eval_every: int, sample_every: int, checkpoint_every: int | None,
           keep_last: int, device: str, precision: str, threads: int | None, compile_: str, seed: int,
           runs_dir: str | None, run_name: str | None, tensorboard: bool, auto_rollback: bool, as_json: bool,
-          use_worker: bool) -> None:
+          use_worker: bool, nproc: int) -> None:
     """Train a model on a text file or built-in corpus.
 
     Example: seqplay train ../shared/corpora/tinyshakespeare.txt --arch lstm --steps 500
@@ -237,7 +248,7 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
         batch_size=batch_size, context=context, grad_accum=grad_accum, steps=steps, time_budget=time_budget,
         eval_every=eval_every, sample_every=sample_every, checkpoint_every=checkpoint_every, keep_last=keep_last,
         device=device, precision=precision, compile=compile_, threads=threads, seed=seed, runs_dir=runs_dir,
-        run_name=run_name, tensorboard=tensorboard, auto_rollback=auto_rollback,
+        run_name=run_name, tensorboard=tensorboard, auto_rollback=auto_rollback, nproc=nproc,
     ).validate()
     # Refuse impossible model sizes before touching the data or torch (the vocabulary is not known yet).
     overrides = dict(model, **({"context": context} if context else {}))
@@ -255,8 +266,9 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
 @_opt("--runs-dir", default=None)
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @_opt("--worker", "use_worker", is_flag=True, help="Train in the worker process (as the TUI does).")
+@_opt("--nproc", type=int, default=None, help="Data-parallel processes (default: the run's).")
 def resume(run: str, steps: int | None, time_budget: float | None, device: str | None, runs_dir: str | None,
-           as_json: bool, use_worker: bool) -> None:
+           as_json: bool, use_worker: bool, nproc: int | None) -> None:
     """Continue RUN (a run name, folder or checkpoint file) exactly where it stopped."""
     from engine.checkpoint import read_meta, resolve_checkpoint
     from engine.runs import find_run
@@ -268,7 +280,7 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
         target = str(find_run(run, runs_dir))
     ckpt = resolve_checkpoint(target, prefer_best=False)
     saved = read_meta(ckpt).get("train_config") or {}
-    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
     total = steps or saved.get("steps")
     code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
     if code:
