@@ -44,7 +44,9 @@ def time_arch(arch: str, B: int, T: int, steps: int, precision: str) -> float:
         start = time.perf_counter()
         model.fit(ids)
         return ids.size / (time.perf_counter() - start)
-    model = build_model(arch, make_config(arch, VOCAB + specials, context=T))
+    # `context` is the attention window for transformer/mlm but the MLP's n-token window: keep its default
+    over = {} if arch == "mlp" else {"context": T}
+    model = build_model(arch, make_config(arch, VOCAB + specials, **over))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     model.train()
