@@ -59,6 +59,7 @@ from engine.runs import MetricsWriter, create_run, write_summary
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
 MAX_ROLLBACKS = 5
+EVAL_COUNT_CELLS = 200_000_000  # n-gram evaluation: at most this many (token x vocabulary) probabilities
 
 # Default learning rates for optimizers whose scale differs from Adam's (used when --lr is not given).
 _OPT_DEFAULT_LR = {"sgd": 0.1, "adagrad": 1e-2}
@@ -176,6 +177,7 @@ class Trainer:
         self._tb: Any = None
         self._train_text: str | None = None
         self._train_index: Any = None
+        self._logged: set[str] = set()
         self.is_main = True  # False on data-parallel ranks other than 0: no run folder, no checkpoints
 
     # ---------------------------------------------------------------------------------------- events
@@ -533,7 +535,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> P.EvalMetrics:
-        """Mean validation loss over ``eval_batches`` batches (fixed windows / contiguous streams)."""
+        """Mean validation loss over ``eval_batches`` batches (fixed windows / contiguous streams);
+        count models (n-gram) over the whole validation split."""
+        if not self.trainable:
+            return self._record_eval(self._count_model_val_loss())
         cfg = self.config
         val = self.data.val_ids
         T, B = self.context, cfg.batch_size
@@ -570,6 +575,34 @@ class Trainer:
             self.model.train()
         val_loss = float(loss_sum.item() / max(count, 1))
         return self._record_eval(val_loss)
+
+    @torch.no_grad()
+    def _count_model_val_loss(self) -> float:
+        """Exact mean loss of a count model over the validation split: one contiguous stream, read in
+        chunks that carry the model's state (its last n-1 tokens), so every position sees its full
+        history. Very large splits x vocabularies are cut to about ``EVAL_COUNT_CELLS`` probabilities."""
+        val = self.data.val_ids
+        V = int(self.model_config.vocab_size)
+        n = len(val) - 1
+        limit = max(4096, EVAL_COUNT_CELLS // max(V, 1))
+        if n > limit:
+            self._log_once("count_eval", f"validation uses the first {limit:,} of {n:,} tokens (vocabulary {V:,})")
+            n = limit
+        chunk = max(16, min(1024, EVAL_COUNT_CELLS // 50 // max(V, 1)))
+        state = None
+        loss_sum, count = 0.0, 0
+        for start in range(0, n, chunk):
+            w = torch.from_numpy(np.asarray(val[start : min(start + chunk, n) + 1], dtype=np.int64))[None].to(self.device)
+            _, loss, state = self.model(w[:, :-1], w[:, 1:], state=state)
+            loss_sum += float(loss.double()) * (w.size(1) - 1)
+            count += w.size(1) - 1
+        return loss_sum / max(count, 1)
+
+    def _log_once(self, key: str, text: str, level: str = "info") -> None:
+        """A log line emitted once per Trainer (e.g. why a figure is not reported)."""
+        if key not in self._logged:
+            self._logged.add(key)
+            self.log(text, level)
 
     def _record_eval(self, val_loss: float, train_loss: float | None = None) -> P.EvalMetrics:
         val_bpc = bits_per_char(val_loss, len(self.data.val_ids), self.data.val_chars)
