@@ -193,7 +193,9 @@ class StepMetrics(Event):
 
 @dataclass(frozen=True)
 class EvalMetrics(Event):
-    """Validation after ``step``: mean loss (nats/token), perplexity and bits per character."""
+    """Validation after ``step``: mean loss (nats/token), perplexity and bits per character (NaN for a
+    masked LM, where it is not meaningful). ``accuracy``: seq2seq exact match of greedy decoding on
+    validation pairs (fraction in [0, 1]); None for other tasks."""
 
     kind: ClassVar[str] = "eval"
     step: int = 0
@@ -202,6 +204,7 @@ class EvalMetrics(Event):
     val_bpc: float = float("nan")
     train_loss: float | None = None
     best: bool = False
+    accuracy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ from engine.runs import MetricsWriter, create_run, write_summary
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
 MAX_ROLLBACKS = 5
+TASK_EXTRA_IDS = {"mlm": 1, "seq2seq": 3}
+EXACT_MATCH_PAIRS = 256  # seq2seq evaluation: greedy-decoded validation pairs scored by exact match
 EVAL_COUNT_CELLS = 200_000_000  # n-gram evaluation: at most this many (token x vocabulary) probabilities
 
 # Default learning rates for optimizers whose scale differs from Adam's (used when --lr is not given).
@@ -86,7 +88,7 @@ def plan_model(config: TrainConfig, vocab_size: int) -> Any:
     from engine.models.registry import get_arch, make_config
 
     info = get_arch(config.arch)
-    extra = 1 if info.task == "mlm" else 0  # the [MASK] id appended to the vocabulary
+    extra = TASK_EXTRA_IDS.get(info.task, 0)  # mlm: [MASK]; seq2seq: pad, bos, eos (appended ids)
     mcfg = make_config(config.arch, vocab_size + extra, **model_overrides(config))
     return mcfg.validate()
 
@@ -232,8 +234,6 @@ class Trainer:
         mcfg = self._plan(meta)
         self.model_config = mcfg
         self.task = self.info.task
-        if self.task != "lm":
-            raise ConfigError(f"training the {cfg.arch} architecture ({self.task}) is not supported yet; pick an lm architecture")
 
         # Memory: estimate before allocating anything.
         T = getattr(mcfg, "context", 1)
@@ -277,7 +277,7 @@ class Trainer:
         if meta is not None:
             return config_from_dict(cfg.arch, meta["model_config"]).validate()
         mcfg = plan_model(cfg, self.tokenizer.vocab_size)
-        if hasattr(mcfg, "context"):
+        if hasattr(mcfg, "context") and self.info.task != "seq2seq":
             # A window longer than the data cannot be sampled: clamp it and say so.
             limit = min(len(self.data.train_ids), len(self.data.val_ids)) - 1
             if self.info.recurrent:
@@ -309,9 +309,28 @@ class Trainer:
         cfg = self.config
         if not self.trainable:
             return None
+        if self.task == "seq2seq":
+            return self._pair_batcher()
         if self.recurrent:
             return ContiguousStreams(self.data.train_ids, cfg.batch_size, self.context)
         return RandomWindows(self.data.train_ids, cfg.batch_size, self.context, seed=cfg.seed)
+
+    def _pair_batcher(self) -> Any:
+        """seq2seq: encode ``Source.pairs()``, keep the last ``val_fraction`` for validation, batch the rest."""
+        from engine.pairs import PairBatches, encode_pairs, split_pairs
+
+        cfg = self.config
+        pairs = self.data.source.pairs()
+        limit = int(self.model_config.context)
+        srcs, tgts, cut = encode_pairs(pairs, self.tokenizer, limit)
+        train, val = split_pairs(len(pairs), cfg.val_fraction)
+        self.specials = self.model.special_ids(int(self.model_config.vocab_size))
+        self.val_pairs = ([srcs[i] for i in val], [tgts[i] for i in val])
+        if cut:
+            self._pending_log = f"{cut} of {len(pairs)} pairs are longer than the context of {limit} tokens and were cut; use --context {limit * 2}"
+        self._task_note = (f"{len(train):,} training and {len(val):,} validation pairs; each evaluation also "
+                           f"greedy-decodes {min(len(val), EXACT_MATCH_PAIRS)} validation pairs for exact-match accuracy")
+        return PairBatches([srcs[i] for i in train], [tgts[i] for i in train], cfg.batch_size, self.specials, seed=cfg.seed)
 
     def _open_tensorboard(self) -> None:
         try:
@@ -484,7 +503,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- steps
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        if self.recurrent:
+        if self.task == "seq2seq":  # x = src; y = [tgt_in | targets] (same width), split in train_step
+            src, tgt_in, targets = self.batcher.next()
+            x, y, reset = src, np.concatenate([tgt_in, targets], 1), False
+        elif self.recurrent:
             x, y, reset = self.batcher.next()
         else:
             x, y = self.batcher.next()
@@ -505,10 +527,15 @@ class Trainer:
             if self.recurrent and reset:
                 self.state = None
             with autocast(self.device, self.precision):
-                _, loss, state = self.forward_model(x, y, state=self.state) if self.recurrent else self.forward_model(x, y)
+                if self.task == "seq2seq":  # teacher forcing: (src, [bos]+y, y+[eos])
+                    _, loss, _ = self.forward_model(x, *y.chunk(2, dim=1))
+                elif self.task == "mlm":  # 15% of positions masked 80/10/10 (training RNG: resumable)
+                    _, loss, _ = self.forward_model(*self.model.masking(x))
+                else:
+                    _, loss, state = self.forward_model(x, y, state=self.state) if self.recurrent else self.forward_model(x, y)
             (loss / cfg.grad_accum).backward()
             total += loss.detach().float()
-            tokens += x.numel()
+            tokens += x.numel() + (y.size(1) // 2 * y.size(0) if self.task == "seq2seq" else 0)  # seq2seq: + target positions
             if self.recurrent:
                 self.state = self.model.detach_state(state)
         total = self._reduce_loss(total)
@@ -539,6 +566,8 @@ class Trainer:
         count models (n-gram) over the whole validation split."""
         if not self.trainable:
             return self._record_eval(self._count_model_val_loss())
+        if self.task == "seq2seq":
+            return self._evaluate_seq2seq()
         cfg = self.config
         val = self.data.val_ids
         T, B = self.context, cfg.batch_size
@@ -565,16 +594,61 @@ class Trainer:
                 n_windows = max(1, min(cfg.eval_batches * B, (len(val) - 1) // T))
                 starts = np.linspace(0, len(val) - 1 - T, n_windows).astype(np.int64)
                 offsets = np.arange(T + 1)
+                masks = torch.Generator(device="cpu").manual_seed(cfg.seed)  # mlm: the same masks every evaluation
                 for i in range(0, n_windows, B):
                     w = torch.from_numpy(np.asarray(val[starts[i : i + B, None] + offsets], dtype=np.int64)).to(self.device)
-                    with autocast(self.device, self.precision):
-                        _, loss, _ = self.model(w[:, :-1], w[:, 1:])
-                    loss_sum += loss.double() * w[:, 1:].numel()
-                    count += w[:, 1:].numel()
+                    if self.task == "mlm":
+                        inputs, targets = self.model.masking(w[:, :-1], generator=masks)
+                        with autocast(self.device, self.precision):
+                            _, loss, _ = self.model(inputs, targets)
+                        n = int((targets != -100).sum())
+                    else:
+                        with autocast(self.device, self.precision):
+                            _, loss, _ = self.model(w[:, :-1], w[:, 1:])
+                        n = w[:, 1:].numel()
+                    loss_sum += loss.double() * n
+                    count += n
         if was_training:
             self.model.train()
         val_loss = float(loss_sum.item() / max(count, 1))
-        return self._record_eval(val_loss)
+        # bits/char needs a next-token distribution over the whole text; a masked LM predicts 15% of it
+        return self._record_eval(val_loss, val_bpc=float("nan") if self.task == "mlm" else None)
+
+    @torch.no_grad()
+    def _evaluate_seq2seq(self) -> P.EvalMetrics:
+        """Teacher-forced loss on the first ``eval_batches x batch_size`` validation pairs, bits per target
+        character (eos counts as the line end), and exact match of greedy decoding on up to
+        ``EXACT_MATCH_PAIRS`` validation pairs."""
+        from engine.models.seq2seq import strip_specials
+        from engine.pairs import collate
+
+        cfg = self.config
+        srcs, tgts = self.val_pairs
+        B, V = cfg.batch_size, int(self.model_config.vocab_size)
+        n_loss = min(len(srcs), cfg.eval_batches * B)
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum, count, hits = 0.0, 0, 0
+        with self._rng_guard():
+            for i in range(0, n_loss, B):
+                batch = [torch.from_numpy(a).to(self.device) for a in collate(srcs[i : i + B], tgts[i : i + B], *self.specials)]
+                with autocast(self.device, self.precision):
+                    _, loss, _ = self.model(*batch)
+                n = int((batch[2] != -100).sum())
+                loss_sum += float(loss.double()) * n
+                count += n
+            n_match = min(len(srcs), EXACT_MATCH_PAIRS)
+            for i in range(0, n_match, 64):
+                src = torch.from_numpy(collate(srcs[i : i + 64], tgts[i : i + 64], *self.specials)[0]).to(self.device)
+                longest = max(len(y) for y in tgts[i : i + 64]) + 1  # room for eos: a longer output is wrong anyway
+                with autocast(self.device, self.precision):
+                    out = self.model.greedy_decode(src, max_len=longest).tolist()
+                hits += sum(strip_specials(row, V) == y.tolist() for row, y in zip(out, tgts[i : i + 64]))
+        if was_training:
+            self.model.train()
+        val_loss = loss_sum / max(count, 1)
+        chars = sum(len(self.tokenizer.decode(y)) + 1 for y in tgts[:n_loss])
+        return self._record_eval(val_loss, val_bpc=bits_per_char(val_loss, count, chars), accuracy=hits / max(n_match, 1))
 
     @torch.no_grad()
     def _count_model_val_loss(self) -> float:
@@ -604,27 +678,36 @@ class Trainer:
             self._logged.add(key)
             self.log(text, level)
 
-    def _record_eval(self, val_loss: float, train_loss: float | None = None) -> P.EvalMetrics:
-        val_bpc = bits_per_char(val_loss, len(self.data.val_ids), self.data.val_chars)
+    def _record_eval(self, val_loss: float, train_loss: float | None = None, val_bpc: float | None = None,
+                     accuracy: float | None = None) -> P.EvalMetrics:
+        """Emit EvalMetrics, track the best loss. ``val_bpc``: given by task-specific evaluations (NaN: not
+        meaningful), else computed over the validation split; ``accuracy``: seq2seq exact match."""
+        if val_bpc is None:
+            val_bpc = bits_per_char(val_loss, len(self.data.val_ids), self.data.val_chars)
         improved = math.isfinite(val_loss) and (self.best_val_loss is None or val_loss < self.best_val_loss)
         if improved:
-            self.best_val_loss, self.best_val_bpc = val_loss, val_bpc
+            self.best_val_loss, self.best_val_bpc = val_loss, (val_bpc if math.isfinite(val_bpc) else None)
         self.last_val_loss = val_loss
         self._plateau(val_loss, improved)
         self._last_eval_step = self.step
         ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
         event = P.EvalMetrics(job=self.job, step=self.step, val_loss=val_loss, val_ppl=ppl, val_bpc=val_bpc,
-                              train_loss=train_loss, best=improved)
+                              train_loss=train_loss, best=improved, accuracy=accuracy)
         self.emit(event)
         if self._tb is not None:
             self._tb.add_scalar("val/loss", val_loss, self.step)
-            self._tb.add_scalar("val/bpc", val_bpc, self.step)
+            if math.isfinite(val_bpc):
+                self._tb.add_scalar("val/bpc", val_bpc, self.step)
+            if accuracy is not None:
+                self._tb.add_scalar("val/exact_match", accuracy, self.step)
         return event
 
     # --------------------------------------------------------------------------------------- samples
     @torch.no_grad()
     def sample(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 0.8) -> P.SampleText:
         """A short sample from the current model (own RNG: the training stream is untouched)."""
+        if self.task != "lm":
+            return self._task_sample(prompt)
         n = max_tokens or self.config.sample_tokens
         tok = self.tokenizer
         ids = list(tok.encode(prompt)) if prompt else [int(self.data.val_ids[0])]
@@ -649,6 +732,41 @@ class Trainer:
             self.model.train()
         text = tok.decode(ids[start:])
         event = P.SampleText(job=self.job, step=self.step, prompt=prompt, text=text, copied=self._copied(text))
+        self.emit(event)
+        return event
+
+    @torch.no_grad()
+    def _task_sample(self, prompt: str = "") -> P.SampleText | None:
+        """seq2seq: greedy output for ``prompt`` (default: the first validation source). mlm: blanks
+        (``_``) filled greedily in ``prompt`` (default: every 7th token of the validation text blanked)."""
+        from engine.generate import fill_blanks, seq2seq_decode
+        from engine.sampling import SamplingSettings
+
+        tok = self.tokenizer
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._rng_guard():
+                if self.task == "seq2seq":
+                    shown = prompt or tok.decode(self.val_pairs[0][0])
+                    out = seq2seq_decode(self.model, tok, shown, SamplingSettings(temperature=0.0))
+                    text = tok.decode(out)
+                elif prompt:
+                    shown, text = prompt, fill_blanks(self.model, tok, prompt)[0]
+                else:
+                    ids = np.asarray(self.data.val_ids[: min(self.context, 64)], dtype=np.int64)
+                    blank = np.arange(len(ids)) % 7 == 3
+                    x = torch.from_numpy(ids)[None].to(self.device)
+                    filled = self.model.fill_mask(x, torch.from_numpy(blank)[None].to(self.device))[0].tolist()
+                    shown = "".join("_" if b else tok.decode([int(i)]) for i, b in zip(ids, blank))
+                    text = tok.decode(filled)
+        except SeqplayError as err:  # a bad prompt from the user: report it, keep training
+            self.emit(P.ErrorEvent(job=self.job, message=str(err), fatal=False))
+            return None
+        finally:
+            if was_training:
+                self.model.train()
+        event = P.SampleText(job=self.job, step=self.step, prompt=shown, text=text)
         self.emit(event)
         return event
 
@@ -807,6 +925,11 @@ class Trainer:
         for attr in ("_pending_log", "_pending_compile", "_pending_tb"):
             if hasattr(self, attr):
                 self.log(getattr(self, attr), "warning")
+        if hasattr(self, "_task_note"):
+            self.log(self._task_note)
+        if self.task == "mlm":
+            self.log("masked LM: validation loss is over masked positions (same masks every evaluation); "
+                     "bits/char is not reported (NaN): the model never predicts the text left to right")
         self.log(f"{cfg.arch}: {self.n_params:,} parameters on {self.device} ({self.precision}, {self.threads} threads)")
         self._summary("running")
 

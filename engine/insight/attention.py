@@ -19,6 +19,7 @@ import torch
 
 from engine.errors import ConfigError
 from engine.insight.common import encode_text, model_device, token_strings
+from engine.pairs import teacher_forcing
 
 
 def attention_maps(model: Any, tokenizer: Any, prompt: str, digits: int = 4) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def cross_attention(model: Any, tokenizer: Any, source: str, target: str, digits
     tgt = encode_text(tokenizer, target)
     bos = getattr(model, "bos_id", None)
     eos_row = bos is not None
-    tgt_in = np.concatenate([[bos], tgt]) if eos_row else tgt  # the model's convention: [bos] + y
+    tgt_in = teacher_forcing(tgt, bos, model.eos_id)[0] if eos_row else tgt  # the model's convention: [bos] + y
     model.eval()
     device = model_device(model)
     with torch.no_grad():

@@ -105,10 +105,13 @@ class _Display:
         elif isinstance(event, P.EvalMetrics):
             self.val_ppl = event.val_ppl
             self.progress.update(self.task, ppl=_fmt(event.val_ppl))
-            self.print(f"step {event.step}: val loss {event.val_loss:.4f}, ppl {_fmt(event.val_ppl)}, "
-                       f"{event.val_bpc:.3f} bits/char" + (" (best)" if event.best else ""))
+            self.print(f"step {event.step}: val loss {event.val_loss:.4f}, ppl {_fmt(event.val_ppl)}"
+                       + (f", {event.val_bpc:.3f} bits/char" if math.isfinite(event.val_bpc) else "")
+                       + (f", exact match {event.accuracy:.1%}" if event.accuracy is not None else "")
+                       + (" (best)" if event.best else ""))
         elif isinstance(event, P.SampleText):
-            self.print(f"sample @ {event.step}: {event.text[:160]!r}" + (f"  [copied: {event.copied[:40]!r}]" if event.copied else ""))
+            shown = f"{event.prompt[:80]!r} -> " if event.prompt else ""
+            self.print(f"sample @ {event.step}: {shown}{event.text[:160]!r}" + (f"  [copied: {event.copied[:40]!r}]" if event.copied else ""))
         elif isinstance(event, P.LogLine) and event.level != "debug":
             self.print(("warning: " if event.level == "warning" else "") + event.text)
         elif isinstance(event, P.ErrorEvent):
