@@ -12,13 +12,15 @@ Panes are listed in ``PANES``; a new view (e.g. insight) registers itself with `
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import itertools
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,6 +147,7 @@ class SeqplayApp(App):
         self._pump_started = False
         self._panes: dict[str, Any] = {}
         self._panes_ready = False
+        self._save_requested = False
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -210,8 +213,13 @@ class SeqplayApp(App):
                         except queue.Empty:
                             continue
                         self._outbox.put(cmd)
-                        client = self.engine_factory()
-                        client.start()
+                        try:
+                            with _real_stdio():
+                                client = self.engine_factory()
+                                client.start()
+                        except Exception:
+                            _drain(self._outbox)  # the commands that needed this engine are void
+                            raise
                     while True:
                         try:
                             client.send(self._outbox.get_nowait())
@@ -287,7 +295,8 @@ class SeqplayApp(App):
                     self.training_state = ev.state
                 elif isinstance(ev, P.Finished):
                     self._finished(ev)
-                elif isinstance(ev, P.CheckpointWritten):
+                elif isinstance(ev, P.CheckpointWritten) and self._save_requested:
+                    self._save_requested = False
                     self.notify(f"checkpoint saved at step {ev.step}", title="Train", timeout=3)
             else:
                 self.dropped_events += 1
@@ -389,6 +398,7 @@ class SeqplayApp(App):
 
     def action_save(self) -> None:
         if self._need_training():
+            self._save_requested = True
             self.send(P.SaveNow())
 
     def action_set_lr(self) -> None:
@@ -467,6 +477,25 @@ PALETTE_ACTIONS: list[tuple[str, str, str]] = [
     ("Overlay selected runs", "Validation bits/char of the selected runs on one chart", "pane('runs', 'overlay')"),
     ("Help", "Keys and how to use seqplay (? or F1)", "help"),
 ]
+
+
+@contextlib.contextmanager
+def _real_stdio() -> Iterator[None]:
+    """Spawning a process reads sys.stderr.fileno(); Textual swaps in a capture object without one."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = sys.__stdout__ or saved[0], sys.__stderr__ or saved[1]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _close_quietly(client: EngineClient | None) -> None:
