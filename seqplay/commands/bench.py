@@ -23,7 +23,7 @@ import click
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="JSON file to write (default: $SEQPLAY_HOME/bench/bench-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of a table.")
-@click.option("--corpus", default=None, help="Corpus file for train/target (default: tinyshakespeare, if present).")
+@click.option("--corpus", default=None, help="Corpus file for train/target/tokenizers (default: tinyshakespeare / WikiText-2, if present).")
 @click.option("--threads", type=int, default=None, help="Torch threads (default: the trainer's choice).")
 @click.option("--target-loss", type=float, default=1.88, show_default=True, help="Validation loss for `target`.")
 @click.option("--baseline", is_flag=True, help="target: also run nanoGPT's recipe (about 2 minutes more).")
@@ -53,7 +53,7 @@ def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str |
         "target": {"corpus": corpus, "target": target_loss, "baseline": baseline, "threads": threads},
         "wordlm": {"threads": threads, **step_opt},
         "generate": {"tokens": tokens},
-        "tokenizers": {},
+        "tokenizers": {"corpus": corpus},
         "overhead": {},
         "memory": {"sizes_mb": size_list},
     }
