@@ -511,7 +511,14 @@ class Trainer:
         else:
             x, y = self.batcher.next()
             reset = False
-        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device), reset
+        return self._to_device(x), self._to_device(y), reset
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host batch -> device. On CUDA through pinned memory, asynchronously (no host sync)."""
+        t = torch.from_numpy(array)
+        if self.device.startswith("cuda"):
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def train_step(self) -> tuple[float, float, float, int] | None:
         """One optimisation step. Returns (loss, grad_norm, lr, tokens), or None if it blew up (the
