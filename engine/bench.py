@@ -45,8 +45,7 @@ SHAKESPEARE = SHARED / "corpora" / "tinyshakespeare.txt"
 WIKITEXT = SHARED / "corpora" / "wikitext-2"
 RERUN_WINDOW = 64  # recurrent "without carried state": the window re-run per token (= training BPTT length)
 SUITES = ("train", "target", "wordlm", "generate", "tokenizers", "overhead", "memory")
-DEFAULT_RERUN_WINDOW = 64  # recurrent "without carried state": the window re-run per token (= training BPTT length)
-SUITES = ("train", "generate", "tokenizers")
+DEFAULT_SUITES = ("train", "generate", "tokenizers")
 
 # The tuned recipe for `seqplay bench target` (docs/benchmarks.md has the measurements behind it):
 # nanoGPT's model at 3x its peak learning rate with a slightly larger batch (16 x 64), a 20-step
