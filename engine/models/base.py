@@ -42,7 +42,12 @@ def lm_loss(logits: Tensor, targets: Tensor | None) -> Tensor | None:
     """Mean cross-entropy over positions whose target is not -100 (None without targets)."""
     if targets is None:
         return None
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+    flat = logits.reshape(-1, logits.size(-1))
+    if flat.dtype == torch.bfloat16:  # autocast: no float32 copy of the logits (engine/models/fused_ce.py)
+        from engine.models.fused_ce import bf16_cross_entropy
+
+        return bf16_cross_entropy(flat, targets.reshape(-1))
+    return F.cross_entropy(flat.float(), targets.reshape(-1), ignore_index=-100)
 
 
 def map_state(state: Any, fn) -> Any:
