@@ -39,12 +39,56 @@ def _short(settings: dict[str, Any]) -> str:
     return " ".join(f"{k}={settings[k]}" for k in keys if k in settings)
 
 
+def arch_detail(name: str, vocab_size: int = CHAR_VOCAB) -> dict[str, Any]:
+    """``arch_rows``' row for one architecture plus ``settings``: each setting the user may change
+    (name, type, default, the `seqplay train` flag that sets it)."""
+    from engine.models.registry import get_arch
+    from seqplay.commands.train import ARCH_FLAGS, SHARED_FLAGS, settable_fields
+
+    info = get_arch(name)
+    row = next(r for r in arch_rows(vocab_size) if r["name"] == info.name)
+    flags = {field: "--" + flag.replace("_", "-") for flag, field in {**SHARED_FLAGS, **ARCH_FLAGS}.items()}
+    row["settings"] = [
+        {"name": key, "type": kind.__name__, "default": row["defaults"][key], "flag": flags.get(key, f"--set {key}=...")}
+        for key, kind in settable_fields(info.name).items()
+    ]
+    row["fixed"] = {k: v for k, v in info.defaults.items()}  # chosen by the arch itself (e.g. its cell)
+    return row
+
+
+def _print_detail(row: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{row['name']}[/bold] ({row['family']}, task {row['task']}): {row['description']}", highlight=False)
+    console.print(f"  {row['equation']}", highlight=False, markup=False)
+    fixed = "".join(f", {k}={v}" for k, v in row["fixed"].items())
+    console.print(f"  {row['params']:,} parameters for a vocabulary of {row['vocab_size']}; default lr "
+                  f"{row['default_lr']:g}{fixed}", highlight=False)
+    table = Table(title=f"settings of {row['name']} (`seqplay train --arch {row['name']} ...`)")
+    for col in ("setting", "type", "default", "flag"):
+        table.add_column(col)
+    for s in row["settings"]:
+        table.add_row(s["name"], s["type"], str(s["default"]), s["flag"])
+    console.print(table)
+
+
 @click.command("archs")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--vocab", default=CHAR_VOCAB, show_default=True, type=click.IntRange(1, 10_000_000),
               help="Tokenizer vocabulary size the parameter counts assume.")
-def archs(as_json: bool, vocab: int) -> None:
-    """List the model architectures with their default sizes and parameter counts."""
+def archs(name: str | None, as_json: bool, vocab: int) -> None:
+    """List the model architectures with their default sizes and parameter counts, or with NAME show
+    one architecture: its equation and every setting (type, default, the `seqplay train` flag)."""
+    if name:
+        row = arch_detail(name, vocab)
+        if as_json:
+            click.echo(json.dumps(row, indent=2))
+        else:
+            _print_detail(row)
+        return
     rows = arch_rows(vocab)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -187,6 +187,86 @@ def _opt(*names: str, **kw: Any):
     return click.option(*names, **kw)
 
 
+# Shared model flags (every arch whose config has the field): option name -> config field.
+SHARED_FLAGS: dict[str, str] = {"layers": "layers", "width": "width", "embed": "embed", "heads": "heads",
+                                "context": "context", "dropout": "dropout"}
+# Architecture-specific flags: option name -> the config field it sets. A flag applies to the archs whose
+# settings (``settable_fields``) include its field.
+ARCH_FLAGS: dict[str, str] = {
+    "order": "order", "nonlinearity": "nonlinearity", "identity_init": "identity_init", "residual": "residual",
+    "tie_weights": "tie_weights", "attention": "attention", "cell": "cell", "bidirectional": "bidirectional",
+    "positions": "positions", "encoder": "encoder",
+}
+# Fields a config class shares among archs but only some of them use.
+_FIELD_ARCHS: dict[str, tuple[str, ...]] = {"nonlinearity": ("rnn",), "identity_init": ("rnn",)}
+_FLAG_SPELLING = {"bidirectional": "--bidirectional/--unidirectional"}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def settable_fields(arch: str) -> dict[str, type]:
+    """The model settings of ``arch`` a user may set (name -> type): its config fields minus
+    ``vocab_size`` (the tokenizer decides it), the fields the registry fixes for the arch and the
+    fields only other archs of the same config class use."""
+    import typing
+
+    from engine.models.registry import get_arch
+
+    info = get_arch(arch)
+    hints = typing.get_type_hints(info.config_cls)
+    return {name: hints[name] for name in info.config_cls.__dataclass_fields__
+            if name != "vocab_size" and name not in info.defaults and arch in _FIELD_ARCHS.get(name, (arch,))}
+
+
+def flag_archs(flag: str) -> list[str]:
+    """The architectures a named arch-specific flag applies to."""
+    field = ARCH_FLAGS[flag]
+    return [a for a in ARCHS if field in settable_fields(a)]
+
+
+def parse_setting(arch: str, key: str, value: str) -> Any:
+    """``--set KEY=VALUE``: ``value`` converted to the type of ``arch``'s config field ``key``."""
+    from engine.errors import ConfigError
+
+    fields = settable_fields(arch)
+    if key not in fields:
+        hint = f" ({key} is fixed by --arch)" if key in ARCHS[arch].defaults else ""
+        raise ConfigError(f"{arch} has no setting {key!r}{hint}; its settings are {', '.join(fields)} (see `seqplay archs {arch}`)")
+    kind, text = fields[key], value.strip()
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{key} is true or false, got {value!r}; use e.g. --set {key}=true")
+        return text.lower() in _TRUE
+    try:
+        return kind(text) if kind in (int, float) else text
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        default = ARCHS[arch].make_config().to_dict()[key]
+        raise ConfigError(f"{key} must be {what}, got {value!r}; e.g. --set {key}={default}") from None
+
+
+def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
+    """The model overrides from the named arch-specific flags (None = not given) and ``--set`` pairs;
+    a flag the chosen arch does not have is refused with a one-line error."""
+    from engine.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        archs = flag_archs(flag)
+        if arch not in archs:
+            name = _FLAG_SPELLING.get(flag, "--" + flag.replace("_", "-"))
+            raise ConfigError(f"{name} applies to {', '.join(archs)} only, not {arch}; see `seqplay archs {arch}` for its settings")
+        out[ARCH_FLAGS[flag]] = value
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}; e.g. --set mask_prob=0.2")
+        key = key.strip().replace("-", "_")
+        out[key] = parse_setting(arch, key, value)
+    return out
+
+
 @click.command("train")
 @click.argument("source", metavar="PATH_OR_CORPUS", default="grammar")
 @_opt("--arch", type=click.Choice(list(ARCHS)), default="transformer", show_default=True, help="Model architecture (see `seqplay archs`).")
@@ -196,7 +276,10 @@ def _opt(*names: str, **kw: Any):
 @_opt("--width", type=int, default=None, help="Hidden size (RNNs, MLP) or model width (Transformer).")
 @_opt("--embed", type=int, default=None, help="Embedding size (RNNs, MLP).")
 @_opt("--heads", type=int, default=None, help="Attention heads (must divide --width).")
-@_opt("--context", type=int, default=None, help="Attention/MLP window, or truncated-BPTT length for RNNs.")
+@_opt("--context", type=int, default=None,
+        help="What the model sees: attention window (transformer, mlm), the MLP's n-token window (it trains "
+           "on windows of max(64, 4n) tokens), truncated-BPTT length for RNNs, longest sequence for seq2seq "
+           "(n-gram: use --order).")
 @_opt("--batch-size", type=int, default=32, show_default=True)
 @_opt("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimisation step.")
 @_opt("--lr", type=float, default=None, help="Learning rate (default: the architecture's).")
@@ -205,6 +288,18 @@ def _opt(*names: str, **kw: Any):
 @_opt("--warmup", type=int, default=100, show_default=True, help="Warmup steps (cosine/plateau).")
 @_opt("--clip", type=float, default=1.0, show_default=True, help="Clip the global gradient norm (0: off).")
 @_opt("--dropout", type=float, default=None)
+@_opt("--order", type=int, default=None, help="[ngram] n-gram order (context of order-1 tokens).")
+@_opt("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None, help="[rnn] f in h_t = f(W_h h_{t-1} + W_x x_t + b).")
+@_opt("--identity-init/--no-identity-init", default=None, help="[rnn] start with W_h = I (Le et al. 2015).")
+@_opt("--residual/--no-residual", default=None, help="[rnn, ugrnn, gru, lstm] add each layer's input to its output.")
+@_opt("--tie-weights/--no-tie-weights", default=None, help="[recurrent, transformer] output matrix = embedding.")
+@_opt("--attention", type=click.Choice(["none", "additive", "dot", "bilinear"]), default=None, help="[seq2seq] attention score.")
+@_opt("--cell", type=click.Choice(["lstm", "gru"]), default=None, help="[seq2seq] encoder/decoder cell.")
+@_opt("--bidirectional/--unidirectional", default=None, help="[seq2seq] encoder reads both ways.")
+@_opt("--positions", type=click.Choice(["learned", "sinusoidal"]), default=None, help="[transformer] position encoding.")
+@_opt("--encoder", type=click.Choice(["transformer", "lstm"]), default=None, help="[mlm] encoder type.")
+@_opt("--set", "sets", multiple=True, metavar="KEY=VALUE",
+      help="Any model setting of the arch (repeatable), e.g. --set mask_prob=0.2; see `seqplay archs NAME`.")
 @_opt("--weight-decay", type=float, default=0.1, show_default=True)
 @_opt("--steps", type=int, default=None, help="Step budget (default 2000, or unlimited with --time).")
 @_opt("--time", "time_budget", type=float, default=None, help="Time budget in seconds.")
@@ -230,7 +325,9 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
           steps: int | None, time_budget: float | None, eval_every: int, sample_every: int, checkpoint_every: int | None,
           keep_last: int, device: str, precision: str, threads: int | None, compile_: str, seed: int,
           runs_dir: str | None, run_name: str | None, tensorboard: bool, auto_rollback: bool, as_json: bool,
-          use_worker: bool, nproc: int) -> None:
+          use_worker: bool, nproc: int, order: int | None, nonlinearity: str | None, identity_init: bool | None,
+          residual: bool | None, tie_weights: bool | None, attention: str | None, cell: str | None,
+          bidirectional: bool | None, positions: str | None, encoder: str | None, sets: tuple[str, ...]) -> None:
     """Train a model on a text file or built-in corpus.
 
     Example: seqplay train ../shared/corpora/tinyshakespeare.txt --arch lstm --steps 500
@@ -239,6 +336,9 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
     from engine.models.registry import make_config
 
     model = {k: v for k, v in dict(layers=layers, width=width, embed=embed, heads=heads, dropout=dropout).items() if v is not None}
+    model.update(arch_settings(arch, dict(
+        order=order, nonlinearity=nonlinearity, identity_init=identity_init, residual=residual, tie_weights=tie_weights,
+        attention=attention, cell=cell, bidirectional=bidirectional, positions=positions, encoder=encoder), sets))
     if steps is None:
         steps = None if time_budget else 2000
     if checkpoint_every is not None and checkpoint_every < 1:
