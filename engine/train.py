@@ -62,6 +62,7 @@ MAX_ROLLBACKS = 5
 TASK_EXTRA_IDS = {"mlm": 1, "seq2seq": 3}
 EXACT_MATCH_PAIRS = 256  # seq2seq evaluation: greedy-decoded validation pairs scored by exact match
 EVAL_COUNT_CELLS = 200_000_000  # n-gram evaluation: at most this many (token x vocabulary) probabilities
+MLP_TRAIN_WINDOW_MIN = 64  # the MLP trains on windows of max(64, 4n) tokens (n = its context)
 
 # Default learning rates for optimizers whose scale differs from Adam's (used when --lr is not given).
 _OPT_DEFAULT_LR = {"sgd": 0.1, "adagrad": 1e-2}
@@ -236,8 +237,8 @@ class Trainer:
         self.task = self.info.task
 
         # Memory: estimate before allocating anything.
-        T = getattr(mcfg, "context", 1)
-        self.context = T
+        T = self._train_window(mcfg)
+        self.context = T  # the training/evaluation sequence length
         est = estimate_training_memory(
             mcfg.num_params(), cfg.batch_size, T, getattr(mcfg, "width", 0) or getattr(mcfg, "embed", 0),
             getattr(mcfg, "layers", 1), mcfg.vocab_size, cfg.optimizer, family=self.info.family,
@@ -288,6 +289,16 @@ class Trainer:
                 self._pending_log = f"context {mcfg.context} is longer than the data allows; clamped to {limit}"
                 mcfg = mcfg.replace(context=limit).validate()
         return mcfg
+
+    def _train_window(self, mcfg: Any) -> int:
+        """Sequence length of training batches: the model's ``context``, except for the MLP, whose
+        ``context`` is its n-token window: it trains on max(64, 4n)-token windows (positions >= n-1 see
+        a full window), clamped to what the data allows."""
+        n = int(getattr(mcfg, "context", 1))
+        if self.info.name != "mlp":
+            return n
+        limit = min(len(self.data.train_ids), len(self.data.val_ids)) - 1
+        return max(n, min(max(MLP_TRAIN_WINDOW_MIN, 4 * n), limit))
 
     def _build(self, mcfg: Any) -> Any:
         from engine.models.registry import build_model
