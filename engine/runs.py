@@ -7,8 +7,12 @@ Layout (``docs/architecture.md``)::
         tokenizer.json       the tokenizer (Tokenizer.save)
         metrics.jsonl        one Event.to_dict() per line; StepMetrics flattened to {"event": "step", ...}
         run.json             summary: arch, source, params, steps, best_val_loss, best_val_bpc, created,
-                             updated, wall_time, status
+                             updated, wall_time, status, pid, host, pid_started (the training process)
         checkpoints/         step-000500.{safetensors,json} (last K kept), best.{safetensors,json}
+
+A run whose process died without a goodbye (SIGKILL, power loss) still says "running" in run.json;
+listing reports it as "interrupted" when its pid is not alive on this host (``seqplay resume`` continues
+it from its last checkpoint).
 
 The runs directory is ``--runs-dir``, else ``$SEQPLAY_HOME/runs``, else platformdirs' user data dir.
 Listing is torch-free: `seqplay runs` must be instant.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +83,47 @@ def find_run(name_or_path: str, runs_dir: str | Path | None = None) -> Path:
     if len(matches) > 1:
         raise CheckpointError(f"{name_or_path!r} matches {len(matches)} runs; give more of the name (see `seqplay runs`)")
     raise CheckpointError(f"no run or checkpoint named {name_or_path!r} in {root}; see `seqplay runs`")
+
+
+# Statuses of a run whose process is (supposedly) alive; "interrupted" replaces them if it is not.
+LIVE_STATUSES = ("starting", "running", "stopping", "paused")
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux /proc clock ticks; None where unknown): with the pid
+    it tells a live process from a later one that reused the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_identity() -> dict[str, Any]:
+    """What run.json records about the training process: pid, host and (Linux) its start time."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "pid_started": _process_start(pid)}
+
+
+def process_alive(summary: dict[str, Any]) -> bool | None:
+    """Whether the process a run.json names is alive: None when unknowable (no pid, another host)."""
+    pid, host = summary.get("pid"), summary.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else
+    except OSError:
+        return None
+    started = summary.get("pid_started")
+    if started is not None:
+        now = _process_start(pid)
+        if now is not None and now != started:
+            return False  # the pid was reused by a later process
+    return True
 
 
 def write_summary(run_dir: Path, **fields: Any) -> None:
@@ -187,6 +233,8 @@ def inspect_run(path: Path) -> RunInfo:
         return info
     for key in ("arch", "source", "status"):
         setattr(info, key, str(summary.get(key) or ""))
+    if info.status in LIVE_STATUSES and process_alive(summary) is False:
+        info.status = "interrupted"
     for key in ("params", "steps"):
         try:
             setattr(info, key, int(summary.get(key) or 0))
@@ -208,7 +256,7 @@ def inspect_run(path: Path) -> RunInfo:
             if why is not None:
                 ok = latest_checkpoint(path)
                 info.problem = f"{newest.name}: {why}" + ("" if ok else " (no intact checkpoint)")
-        elif info.status not in ("running", "starting"):
+        elif info.status not in LIVE_STATUSES:
             best = path / "checkpoints" / "best.json"
             if not best.exists():
                 info.problem = "no checkpoint"

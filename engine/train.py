@@ -54,7 +54,7 @@ from engine.device import (
     should_compile,
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
-from engine.runs import MetricsWriter, create_run, write_summary
+from engine.runs import MetricsWriter, create_run, process_identity, write_summary
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
@@ -478,7 +478,7 @@ class Trainer:
             write_summary(
                 self.run_dir, arch=self.config.arch, source=self.config.source, params=self.n_params, steps=self.step,
                 best_val_loss=self.best_val_loss, best_val_bpc=self.best_val_bpc, wall_time=self.elapsed,
-                status=status, tokenizer=self.config.tokenizer, device=self.device,
+                status=status, tokenizer=self.config.tokenizer, device=self.device, **process_identity(),
             )
         except OSError:
             pass
