@@ -201,24 +201,36 @@ def _file_hash(path: Path) -> str:
     """Content hash of a file, memoised per (path, size, mtime) so a re-open does not re-read it."""
     st = path.stat()
     memo_dir = cache_dir() / "hashes"
-    memo_dir.mkdir(exist_ok=True)
     memo = memo_dir / hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
     if memo.exists():
         return memo.read_text().strip()
     h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(8 << 20):
+                h.update(block)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make the file readable (chmod +r) or copy it somewhere you can read") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror}); check the file") from None
     digest = h.hexdigest()
-    _atomic_write(memo, digest)
+    try:  # the memo only saves a re-read: a full or read-only disk must not stop anything here
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(memo, digest)
+    except OSError:
+        pass
     return digest
 
 
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # never leave a half-written temporary behind
+        raise
 
 
 def _cache_key(source: Source, kind: str, vocab_size: int | None) -> str:

@@ -356,6 +356,10 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
     # Refuse impossible model sizes before touching the data or torch (the vocabulary is not known yet).
     overrides = dict(model, **({"context": context} if context else {}))
     make_config(arch, 256, **overrides).validate()
+    # Refuse unusable data before importing torch too (torch-free; the ids are cached for the trainer).
+    from engine.data import prepare
+
+    prepare(config.source, config.tokenizer, config.vocab_size, config.val_fraction)
     code = _run_job(config, None, None, as_json, use_worker, steps, time_budget)
     if code:
         sys.exit(code)
