@@ -12,7 +12,7 @@ Cells, in the notes' notation (sigma = logistic, * = Hadamard product):
     gru:   r = sigma(W_r x + U_r h + b_r); z = sigma(W_z x + U_z h + b_z)
            n = tanh(W_n x + b_n + r * (U_n h + b'_n)); h_t = (1 - z) * n + z * h_{t-1}
     lstm:  i, f, o = sigma(W_{i,f,o} x + U_{i,f,o} h + b); g = tanh(W_g x + U_g h + b_g)
-           c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
+           c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)        (b_f = 1 at initialisation)
 
 Two paths compute the same numbers: ``forward`` uses torch's fused kernels (nn.RNN/GRU/LSTM, cuDNN on
 GPU; UGRNN: one batched input projection, then a scripted loop), ``forward_steps`` walks cell by cell
@@ -174,6 +174,9 @@ class RecurrentLM(SeqModel):
         return StepTrace(hidden=hidden, cells=cells, gates=gates, logits=logits, state=new_state)
 
 
+FORGET_BIAS = 1.0  # LSTM forget-gate bias at initialisation (b_ih + b_hh for gate f)
+
+
 def _weights(layer: nn.RNNBase) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
 
@@ -264,7 +267,11 @@ class LSTMLM(RecurrentLM):
     gate_names = ("i", "f", "g", "o")
 
     def _make_layer(self, input_size: int, hidden: int) -> nn.Module:
-        return nn.LSTM(input_size, hidden, batch_first=True)
+        layer = nn.LSTM(input_size, hidden, batch_first=True)
+        with torch.no_grad():  # forget-gate bias b_f = 1 (Jozefowicz et al. 2015): remember by default
+            layer.bias_ih_l0[hidden : 2 * hidden].fill_(FORGET_BIAS)
+            layer.bias_hh_l0[hidden : 2 * hidden].zero_()
+        return layer
 
     def _steps(self, layer, x, s):
         w_ih, w_hh, b_ih, b_hh = _weights(layer)
