@@ -92,8 +92,12 @@ def load_text(spec: str) -> tuple[str, str]:
     except ImportError:
         resolve_source = None
     if resolve_source is not None:
+        from engine.data import check_learnable
+
         src = resolve_source(spec)
-        return src.name, src.text()
+        text = src.text()
+        check_learnable(set(text), src.name)  # refuse at open, not only when training starts
+        return src.name, text
     path = Path(spec).expanduser()
     if not path.is_file():
         if spec.split(":")[0] in FALLBACK_CORPORA:
@@ -129,18 +133,50 @@ def basic_stats(text: str) -> TextStats:
 
 
 BPE_SAMPLE = 1_000_000  # characters: BPE on a larger text is estimated from a prefix
+SCAN_SAMPLE = 4_000_000  # characters kept by scan_text; token counts of bigger texts are estimated
 
 
-def token_count(text: str, kind: str) -> tuple[int, bool]:
-    """(tokens, estimated?) for tokenizer ``kind``; raises ImportError until engine.tokenizers lands."""
+def scan_text(spec: str, sample_chars: int = SCAN_SAMPLE) -> tuple[str, str, TextStats, float]:
+    """(display name, sample, stats, scale) of a file or corpus, read in chunks so a huge file never sits
+    in memory: ``stats`` are exact, ``sample`` is the first ``sample_chars`` characters (the whole text
+    if it is shorter) and ``scale`` = characters / len(sample) (1.0 when the sample is the whole text).
+    Raises DataError (also for text with nothing to learn)."""
+    from engine.data import check_learnable, resolve_source
+
+    src = resolve_source(spec)
+    parts: list[str] = []
+    kept = chars = lines = words = 0
+    distinct: set[str] = set()
+    last = ""
+    for chunk in src.chunks():
+        if not chunk:
+            continue
+        if kept < sample_chars:
+            parts.append(chunk[: sample_chars - kept])
+            kept += len(parts[-1])
+        chars += len(chunk)
+        lines += chunk.count("\n")
+        words += len(chunk.split())  # chunks are cut inside whitespace: no word is split between two
+        distinct.update(chunk)
+        last = chunk[-1]
+    check_learnable(distinct, src.name)
+    lines += 1 if last and last != "\n" else 0
+    sample = "".join(parts)
+    stats = TextStats(chars=chars, lines=lines, vocab=len(distinct), words=words)
+    return src.name, sample, stats, (chars / len(sample) if sample else 1.0)
+
+
+def token_count(text: str, kind: str, scale: float = 1.0) -> tuple[int, bool]:
+    """(tokens, estimated?) for tokenizer ``kind`` on ``text``, a sample of ``scale`` times its length
+    (see scan_text); raises ImportError until engine.tokenizers lands."""
     from engine.tokenizers import build_tokenizer
 
-    estimated = kind == "bpe" and len(text) > BPE_SAMPLE
-    sample = text[:BPE_SAMPLE] if estimated else text
+    estimated = (kind == "bpe" and len(text) > BPE_SAMPLE) or scale > 1.0
+    sample = text[:BPE_SAMPLE] if kind == "bpe" and len(text) > BPE_SAMPLE else text
     tok = build_tokenizer(kind, sample)
     n = len(tok.encode(sample))
     if estimated:
-        n = round(n * len(text) / len(sample))
+        n = round(n * len(text) * scale / max(1, len(sample)))
     return n, estimated
 
 

@@ -86,7 +86,7 @@ class DataPane(Vertical):
     @work(thread=True, exclusive=True, group="data-load", exit_on_error=False)
     def _load_worker(self, spec: str, fallback: str | None) -> None:
         try:
-            name, text = catalog.load_text(spec)
+            name, text, stats, scale = catalog.scan_text(spec)  # streamed: a 1 GB file keeps a 4M-char sample
         except SeqplayError as err:
             self.post_message(self.LoadFailed(spec, str(err)))
             if fallback:
@@ -95,11 +95,10 @@ class DataPane(Vertical):
         except OSError as err:
             self.post_message(self.LoadFailed(spec, f"{spec}: {err.strerror or err}; choose another file"))
             return
-        stats = catalog.basic_stats(text)
         self.post_message(self.Loaded(spec, name, text[: catalog.PREVIEW_CHARS], stats))
         for kind in self._kinds_to_count():
             try:
-                count, estimated = catalog.token_count(text, kind)
+                count, estimated = catalog.token_count(text, kind, scale)
             except ImportError:
                 return  # engine.tokenizers has not landed: show characters only
             except Exception:
@@ -113,8 +112,8 @@ class DataPane(Vertical):
     @work(thread=True, exclusive=True, group="data-count", exit_on_error=False)
     def _count_worker(self, spec: str, kind: str) -> None:
         try:
-            _name, text = catalog.load_text(spec)
-            count, estimated = catalog.token_count(text, kind)
+            _name, text, _stats, scale = catalog.scan_text(spec)
+            count, estimated = catalog.token_count(text, kind, scale)
         except Exception:
             return
         self.post_message(self.TokensCounted(spec, kind, count, estimated))
