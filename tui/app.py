@@ -99,6 +99,7 @@ def _while_mounted(handler: Callable) -> Callable:
 
 FLUSH_INTERVAL = 0.05  # seconds between EngineEvents batches (token streaming wants 30-50 ms)
 POLL_TIMEOUT = 0.02
+MAX_BATCHES_IN_FLIGHT = 3
 
 
 class SeqplayApp(App):
@@ -145,6 +146,9 @@ class SeqplayApp(App):
         self._pump_done = threading.Event()
         self._pump_done.set()
         self._pump_started = False
+        # Back-pressure: at most MAX_BATCHES_IN_FLIGHT unhandled EngineEvents; beyond that the pump stops
+        # polling, so a worker faster than the UI can never grow the app's message queue.
+        self._batch_slots = threading.Semaphore(MAX_BATCHES_IN_FLIGHT)
         self._panes: dict[str, Any] = {}
         self._panes_ready = False
         self._save_requested = False
@@ -202,10 +206,14 @@ class SeqplayApp(App):
         try:
             while not self._engine_closing.is_set() and not worker.is_cancelled:
                 now = time.monotonic()
+                backlog = False
                 if buffer and (client is None or now - last_flush >= FLUSH_INTERVAL):
-                    self.post_message(EngineEvents(buffer))
-                    buffer = []
-                    last_flush = now
+                    if self._batch_slots.acquire(blocking=False):
+                        self.post_message(EngineEvents(buffer))
+                        buffer = []
+                        last_flush = now
+                    else:
+                        backlog = True  # the UI has not handled earlier batches: stop reading for now
                 try:
                     if client is None:
                         try:
@@ -225,6 +233,9 @@ class SeqplayApp(App):
                             client.send(self._outbox.get_nowait())
                         except queue.Empty:
                             break
+                    if backlog:
+                        time.sleep(POLL_TIMEOUT)
+                        continue
                     events = client.poll(timeout=POLL_TIMEOUT)
                 except Exception as err:  # a broken client must never kill the app
                     message = str(err) if isinstance(err, SeqplayError) else f"engine failed: {err!r}"
@@ -265,6 +276,7 @@ class SeqplayApp(App):
     @on(EngineEvents)
     @_while_mounted
     def _engine_events(self, message: EngineEvents) -> None:
+        self._batch_slots.release()
         train_events: list[P.Event] = []
         gen_events: list[P.Event] = []
         for ev in message.events:

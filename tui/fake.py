@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class _TrainJob:
     single_steps: int = 0
     eval_every: int = 50
     best: float = float("inf")
-    evals: list[dict] = field(default_factory=list)
+    evals: deque = field(default_factory=lambda: deque(maxlen=2000))  # bounded: the fake soaks too
     config: dict = field(default_factory=dict)
 
 
