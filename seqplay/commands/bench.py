@@ -31,8 +31,10 @@ import click
 @click.option("--tokens", type=int, default=500, show_default=True, help="generate: tokens per measurement.")
 @click.option("--sizes", default="1,10,100", show_default=True, help="memory: corpus sizes in MB.")
 @click.option("--arch", "archs", multiple=True, help="train: only these architectures (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="train: auto | cpu | cuda | cuda:N | mps.")
 def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str | None, threads: int | None,
-          target_loss: float, baseline: bool, steps: int | None, tokens: int, sizes: str, archs: tuple[str, ...]) -> None:
+          target_loss: float, baseline: bool, steps: int | None, tokens: int, sizes: str, archs: tuple[str, ...],
+          device: str) -> None:
     """Run benchmark suites: train, target, wordlm, generate, tokenizers, overhead, memory (or all).
 
     Prints a table and writes every figure with the machine, device, torch version and thread count
@@ -49,7 +51,7 @@ def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str |
         raise ConfigError(f"--sizes must be numbers of MB separated by commas, got {sizes!r}") from None
     step_opt = {"steps": steps} if steps else {}
     options = {
-        "train": {"corpus": corpus, "threads": threads, "archs": list(archs) or None, **step_opt},
+        "train": {"corpus": corpus, "threads": threads, "archs": list(archs) or None, "device": device, **step_opt},
         "target": {"corpus": corpus, "target": target_loss, "baseline": baseline, "threads": threads},
         "wordlm": {"threads": threads, **step_opt},
         "generate": {"tokens": tokens},
