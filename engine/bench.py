@@ -530,10 +530,11 @@ def run_suites(suites: Iterable[str], options: dict[str, dict[str, Any]] | None 
         raise ConfigError(f"unknown benchmark suite {unknown[0]!r}; choose from {', '.join(SUITES)}")
     import torch
 
-    from engine.device import choose_threads
+    from engine.device import choose_threads, pick_device
 
     torch.set_num_threads(choose_threads(threads))
-    env = environment(threads=choose_threads(threads))
+    device = pick_device(((options or {}).get("train") or {}).get("device") or "auto")
+    env = environment(threads=choose_threads(threads), device=device)
     rows: list[Row] = []
     for suite in suites:
         t0 = time.perf_counter()
