@@ -426,6 +426,10 @@ def beam_search(model: Any, prompt_ids: Sequence[int], width: int = 4, length_pe
 class GenerationJobs:
     """Runs generations inside the worker process, a time slice at a time.
 
+    Language models continue the prompt (``Generation``); seq2seq models map each prompt line to an
+    output line (``Seq2SeqGeneration``) and masked LMs fill its blanks (``BlankFilling``), both greedily
+    (the sampling settings' temperature is for LMs), one token per ``GeneratedToken``.
+
     ``handle(cmd, live=None)`` takes a generation command; ``live`` is the model being trained (an
     object with ``model`` and ``tokenizer``, or a ``(model, tokenizer)`` pair), used when
     ``Generate.source`` is None. ``pump()`` produces tokens of the running generation for up to
@@ -438,7 +442,7 @@ class GenerationJobs:
     def __init__(self, emit: Callable[[Event], None], device: str = "cpu", slice_s: float = 0.03,
                  threads: int | None = 1):
         self.emit, self.device, self.slice_s, self.threads = emit, device, slice_s, threads
-        self.current: Generation | None = None
+        self.current: Generation | TaskGeneration | None = None
         self.step_mode = False
         self._cache_key: tuple[str, float] | None = None
         self._cache: Any = None
@@ -499,8 +503,14 @@ class GenerationJobs:
             raise ConfigError("nothing to generate from: pick a run or checkpoint, or start training first")
         settings = SamplingSettings.from_dict(cmd.settings)
         settings.max_tokens = cmd.max_tokens
+        task = getattr(model, "task", "lm")
         with _torch_threads(self.threads), _eval_mode(model):
-            self.current = Generation(model, tokenizer, cmd.prompt, settings, gen_id=cmd.gen_id)
+            if task == "seq2seq":
+                self.current = Seq2SeqGeneration(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
+            elif task == "mlm":
+                self.current = BlankFilling(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
+            else:
+                self.current = Generation(model, tokenizer, cmd.prompt, settings, gen_id=cmd.gen_id)
         self.step_mode = cmd.step_mode
 
     def _finish(self, reason: str | None) -> None:
@@ -576,6 +586,169 @@ def _seq2seq_source(model: Any, tokenizer: Any, text: str) -> torch.Tensor:
     ids = [int(i) for i in tokenizer.encode(text)][: int(model.config.context)]
     pad = model.special_ids(int(model.config.vocab_size))[0]
     return torch.tensor([ids or [pad]], dtype=torch.long, device=model_device(model))
+
+
+def _greedy(settings: SamplingSettings) -> SamplingSettings:
+    """The same settings at temperature 0 (seq2seq and MLM decode greedily in the worker)."""
+    return SamplingSettings.from_dict({**settings.to_dict(), "temperature": 0.0})
+
+
+class TaskGeneration:
+    """A seq2seq or MLM generation stepped one token at a time, with ``Generation``'s interface as
+    ``GenerationJobs`` uses it (``next(choose)``, ``done``, ``reason``, ``text``, ``done_event()``).
+    Subclasses implement ``_step(choose) -> (Choice, text delta)`` and set ``reason`` when done."""
+
+    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings, gen_id: str, banned: Sequence[int]):
+        self.model, self.tokenizer, self.gen_id = model, tokenizer, gen_id
+        self.settings = settings
+        self.vocab_size = int(model.config.vocab_size)
+        merged = {**settings.to_dict(), "banned": sorted({*settings.banned, *banned})}
+        self.chooser = TokenChooser(SamplingSettings.from_dict(merged), self.vocab_size)
+        self.device = model_device(model)
+        self.reason: str | None = None
+        self.elapsed = 0.0
+        self.pieces: list[str] = []
+        self.count = 0
+        self._names: dict[int, str] = {}  # display text of ids the tokenizer does not know (specials)
+
+    @property
+    def done(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.count / self.elapsed if self.elapsed > 0 else 0.0
+
+    def token_text(self, token: int) -> str:
+        return self._names.get(token) or self.tokenizer.token_text(token)
+
+    def _step(self, choose: int | None) -> tuple[Any, str]:
+        raise NotImplementedError
+
+    def next(self, choose: int | None = None) -> GeneratedToken:
+        if self.done:
+            raise StopIteration
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            c, text = self._step(choose)
+        self.pieces.append(text)
+        top = tuple(TokenAlternative(t, self.token_text(t), p) for t, p in c.top)
+        event = GeneratedToken(job=self.gen_id, index=self.count, token=c.token, text=text, prob=c.prob,
+                               raw_prob=c.raw_prob, entropy=c.entropy, top=top)
+        self.count += 1
+        self.elapsed += time.perf_counter() - t0
+        return event
+
+    def cancel(self) -> None:
+        if not self.done:
+            self.reason = "cancelled"
+
+    def done_event(self) -> GenerationDone:
+        return GenerationDone(job=self.gen_id, reason=self.reason or "cancelled", text=self.text,
+                              tokens_per_s=self.tokens_per_s)
+
+    def __iter__(self) -> Iterator[GeneratedToken]:
+        while not self.done:
+            yield self.next()
+
+
+class Seq2SeqGeneration(TaskGeneration):
+    """Maps each line of the prompt to an output line, one decoder step per ``next()``: the output
+    tokens, then the line's eos, whose text is the line break when another line follows. At most
+    ``settings.max_tokens`` (capped by the model's context) tokens per line; the events' texts add up to
+    the output lines joined by newlines (``seq2seq_decode``'s outputs at temperature 0)."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompt: str, settings: SamplingSettings | None = None,
+                 *, gen_id: str = ""):
+        if getattr(model, "task", "") != "seq2seq":
+            raise ConfigError(f"{getattr(model, 'arch', 'this model')} is not an encoder-decoder; use a seq2seq run")
+        settings = settings or SamplingSettings(temperature=0.0)
+        self.pad, self.bos, self.eos = model.special_ids(int(model.config.vocab_size))
+        super().__init__(model, tokenizer, settings, gen_id, banned=(self.pad, self.bos))
+        self._names = {self.pad: "<pad>", self.bos: "<bos>", self.eos: "<eos>"}
+        self.lines = prompt.splitlines() or [""]
+        self.limit = min(settings.max_tokens, int(model.config.context))
+        self.line = -1
+        self.outputs: list[list[int]] = []
+        self._open_line()
+
+    def _open_line(self) -> None:
+        self.line += 1
+        with torch.inference_mode():
+            self.memory, self.state = self.model.encode(_seq2seq_source(self.model, self.tokenizer, self.lines[self.line]))
+        self.out: list[int] = []
+        self.outputs.append(self.out)
+        self.prev = self.bos
+        self.stream = TextStream(self.tokenizer)
+        self.chooser.pipeline.reset()
+
+    def _step(self, choose: int | None) -> tuple[Any, str]:
+        prev = torch.tensor([self.prev], device=self.device)
+        logits, self.state, _ = self.model.decode_step(prev, self.state, self.memory)
+        c = self.chooser.choose(logits[0], self.out, force=choose)
+        if c.token == self.eos:
+            text, ended = self.stream.finish(), "eot"
+        else:
+            self.out.append(c.token)
+            self.prev = c.token
+            text = self.stream.push(c.token)
+            ended = "max_tokens" if len(self.out) >= self.limit else None
+            if ended:
+                text += self.stream.finish()
+        if ended is not None:
+            if self.line + 1 < len(self.lines):
+                text += "\n"
+                self._open_line()
+            else:
+                self.reason = ended
+        return c, text
+
+
+class BlankFilling(TaskGeneration):
+    """Fills the blanks (``_`` or ``[MASK]``) of a masked LM's prompt left to right, one blank per
+    ``next()``, each chosen given the text and the blanks filled so far. Event texts add up to the
+    filled text: each carries the text since the previous blank up to its own token (the last one also
+    the rest of the prompt)."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompt: str, settings: SamplingSettings | None = None,
+                 *, gen_id: str = ""):
+        if getattr(model, "task", "") != "mlm":
+            raise ConfigError(f"{getattr(model, 'arch', 'this model')} is not a masked LM; use an mlm run to fill blanks")
+        settings = settings or SamplingSettings(temperature=0.0)
+        self.mask_id = int(model.mask_token_id)
+        super().__init__(model, tokenizer, settings, gen_id, banned=(self.mask_id,))
+        self._names = {self.mask_id: "[MASK]"}
+        self.ids: list[int] = []
+        self.blanks: list[int] = []
+        for piece in split_blanks(prompt):
+            if piece is None:
+                self.blanks.append(len(self.ids))
+                self.ids.append(self.mask_id)
+            else:
+                self.ids.extend(int(i) for i in tokenizer.encode(piece))
+        if not self.blanks:
+            raise ConfigError("the prompt has no blank to fill; mark blanks with _ or [MASK]")
+        if model.max_context and len(self.ids) > model.max_context:
+            raise ConfigError(f"the prompt is {len(self.ids)} tokens, over the model's context of {model.max_context}; shorten it")
+        self.filled: list[FilledBlank] = []
+
+    def _step(self, choose: int | None) -> tuple[Any, str]:
+        k = len(self.filled)
+        pos = self.blanks[k]
+        logits, _, _ = self.model(torch.tensor([self.ids], device=self.device))
+        c = self.chooser.choose(logits[0, pos], self.ids, force=choose)
+        self.ids[pos] = c.token
+        alts = tuple(TokenAlternative(t, self.token_text(t), p) for t, p in c.top)
+        self.filled.append(FilledBlank(pos, c.token, self.token_text(c.token), c.prob, c.raw_prob, c.entropy, alts))
+        start = self.blanks[k - 1] + 1 if k else 0
+        last = k + 1 == len(self.blanks)
+        if last:
+            self.reason = "eot"
+        return c, self.tokenizer.decode(self.ids[start : len(self.ids) if last else pos + 1])
 
 
 def seq2seq_decode(model: Any, tokenizer: Any, text: str, settings: SamplingSettings | None = None,
@@ -670,31 +843,7 @@ def fill_blanks(model: Any, tokenizer: Any, text: str, settings: SamplingSetting
                 ) -> tuple[str, list[FilledBlank]]:
     """Fill each blank (``_`` or ``[MASK]``, one token each) left to right: every blank is chosen from
     the model's distribution given the text and the blanks already filled (greedy at temperature 0)."""
-    if getattr(model, "task", "") != "mlm":
-        raise ConfigError(f"{getattr(model, 'arch', 'this model')} is not a masked LM; use an mlm run to fill blanks")
-    settings = settings or SamplingSettings(temperature=0.0)
-    vocab = int(model.config.vocab_size)
-    mask_id = int(model.mask_token_id)
-    chooser = TokenChooser(SamplingSettings.from_dict({**settings.to_dict(), "banned": sorted({*settings.banned, mask_id})}), vocab)
-    ids: list[int] = []
-    blanks: list[int] = []
-    for piece in split_blanks(text):
-        if piece is None:
-            blanks.append(len(ids))
-            ids.append(mask_id)
-        else:
-            ids.extend(int(i) for i in tokenizer.encode(piece))
-    if not blanks:
-        raise ConfigError("the prompt has no blank to fill; mark blanks with _ or [MASK]")
-    if model.max_context and len(ids) > model.max_context:
-        raise ConfigError(f"the prompt is {len(ids)} tokens, over the model's context of {model.max_context}; shorten it")
-    filled: list[FilledBlank] = []
-    device = model_device(model)
-    with torch.inference_mode():
-        for pos in blanks:
-            logits, _, _ = model(torch.tensor([ids], device=device))
-            c = chooser.choose(logits[0, pos], ids)
-            ids[pos] = c.token
-            alts = tuple(TokenAlternative(t, tokenizer.token_text(t), p) for t, p in c.top)
-            filled.append(FilledBlank(pos, c.token, tokenizer.token_text(c.token), c.prob, c.raw_prob, c.entropy, alts))
-    return tokenizer.decode(ids), filled
+    filling = BlankFilling(model, tokenizer, text, settings or SamplingSettings(temperature=0.0))
+    for _ in filling:
+        pass
+    return tokenizer.decode(filling.ids), filling.filled
