@@ -175,3 +175,188 @@ async def test_tui_bad_data_notifies_and_keeps_running(tmp_path, monkeypatch):
             await wait_for(pilot, lambda p=p: data.spec == str(p), what=f"{case} opened")
             assert data.stats.vocab < 40  # decoded characters, not bytes
         assert not sent(engine, P.StartTraining)
+
+
+# ------------------------------------------------------------------------------------- bad settings
+@pytest.mark.parametrize("args,words", [
+    (["--layers", "0"], ["layers must be a positive"]),
+    (["--width", "-4"], ["width must be a positive"]),
+    (["--heads", "3", "--width", "64"], ["3 heads do not divide width 64", "e.g. 2"]),
+    (["--batch-size", "0"], ["batch-size must be a positive"]),
+    (["--context", "-1"], ["context must be a positive"]),
+    (["--lr", "-1"], ["learning rate must be positive"]),
+    (["--width", "100000", "--layers", "1000"], ["absurdly large", "smaller size"]),
+    # does not fit in memory: refused from the estimate before the model exists, with a batch that fits
+    (["--batch-size", "100000", "--context", "1024", "--width", "512", "--layers", "4", "--heads", "8"],
+     ["GiB", "is free on cpu", "use --batch-size"]),
+    (["--width", "16384", "--layers", "48", "--heads", "16"], ["GiB", "is free on cpu", "smaller --width/--layers"]),
+])
+def test_cli_bad_settings_one_line_before_anything_is_made(args, words):
+    res = seqplay("train", "grammar", "--steps", "5", "--threads", "1", *args, timeout=120)
+    one_line_error(res, *words)
+    runs = Path(os.environ["SEQPLAY_HOME"]) / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # no run folder, no checkpoint
+
+
+def test_cli_context_longer_than_the_data_is_clamped_and_said(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text(TEXT[:600])
+    res = seqplay("train", short, "--steps", "2", "--eval-every", "2", *TINY[:6], "--context", "5000", *TINY[8:])
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "warning: context 5000 is longer than the data allows; clamped to" in res.stdout
+    assert res.stderr.strip() == ""
+
+
+class InThreadWorker:
+    """The real ``engine.worker`` loop (real Trainer, real messages) on a thread instead of a process:
+    the TUI's EngineClient interface without spawning an interpreter. For failures that end fast."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        from engine.worker import _Worker
+
+        self._cmd: queue.Queue = queue.Queue()
+        self._ev: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=_Worker(self._cmd, self._ev).loop, daemon=True)
+        self.sent: list[P.Command] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, cmd: P.Command) -> None:
+        self.sent.append(cmd)
+        self._cmd.put(cmd)
+
+    def poll(self, timeout: float = 0) -> list[P.Event]:
+        import queue
+
+        out: list[P.Event] = []
+        try:
+            out.append(self._ev.get(timeout=timeout) if timeout > 0 else self._ev.get_nowait())
+            while True:
+                out.append(self._ev.get_nowait())
+        except queue.Empty:
+            return out
+
+    def close(self) -> None:
+        self._cmd.put(P.Shutdown())
+        self._thread.join(30)
+
+
+def _set_form(app, **values: str) -> None:
+    from textual.widgets import Input
+
+    for widget, value in values.items():
+        app.pane("model").query_one(f"#{widget}", Input).value = value
+
+
+def _errors(app) -> list[str]:
+    return [n.message for n in app._notifications if n.severity == "error"]
+
+
+@sync
+async def test_tui_bad_settings_are_refused_before_training():
+    app, engine = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").stats is not None)
+        for widget, value, words in [("hp-width", "0", "width must be a positive"),
+                                     ("hp-layers", "-1", "layers must be a positive"),
+                                     ("hp-heads", "3", "heads do not divide"),
+                                     ("batch", "-2", "batch"),
+                                     ("lr", "-1", "learning rate"),
+                                     ("steps", "-5", "steps")]:
+            saved = app.pane("model").query_one(f"#{widget}").value
+            _set_form(app, **{widget: value})
+            await pilot.pause()
+            before = len(_errors(app))
+            await pilot.press("t")
+            await wait_for(pilot, lambda b=before: len(_errors(app)) > b, what=f"refusal of {widget}={value}")
+            assert words in _errors(app)[-1] and "\n" not in _errors(app)[-1]
+            assert app.is_running and app.training_state == "idle"
+            _set_form(app, **{widget: saved})
+        assert not sent(engine, P.StartTraining)
+
+
+@sync
+async def test_tui_model_too_big_for_memory_is_explained():
+    """The real worker loop refuses the run from its memory estimate; the TUI shows the message."""
+    worker = InThreadWorker()
+    app = __import__("tui.app", fromlist=["SeqplayApp"]).SeqplayApp(engine_factory=lambda: worker)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").stats is not None)
+        await pilot.press("2")
+        _set_form(app, **{"hp-width": "16384", "hp-layers": "48", "hp-heads": "16", "steps": "5"})
+        await pilot.pause()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: _errors(app), timeout=60, what="memory refusal")
+        assert "GiB" in _errors(app)[0] and "is free on" in _errors(app)[0] and "smaller" in _errors(app)[0]
+        await wait_for(pilot, lambda: app.training_state == "idle", what="idle again")
+        assert app.is_running and app.train_job is None
+
+
+TUI_TINY = {"hp-width": "32", "hp-layers": "1", "hp-heads": "2", "context": "16", "batch": "4"}
+
+
+def _seqplay_app(engine) -> object:
+    from tui.app import SeqplayApp
+
+    return SeqplayApp(engine_factory=lambda: engine)
+
+
+@pytest.mark.parametrize("error", ["cuda", "cpu"])
+@sync
+async def test_tui_out_of_memory_in_a_step_is_explained(monkeypatch, error):
+    import torch
+
+    from engine.train import Trainer
+
+    def oom(self):
+        if error == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 68719476736 bytes")
+
+    monkeypatch.setattr(Trainer, "train_step", oom)
+    worker = InThreadWorker()
+    app = _seqplay_app(worker)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").stats is not None)
+        _set_form(app, **TUI_TINY, steps="5")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: _errors(app), timeout=60, what="out-of-memory message")
+        msg = _errors(app)[0]
+        assert "out of memory at step 1" in msg and "--batch-size 2" in msg and "last checkpoint is kept" in msg
+        await wait_for(pilot, lambda: app.training_state == "idle", what="idle again")
+        assert app.is_running
+    run = max((Path(os.environ["SEQPLAY_HOME"]) / "runs").iterdir())
+    from engine.checkpoint import load_model
+
+    assert load_model(run).meta["step"] == 0  # the step-0 checkpoint survived
+
+
+@sync
+async def test_tui_learning_rate_blowup_pauses_with_an_explanation():
+    worker = InThreadWorker()
+    app = _seqplay_app(worker)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").stats is not None)
+        _set_form(app, **TUI_TINY, steps="50", lr="1000")
+        app.pane("model").query_one("#schedule").value = "constant"
+        await pilot.press("t")
+        await wait_for(pilot, lambda: app.training_state == "paused", timeout=60, what="paused by the guard rail")
+        (msg,) = _errors(app)
+        assert "loss became" in msg and "too high" in msg and "training paused" in msg
+        assert "--auto-rollback" in msg and "step-000000.json is kept" in msg
+        assert app.pane("train").last is None or app.pane("train").last.step <= 1  # caught within one step
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.train_job is None, timeout=30, what="stopped")
+        assert app.is_running
+    from engine.checkpoint import load_model, step_checkpoints
+
+    run = max((Path(os.environ["SEQPLAY_HOME"]) / "runs").iterdir())
+    assert [s for s, _ in step_checkpoints(run)] == [0]  # the blown-up weights were never saved
+    import torch
+
+    assert all(torch.isfinite(p).all() for p in load_model(run).model.parameters())
