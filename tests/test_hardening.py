@@ -360,3 +360,102 @@ async def test_tui_learning_rate_blowup_pauses_with_an_explanation():
     import torch
 
     assert all(torch.isfinite(p).all() for p in load_model(run).model.parameters())
+
+
+# --------------------------------------------------------------------------------------------- faults
+def _train_with_hook(tmp_path: Path, hook: str, steps: int = 30) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the real `seqplay train` entry point in a child whose ``hook`` (Python) fires a signal at a
+    chosen moment; returns the finished process and the run folder."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TEXT)
+    args = ["train", str(corpus), "--steps", str(steps), "--eval-every", "5", *TINY,
+            "--runs-dir", str(tmp_path / "runs"), "--run-name", "r", "--json"]
+    script = "import os, signal\n" + textwrap.dedent(hook) + f"\nfrom seqplay.cli import main\nmain({args!r})\n"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return res, tmp_path / "runs" / "r"
+
+
+def _no_temporaries(folder: Path) -> None:
+    left = [p for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")]
+    assert not left, left
+
+
+def _resumes(run: Path, steps: int) -> None:
+    from engine.train import Trainer
+    from tests.train_helpers import Recorder
+
+    fin = Trainer({}, Recorder(), resume_from=str(run), overrides={"steps": steps}).run()
+    assert fin.reason == "done" and fin.step == steps
+
+
+CTRL_C = {
+    # Ctrl-C while the data is being read and tokenised: nothing is half-made, exit 130
+    "data preparation": """
+        import engine.data as d
+        real = d.Source.chunks
+        def chunks(self):
+            for c in real(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                yield c
+        d.Source.chunks = chunks
+    """,
+    # during an evaluation: it finishes, a checkpoint is written, the run stops
+    "evaluation": """
+        from engine.train import Trainer
+        real = Trainer.evaluate
+        def evaluate(self):
+            if self.step == 10:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(self)
+        Trainer.evaluate = evaluate
+    """,
+    # during a checkpoint write: the write completes, then the run stops
+    "checkpoint write": """
+        import engine.checkpoint as ck
+        real = ck._write_file
+        def writer(fh, data):
+            if ".step-000010.safetensors" in fh.name:
+                os.kill(os.getpid(), signal.SIGINT)
+            real(fh, data)
+        ck._write_file = writer
+    """,
+    # Ctrl-C twice half-way through a checkpoint's tensors: abort at once, the half file is removed
+    "twice mid-checkpoint write": """
+        import engine.checkpoint as ck
+        real = ck._write_file
+        def writer(fh, data):
+            if ".step-000010.safetensors" in fh.name:
+                fh.write(data[: len(data) // 2]); fh.flush()
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            real(fh, data)
+        ck._write_file = writer
+    """,
+}
+
+
+@pytest.mark.parametrize("moment", CTRL_C)
+def test_cli_ctrl_c_at_any_moment(tmp_path, moment):
+    from engine.checkpoint import latest_checkpoint, load_model
+
+    res, run = _train_with_hook(tmp_path, CTRL_C[moment])
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    if moment == "data preparation":
+        assert not run.exists()  # stopped before anything was made
+        _no_temporaries(Path(os.environ["SEQPLAY_HOME"]) / "cache")
+        assert res.stderr.strip() == "aborted"
+        return
+    _no_temporaries(run)
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    if moment == "twice mid-checkpoint write":
+        assert latest_checkpoint(run).name == "step-000005.json"  # the half-written step 10 is gone
+        assert not (run / "checkpoints" / "step-000010.json").exists()
+        assert load_model(run).meta["step"] in (5, 10)  # best.json (step 5 or 10) or step 5
+        _resumes(run, 12)
+        return
+    assert res.stderr.strip() == "stopping after this step and saving a checkpoint (Ctrl-C again to abort)"
+    assert events[-1]["event"] == "finished" and events[-1]["reason"] == "stopped" and events[-1]["step"] == 10
+    assert latest_checkpoint(run).name == "step-000010.json" and load_model(latest_checkpoint(run)).meta["step"] == 10
+    _resumes(run, 12)
