@@ -87,6 +87,9 @@ def disk_error_message(err: OSError, where: Path) -> str:
 
     if err.errno == errno.ENOSPC:
         return f"the disk is full while writing a checkpoint in {where}; free some space (the previous checkpoint is intact)"
+    if err.errno in (errno.EDQUOT, errno.EFBIG):  # a quota or file-size limit: no space for this writer either
+        return (f"no space left for a checkpoint in {where} ({err.strerror}: disk quota or file-size limit); "
+                f"free some space or raise the limit (the previous checkpoint is intact)")
     return f"could not write a checkpoint in {where}: {err.strerror or err}; check the folder is writable"
 
 
