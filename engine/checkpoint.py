@@ -288,13 +288,34 @@ def tokenizer_from_meta(meta: dict[str, Any], json_path: Path) -> Any:
         raise CheckpointError(f"the checkpoint's tokenizer cannot be read ({type(err).__name__}); the run is corrupt") from None
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return None
+
+
+def _read_settled(path_or_run: str | Path, attempts: int = 3) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Resolve and read a checkpoint of a run that may still be training: if the one found is replaced
+    between finding and reading it (a new best.json, pruned step files), find and read again."""
+    for attempt in range(attempts):
+        json_path = resolve_checkpoint(path_or_run)
+        stamp = _stamp(json_path)
+        try:
+            return (json_path, *read_checkpoint(json_path))
+        except CheckpointError:
+            if attempt + 1 == attempts or (_stamp(json_path) == stamp and resolve_checkpoint(path_or_run) == json_path):
+                raise  # nothing moved: the checkpoint really is broken
+    raise AssertionError("unreachable")
+
+
 def load_model(path_or_run: str | Path, device: str = "cpu") -> Loaded:
     """Load a model for generation/introspection: the best checkpoint of a run folder, else the latest
     (or the given checkpoint file). Eval mode, on ``device``."""
     from engine.config import TrainConfig
 
-    json_path = resolve_checkpoint(path_or_run)
-    meta, tensors = read_checkpoint(json_path)
+    json_path, meta, tensors = _read_settled(path_or_run)
     model = build_from_meta(meta)
     load_model_state(model, tensors, json_path)
     model.to(device)
