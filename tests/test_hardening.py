@@ -459,3 +459,52 @@ def test_cli_ctrl_c_at_any_moment(tmp_path, moment):
     assert events[-1]["event"] == "finished" and events[-1]["reason"] == "stopped" and events[-1]["step"] == 10
     assert latest_checkpoint(run).name == "step-000010.json" and load_model(latest_checkpoint(run)).meta["step"] == 10
     _resumes(run, 12)
+
+
+def _fsize_limit(limit: int) -> Callable[[], None]:
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # writes past `limit` bytes fail (EFBIG)
+
+    return preexec
+
+
+def test_cli_disk_full_mid_run_keeps_the_last_checkpoint(tmp_path):
+    """A real write failure from the OS: once step 5 is saved, no file may grow past 4 KiB any more."""
+    from engine.checkpoint import latest_checkpoint
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TEXT)
+    run = tmp_path / "runs" / "full"
+    cmd = [sys.executable, "-m", "seqplay", "train", str(corpus), "--steps", "100000", "--eval-every", "5", *TINY,
+           "--runs-dir", str(tmp_path / "runs"), "--run-name", "full"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints" / "step-000005.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.05)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, 4096))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    one_line_error(subprocess.CompletedProcess(cmd, proc.returncode, out, err),
+                   "no space left for a checkpoint", "free some space", "previous checkpoint is intact")
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and int(ckpt.stem.split("-")[1]) >= 5
+    _no_temporaries(run)
+    _resumes(run, 12 + int(ckpt.stem.split("-")[1]))
+
+
+def test_cli_disk_full_from_the_start(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TEXT)
+    args = ["train", corpus, "--steps", "5", *TINY, "--runs-dir", tmp_path / "runs", "--run-name", "x"]
+    # nothing cached yet: the token cache cannot be written
+    one_line_error(seqplay(*args, preexec=_fsize_limit(4096)), "cannot write the data cache", "free some disk space")
+    _no_temporaries(Path(os.environ["SEQPLAY_HOME"]) / "cache")
+    # data cached: the first checkpoint cannot be written
+    assert seqplay("inspect", corpus, "-t", "char").returncode == 0
+    one_line_error(seqplay(*args, preexec=_fsize_limit(4096)), "no space left for a checkpoint")
+    _no_temporaries(tmp_path / "runs")
