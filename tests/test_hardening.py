@@ -508,3 +508,108 @@ def test_cli_disk_full_from_the_start(tmp_path):
     assert seqplay("inspect", corpus, "-t", "char").returncode == 0
     one_line_error(seqplay(*args, preexec=_fsize_limit(4096)), "no space left for a checkpoint")
     _no_temporaries(tmp_path / "runs")
+
+
+def test_cli_sigkill_mid_step_then_resume(tmp_path):
+    """`seqplay train` killed with SIGKILL at a random step: the last complete checkpoint loads and
+    `seqplay resume` continues from it (the worker-process variant is in tests/test_faults.py)."""
+    from engine.checkpoint import latest_checkpoint, load_model
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TEXT)
+    run = tmp_path / "runs" / "k"
+    cmd = [sys.executable, "-m", "seqplay", "train", str(corpus), "--steps", "100000", "--eval-every", "5", *TINY,
+           "--runs-dir", str(tmp_path / "runs"), "--run-name", "k", "--json"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen = 0
+    for line in proc.stdout:
+        if '"event": "steps"' in line:
+            seen += 1
+            if seen == 30:  # mid-run, between or inside steps
+                proc.kill()
+                break
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and load_model(ckpt).meta["step"] >= 5
+    _no_temporaries(run)
+    step = load_model(ckpt).meta["step"]
+    res = seqplay("resume", "k", "--runs-dir", tmp_path / "runs", "--steps", step + 3, "--json")
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    assert events[0]["start_step"] == step and events[-1]["reason"] == "done" and events[-1]["step"] == step + 3
+
+
+# ---------------------------------------------------------------------------------- untrusted files
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny trained run (4 steps, checkpoints at 2 and 4) that tests copy before breaking it."""
+    from engine.train import Trainer
+    from tests.train_helpers import Recorder, tiny_config
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEQPLAY_HOME", str(root / "home"))
+        Trainer(tiny_config(root, steps=4, eval_every=2, run_name="good"), Recorder()).run()
+    return root / "runs" / "good"
+
+
+def _copy_run(trained_run: Path, tmp_path: Path, name: str = "good") -> Path:
+    import shutil
+
+    return Path(shutil.copytree(trained_run, tmp_path / "runs" / name))
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: what loading a pickle-based checkpoint would suffer."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _retarget(json_path: Path, data: bytes) -> None:
+    """Swap a checkpoint's tensors for ``data`` and make the JSON's hash agree (a careful attacker)."""
+    import hashlib
+
+    meta = json.loads(json_path.read_text())
+    (json_path.parent / meta["tensors_file"]).write_bytes(data)
+    meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+    json_path.write_text(json.dumps(meta))
+
+
+def test_no_unpickling_anywhere_in_the_code():
+    import re
+
+    bad = re.compile(r"torch\.load\(|pickle\.loads?\(|^\s*import pickle|weights_only\s*=\s*False|allow_pickle\s*=\s*True")
+    hits = [f"{p}:{i}" for folder in ("engine", "tui", "seqplay") for p in (REPO / folder).rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
+    assert hits == []
+
+
+def test_cli_malicious_pickle_never_runs(tmp_path, trained_run):
+    marker = tmp_path / "PWNED"
+    payload = pickle.dumps(_Payload(str(marker)))
+    subprocess.run([sys.executable, "-c", f"import pickle; pickle.loads({payload!r})"], check=True, cwd=REPO)
+    assert marker.exists()  # the payload is live: unpickling it runs code
+    marker.unlink()
+    targets = {}
+    for name in ("model.safetensors", "model.pt", "checkpoint.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(payload)
+        targets[name] = folder / name
+    run = _copy_run(trained_run, tmp_path)
+    for json_path in (run / "checkpoints").glob("*.json"):
+        _retarget(json_path, payload)  # every checkpoint of the run now holds the pickle, hashes agree
+    targets["run folder"] = run
+    for what, target in targets.items():
+        line = one_line_error(seqplay("generate", target, "-n", "3"))
+        assert "checkpoint" in line or "safetensors" in line, (what, line)
+        assert not marker.exists(), what
+    for target in (targets["model.pt"], run):
+        one_line_error(seqplay("resume", target, "--steps", "6"))
+        assert not marker.exists()
