@@ -472,8 +472,8 @@ class Trainer:
             json_path.with_suffix(".safetensors").unlink(missing_ok=True)
 
     def _summary(self, status: str) -> None:
-        if self.run_dir is None:
-            return
+        if self.run_dir is None or not hasattr(self, "n_params"):
+            return  # setup did not finish (e.g. a resume refused): leave the run's summary as it was
         try:
             write_summary(
                 self.run_dir, arch=self.config.arch, source=self.config.source, params=self.n_params, steps=self.step,
