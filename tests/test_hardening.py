@@ -613,3 +613,59 @@ def test_cli_malicious_pickle_never_runs(tmp_path, trained_run):
     for target in (targets["model.pt"], run):
         one_line_error(seqplay("resume", target, "--steps", "6"))
         assert not marker.exists()
+
+
+def test_cli_absurd_config_json_is_refused_before_allocation(tmp_path, trained_run):
+    run = _copy_run(trained_run, tmp_path)
+    for json_path in (run / "checkpoints").glob("*.json"):
+        meta = json.loads(json_path.read_text())
+        meta["model_config"].update(width=60_000, layers=60_000)  # ~10^14 parameters if it were built
+        json_path.write_text(json.dumps(meta))
+    start = time.monotonic()
+    one_line_error(seqplay("generate", run, "-n", "3"), "cannot be built")
+    one_line_error(seqplay("resume", run, "--steps", "6"), "GiB", "smaller --width/--layers")  # the memory estimate
+    assert json.loads((run / "run.json").read_text())["steps"] == 4  # the failed resume left the summary alone
+    assert time.monotonic() - start < 60  # refused from the numbers, not after trying to allocate
+
+
+def _break(run: Path, how: str) -> None:
+    ck = run / "checkpoints"
+    if how == "no checkpoints folder":
+        import shutil
+
+        shutil.rmtree(ck)
+    elif how == "every tensors file truncated":
+        for p in ck.glob("*.safetensors"):
+            p.write_bytes(p.read_bytes()[:100])
+    elif how == "every checkpoint JSON corrupt":
+        for p in ck.glob("*.json"):
+            p.write_text("{oops")
+    elif how == "newest checkpoint truncated":
+        newest = sorted(ck.glob("step-*.safetensors"))[-1]
+        newest.write_bytes(newest.read_bytes()[:100])
+        (ck / "best.json").unlink()
+    elif how == "tensors file missing":
+        for p in ck.glob("*.safetensors"):
+            p.unlink()
+    elif how == "run.json and config.json missing":
+        (run / "run.json").unlink()
+        (run / "config.json").unlink()
+
+
+@pytest.mark.parametrize("how,usable", [
+    ("no checkpoints folder", False), ("every tensors file truncated", False),
+    ("every checkpoint JSON corrupt", False), ("tensors file missing", False),
+    ("newest checkpoint truncated", True), ("run.json and config.json missing", True),
+])
+def test_cli_broken_run_folder_is_reported_not_crashed_on(tmp_path, trained_run, how, usable):
+    run = _copy_run(trained_run, tmp_path)
+    _break(run, how)
+    listed = seqplay("runs", "--runs-dir", run.parent, "--json")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    (row,) = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert row["problem"], row  # `seqplay runs` names what is wrong
+    gen = seqplay("generate", run, "-n", "3", "--prompt", "the ")
+    if usable:  # an intact earlier checkpoint is used
+        assert gen.returncode == 0 and gen.stdout.startswith("the ") and "Traceback" not in gen.stderr, gen.stderr
+    else:
+        one_line_error(gen, str(run.name))
