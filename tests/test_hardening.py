@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from engine import protocol as P
-from tests.test_tui import SIZE, make_app, notifications, sent, sync, wait_for
+from tests.test_tui import SIZE, make_app, sent, start_training, sync, wait_for
 from tests.train_helpers import TEXT
 
 REPO = Path(__file__).parents[1]
@@ -669,3 +669,54 @@ def test_cli_broken_run_folder_is_reported_not_crashed_on(tmp_path, trained_run,
         assert gen.returncode == 0 and gen.stdout.startswith("the ") and "Traceback" not in gen.stderr, gen.stderr
     else:
         one_line_error(gen, str(run.name))
+
+
+@sync
+async def test_tui_ctrl_c_and_a_broken_run_folder_do_not_stop_the_app(tmp_path, trained_run):
+    """Ctrl-C in the TUI (raw terminal: a key, not a signal) never kills training; a broken run folder
+    is listed with its problem, and generating from it is a notification."""
+    from engine.runs import runs_root
+
+    root = runs_root()
+    import shutil
+
+    shutil.copytree(trained_run, root / "good")
+    broken = Path(shutil.copytree(trained_run, root / "broken"))
+    _break(broken, "every tensors file truncated")
+    app, engine = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start_training(pilot, app)
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.3)
+        assert app.is_running and app.training_state == "running" and not sent(engine, P.Stop)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.train_job is None, what="stopped")
+        runs = app.pane("runs")
+        runs.refresh_runs()
+        await wait_for(pilot, lambda: {"good", "broken"} <= {r.name for r in runs.runs}, what="runs listed")
+        status = {r.name: r.status for r in runs.runs}
+        assert "does not match its hash" in status["broken"] and "hash" not in status["good"], status
+        assert app.is_running
+
+
+# ---------------------------------------------------------------------------------------- 1 GB, slow
+@pytest.mark.slow
+def test_one_gigabyte_file_in_the_tui_data_pane_and_cli_train_streams(tmp_path):
+    """The Data pane's scan and `seqplay train --steps 1` on a 1 GiB file: peak RSS of each child stays
+    under 1 GiB (reading it whole cost ~26x the file size in the Data pane before it streamed)."""
+    big = tmp_path / "big.txt"
+    line = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
+    block = line * ((1 << 20) // len(line) + 1)
+    with open(big, "wb") as f:
+        while f.tell() < 1 << 30:
+            f.write(block)
+    probe = (f"import resource; from tui import catalog; n, t, s, k = catalog.scan_text({str(big)!r}); "
+             f"assert s.chars == {big.stat().st_size} and k > 100; catalog.token_count(t, 'word', k); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout.strip()) < 1 << 30
+    res = seqplay("train", big, "--steps", "1", "--eval-every", "1", "--tokenizer", "byte", *TINY,
+                  "--runs-dir", tmp_path / "runs", timeout=1800)
+    assert res.returncode == 0, res.stderr
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < 1 << 30
