@@ -110,13 +110,29 @@ def choose_precision(requested: str, device: str, family: str) -> str:
 
 
 def autocast(device: str, precision: str) -> Any:
-    """The autocast context for a forward pass (a no-op in fp32)."""
+    """The autocast context for a forward pass (a no-op in fp32).
+
+    On CPU in bf16 it also routes ``scaled_dot_product_attention`` to its math path: torch's CPU
+    flash-attention kernel spent 9 ms per call in its bf16 backward at context 64 (half of a training
+    step of the 4-layer width-128 Transformer, torch.profiler), and the math path made that step about
+    1.5x faster (min of 10 steps, interleaved rounds: 32-43 ms vs 57-60 ms, batch 16 x 64, 1 thread).
+    """
     import torch
 
     if precision == "fp32":
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+    ctx = torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+    if device == "cpu" and precision == "bf16":
+        from contextlib import ExitStack
+
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack = ExitStack()
+        stack.enter_context(ctx)
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        return stack
+    return ctx
 
 
 def should_compile(requested: str, device: str, family: str) -> bool:
