@@ -48,7 +48,11 @@ async def settle(pilot, condition, timeout: float = 10.0) -> None:
     for widget in pilot.app.query(Input):
         widget.cursor_blink = False
     pilot.app.clear_notifications()  # toasts expire with time
-    await pilot.pause(0.4)  # let throttled charts redraw
+    train = pilot.app.pane("train")
+    train._show_status()  # the status line and charts are redrawn by timers: draw them now
+    if train.curve.region.area:
+        train.curve.redraw_now()
+    await pilot.pause(0.4)
 
 
 async def loaded(pilot) -> None:
@@ -87,8 +91,7 @@ def test_train_pane_log_scale_perplexity(snap_compare):
     async def run_before(pilot):
         await trained(pilot)
         await pilot.press("y", "v")
-        await pilot.pause(0.3)
-        pilot.app.clear_notifications()
+        await settle(pilot, lambda: True)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 

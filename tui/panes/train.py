@@ -35,6 +35,7 @@ class TrainPane(Vertical):
         self.total_steps: int | None = None
         self.time_budget: float | None = None
         self.metric = "loss"  # loss | ppl
+        self._status_dirty = False
 
     def compose(self) -> ComposeResult:
         yield Static("Nothing is training. Pick a corpus (1) and a model (2), then press [b]t[/b].", id="train-status")
@@ -52,6 +53,12 @@ class TrainPane(Vertical):
 
     def on_mount(self) -> None:
         self.curve.smoothed = {"train"}
+        self.set_interval(0.25, self._refresh_status)
+
+    def _refresh_status(self) -> None:
+        if self._status_dirty:
+            self._status_dirty = False
+            self._show_status()
 
     def focus_default(self) -> None:
         pass
@@ -123,10 +130,11 @@ class TrainPane(Vertical):
                 self._log(f"finished ({ev.reason}) at step {ev.step}")
         if train_points:
             self.curve.add_points("train", train_points)
-        self._show_status()
+        self._status_dirty = True  # redrawn by a 4 Hz timer, not once per batch
 
     def finished(self, reason: str) -> None:
         self.state = f"finished ({reason})"
+        self._status_dirty = False
         self._show_status()
 
     def _log(self, text: str) -> None:

@@ -37,6 +37,9 @@ class LinePlot(PlotextPlot):
         super().on_mount()
         self.set_interval(1.0 / REDRAW_HZ, self._redraw_if_dirty)
 
+    def on_resize(self) -> None:
+        self._dirty = True
+
     def line(self, name: str, marker: str = "braille") -> BoundedSeries:
         if name not in self.series:
             self.series[name] = BoundedSeries(self.capacity)
@@ -61,8 +64,8 @@ class LinePlot(PlotextPlot):
         self._redraw_if_dirty()
 
     def _redraw_if_dirty(self) -> None:
-        if not self._dirty:
-            return
+        if not self._dirty or not self.region.area:
+            return  # nothing new, or not on screen (another tab): redraw when shown
         self._dirty = False
         self.redraws += 1
         plt = self.plt

@@ -1,0 +1,133 @@
+"""TUI benchmarks: start-up time, key-press latency while training at full speed, and training
+throughput under the TUI against headless `seqplay train` on the same settings.
+
+    python benchmarks/tui_latency.py [--steps 300] [--presses 40] [--skip-throughput]
+
+Uses a throw-away SEQPLAY_HOME. Prints one JSON object per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL = {"width": 128, "layers": 2, "heads": 4, "context": 64}
+TRAIN_ARGS = ["grammar", "--arch", "transformer", "--width", "128", "--layers", "2", "--heads", "4",
+              "--context", "64", "--batch-size", "32", "--device", "cpu", "--eval-every", "100000",
+              "--sample-every", "0"]
+
+STARTUP_CHILD = r"""
+import sys, time
+t_import = time.time()
+from tui.app import SeqplayApp
+t_imported = time.time()
+async def first_screen(pilot):
+    await pilot.pause()
+    print(t_import, t_imported, time.time(), flush=True)
+    pilot.app.exit()
+if __name__ == "__main__":
+    SeqplayApp().run(headless=True, size=(160, 48), auto_pilot=first_screen)
+"""
+
+
+def startup(repeats: int = 5) -> dict:
+    """Wall time from launching the interpreter to the first composed screen (headless)."""
+    totals, imports = [], []
+    for _ in range(repeats):
+        t0 = time.time()
+        out = subprocess.run([sys.executable, "-c", STARTUP_CHILD], capture_output=True, text=True, cwd=ROOT, check=True)
+        t_import, t_imported, t_screen = (float(x) for x in out.stdout.split()[-3:])
+        totals.append(t_screen - t0)
+        imports.append(t_imported - t_import)
+    return {"measure": "startup_to_first_screen_s", "median": statistics.median(totals), "max": max(totals),
+            "import_tui_app_s": statistics.median(imports), "repeats": repeats}
+
+
+def step_tokens_per_s(run_dir: Path, skip: float = 0.2) -> float:
+    """Median tokens/s over the steps of a run, skipping the first ``skip`` fraction (warm-up)."""
+    speeds = []
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("event") == "step":
+                speeds.append(float(row["tokens_per_s"]))
+    speeds = speeds[int(len(speeds) * skip):]
+    return statistics.median(speeds)
+
+
+def headless_throughput(steps: int) -> float:
+    subprocess.run([sys.executable, "-m", "seqplay", "train", *TRAIN_ARGS, "--steps", str(steps), "--run-name", "headless"],
+                   check=True, cwd=ROOT, capture_output=True)
+    from tui.catalog import runs_dir
+
+    return step_tokens_per_s(runs_dir() / "headless")
+
+
+async def tui_session(steps: int, presses: int) -> dict:
+    """Train under the TUI (real worker); press keys while it runs; return latency and tokens/s."""
+    from engine.config import TrainConfig
+    from tui.app import SeqplayApp
+
+    app = SeqplayApp(device="cpu")
+    result: dict = {}
+    async with app.run_test(size=(160, 48)) as pilot:
+        while app.pane("data").stats is None:
+            await pilot.pause(0.1)
+        config = TrainConfig(source="grammar", arch="transformer", model=dict(MODEL), batch_size=32, steps=steps,
+                             eval_every=100_000, sample_every=0, device="cpu", run_name="under-tui").to_dict()
+        app.action_train(config=config)
+        while app.pane("train").last is None or app.pane("train").last.step < steps * 0.2:
+            await pilot.pause(0.1)
+        latencies = []
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for i in range(presses):  # switch panes: each press re-lays out and repaints a whole pane
+            if app.train_job is None:
+                break
+            t0 = time.perf_counter()
+            await pilot.press("1" if i % 2 else "3")
+            await pilot.pause()
+            latencies.append(time.perf_counter() - t0)
+            await pilot.pause(0.1)
+        result["ui_cpu_fraction"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        while app.train_job is not None:
+            await pilot.pause(0.2)
+        result["latencies"] = latencies
+        result["run_dir"] = app.last_run_dir
+    app.shutdown_engine()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--presses", type=int, default=40)
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    home = tempfile.mkdtemp(prefix="seqplay-bench-")
+    os.environ["SEQPLAY_HOME"] = home
+    print(json.dumps(startup()), flush=True)
+    session = asyncio.run(tui_session(args.steps, args.presses))
+    lat = sorted(session["latencies"])
+    print(json.dumps({"measure": "keypress_to_repaint_while_training_ms", "n": len(lat),
+                      "median": 1000 * statistics.median(lat), "p95": 1000 * lat[int(0.95 * (len(lat) - 1))],
+                      "max": 1000 * lat[-1], "ui_process_cpu_fraction": session["ui_cpu_fraction"]}), flush=True)
+    if not args.skip_throughput:
+        tui_tps = step_tokens_per_s(Path(session["run_dir"]))
+        headless_tps = headless_throughput(args.steps)
+        print(json.dumps({"measure": "training_tokens_per_s", "under_tui": tui_tps, "headless": headless_tps,
+                          "ratio": tui_tps / headless_tps, "steps": args.steps}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
