@@ -45,6 +45,8 @@ class DataPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(id="data-left"):
+                yield Static("Pick a corpus or a file (enter), then [b]2[/b] to choose a model and [b]t[/b] to train.",
+                             id="data-hint")
                 yield Label("Built-in corpora", classes="section")
                 yield ListView(*[ListItem(Label(f"{name}  [dim]{desc}[/]"), name=name)
                                  for name, desc in self._corpora.items()], id="corpora")

@@ -59,7 +59,7 @@ class ModelPane(Horizontal):
                 yield Label("Batch")
                 yield Input("32", id="batch", type="integer", compact=True)
                 yield Label("Context")
-                yield Input("", placeholder="model default", id="context", type="integer", compact=True)
+                yield Input("", placeholder="default", id="context", type="integer", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("Steps")
                 yield Input("2000", id="steps", type="integer", placeholder="no limit", compact=True)
@@ -96,7 +96,7 @@ class ModelPane(Horizontal):
         self.arch = name
         self.query_one("#arch-description", Static).update(f"[b]{info.name}[/b] ({info.family}, {info.task}): {info.description}")
         self.query_one("#arch-equation", Static).update(f"[i]{info.equation}[/i]")
-        self.query_one("#lr", Input).placeholder = f"default {info.default_lr:g}"
+        self.query_one("#lr", Input).placeholder = f"{info.default_lr:g}"
         box = self.query_one("#hparams", Vertical)
         box.remove_children()
         cfg = info.make_config(self.vocab_size)
