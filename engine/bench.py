@@ -280,11 +280,16 @@ def bench_target(corpus: str | None = None, target: float = 1.88, baseline: bool
     rows.append(Row("target", f"transformer to val {target} (tuned preset)", res["seconds"], "s", note, res))
     if baseline:
         base = time_to_target(NANOGPT_RECIPE, source, target, threads=threads)
-        rows.append(Row("target", f"transformer to val {target} (nanoGPT recipe)", base["seconds"], "s",
-                        f"{'reached' if base['reached'] else 'NOT reached'} at step {base['step']}, "
-                        f"val {base['val_loss']:.4f}; fp32, batch 12", base))
-        if res["reached"] and base["reached"]:
-            rows.append(Row("target", "speed-up over nanoGPT recipe", base["seconds"] / res["seconds"], "x"))
+        if base["reached"]:
+            rows.append(Row("target", f"transformer to val {target} (nanoGPT recipe)", base["seconds"], "s",
+                            f"reached at step {base['step']}, val {base['val_loss']:.4f}; fp32, batch 12", base))
+        else:  # nanoGPT's recipe ends near 1.886: its whole run is a lower bound on its time to the target
+            rows.append(Row("target", "nanoGPT recipe, all 2,000 steps", base["total_seconds"], "s",
+                            f"ended at val {base['val_loss']:.4f} (> {target}); fp32, batch 12", base))
+        if res["reached"]:
+            b = base["seconds"] if base["reached"] else base["total_seconds"]
+            rows.append(Row("target", "tuned time / nanoGPT recipe time", res["seconds"] / b, "x",
+                            "goal: <= 0.5" + ("" if base["reached"] else " (nanoGPT never reached the target: an upper bound)")))
     elif res["reached"]:
         ref = REFERENCE["nanogpt_seconds_to_1.886"]
         rows.append(Row("target", "fraction of nanoGPT's time (110 s, lead's figure)", res["seconds"] / ref, "x",
