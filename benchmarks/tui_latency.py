@@ -54,6 +54,29 @@ def startup(repeats: int = 5) -> dict:
             "import_tui_app_s": statistics.median(imports), "repeats": repeats}
 
 
+def startup_tmux(repeats: int = 5) -> dict | None:
+    """As a user sees it: launch `seqplay` in a 160x48 tmux pane; time until the Data pane is painted."""
+    import shutil
+
+    if not shutil.which("tmux") or not shutil.which("seqplay"):
+        return None
+    times = []
+    for i in range(repeats):
+        name = f"seqplay-bench-{os.getpid()}-{i}"
+        t0 = time.perf_counter()
+        subprocess.run(["tmux", "new", "-d", "-s", name, "-x", "160", "-y", "48", "seqplay"], check=True, cwd=ROOT)
+        while "Built-in corpora" not in subprocess.run(["tmux", "capture-pane", "-p", "-t", name],
+                                                       capture_output=True, text=True).stdout:
+            if time.perf_counter() - t0 > 20:
+                break
+            time.sleep(0.005)
+        times.append(time.perf_counter() - t0)
+        subprocess.run(["tmux", "kill-session", "-t", name], check=False)
+        time.sleep(0.5)
+    return {"measure": "tmux_launch_to_first_paint_s", "median": statistics.median(times), "max": max(times),
+            "repeats": repeats}
+
+
 def step_tokens_per_s(run_dir: Path, skip: float = 0.2) -> float:
     """Median tokens/s over the steps of a run, skipping the first ``skip`` fraction (warm-up)."""
     speeds = []
@@ -117,6 +140,7 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="seqplay-bench-")
     os.environ["SEQPLAY_HOME"] = home
     print(json.dumps(startup()), flush=True)
+    print(json.dumps(startup_tmux()), flush=True)
     session = asyncio.run(tui_session(args.steps, args.presses))
     lat = sorted(session["latencies"])
     print(json.dumps({"measure": "keypress_to_repaint_while_training_ms", "n": len(lat),

@@ -249,7 +249,7 @@ async def test_runs_open_continue_and_overlay():
     _write_run(root, "run-rnn", "rnn", 0.0)
     app, engine = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        runs = app.query_one("#runs")
+        runs = app.pane("runs")
         await pilot.press("5")
         await wait_for(pilot, lambda: len(runs.runs) == 2, what="runs listed")
         assert [r.name for r in runs.runs] == ["run-lstm", "run-rnn"]  # newest first

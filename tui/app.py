@@ -29,6 +29,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -158,10 +159,11 @@ class SeqplayApp(App):
         yield Header()
         self._tabs = TabbedContent(id="tabs")
         with self._tabs:
-            for spec in PANES:
+            for i, spec in enumerate(PANES):
                 with TabPane(f"{spec.title} [{spec.key}]", id=f"tab-{spec.id}"):
                     self._panes[spec.id] = _load(spec.target)(id=spec.id)
-                    yield self._panes[spec.id]
+                    # hidden panes mount after the first paint: the first screen shows in well under 1 s
+                    yield self._panes[spec.id] if i == 0 else Lazy(self._panes[spec.id])
         yield Footer()
 
     def on_mount(self) -> None:
@@ -354,7 +356,10 @@ class SeqplayApp(App):
         self._tabs.active = f"tab-{pane_id}"
         pane = self.pane(pane_id)
         if hasattr(pane, "focus_default"):
-            pane.focus_default()
+            if pane.is_mounted and pane.children:
+                pane.focus_default()
+            else:  # a lazy pane right after start-up: focus it once it is mounted
+                self.call_after_refresh(lambda: pane.focus_default() if pane.children else None)
 
     def action_pane(self, pane_id: str, method: str) -> None:
         """Call ``method`` of a pane (command-palette entries for pane actions)."""

@@ -68,7 +68,9 @@ class DataPane(Vertical):
         table = self.query_one("#data-stats", DataTable)
         table.add_columns("statistic", "value")
         initial = getattr(self.app, "initial_source", None)
-        self.load(initial or catalog.DEFAULT_CORPUS, fallback=None if not initial else catalog.DEFAULT_CORPUS)
+        # after the first paint: generating/reading the corpus holds the GIL for a few hundred ms
+        self.call_after_refresh(self.load, initial or catalog.DEFAULT_CORPUS,
+                                None if not initial else catalog.DEFAULT_CORPUS)
 
     def focus_default(self) -> None:
         self.query_one("#corpora").focus()

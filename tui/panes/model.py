@@ -71,6 +71,9 @@ class ModelPane(Horizontal):
             yield Static("", id="estimate")
 
     def on_mount(self) -> None:
+        data = self.app.pane("data")
+        if data is not None and data.stats is not None:
+            self.vocab_size = {"char": data.stats.vocab, "byte": 256}.get(data.tokenizer, 4096)
         self._show_arch(self.arch)
 
     def focus_default(self) -> None:
@@ -78,6 +81,8 @@ class ModelPane(Horizontal):
 
     def set_corpus_size(self, train_tokens: int | None) -> None:
         self.corpus_tokens = train_tokens
+        if not self.is_mounted:
+            return  # on_mount computes everything
         pane = self.app.pane("data")
         if pane is not None:
             stats = pane.stats
