@@ -51,7 +51,7 @@ DEFAULT_SUITES = ("train", "generate", "tokenizers")
 # nanoGPT's model at 3x its peak learning rate with a slightly larger batch (16 x 64), a 20-step
 # warmup, cosine over 1,200 steps, bf16 autocast where the CPU has it, and cheap evaluations on a
 # fixed subset of windows every 100 steps (their cost counts in the wall time). Measured: val 1.878
-# at step 1,000 = 1.02M tokens, against nanoGPT's 1.885 after 1.54M tokens; 72.5 s vs 153.7 s in one
+# at step 1,000 = 1.02M tokens, against nanoGPT's 1.885 after 1.54M tokens; 44.1 s vs 109.3 s in one
 # run (docs/benchmarks.md). Larger batches need more tokens (batch 48, lr 3e-3: 1.893 after 1.84M).
 TARGET_MODEL = {"layers": 4, "heads": 4, "width": 128, "dropout": 0.0}
 TARGET_PRESET: dict[str, Any] = {
