@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import nullcontext
 from typing import Any
 
@@ -48,23 +49,46 @@ def pick_device(spec: str = "auto") -> str:
     raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
-def choose_threads(requested: int | None) -> int:
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_cores(samples: int = 5, interval: float = 0.01) -> int:
+    """Other runnable tasks right now (median of a few reads of /proc/stat's procs_running, less this
+    process); 0 where /proc is not available."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                line = next((ln for ln in f if ln.startswith("procs_running")), "")
+            counts.append(max(0, int(line.split()[1]) - 1))
+        except (OSError, ValueError, IndexError):
+            return 0
+        if i + 1 < samples:
+            time.sleep(interval)
+    return sorted(counts)[len(counts) // 2]
+
+
+def choose_threads(requested: int | None, reserve: int = 0) -> int:
     """Intra-op threads for the training process.
 
-    Default: one core fewer than this process may use (at least 1), leaving a core for the UI and
-    the event reader. Measured here (2 cores shared with other work, `python benchmarks/
-    worker_overhead.py --sweep --steps 40`): the 2-layer width-128 Transformer trained at 11.8k tok/s
-    with 1 thread and 3.8k with 2; the LSTM at 77k vs 31k -- oversubscribed threads lose badly.
+    Default: the cores that are idle now, less ``reserve`` (the app passes 1 to keep a core for the
+    UI), at least 1. Both halves are measured on this 2-core machine: idle, 2 threads trained 1.4-1.46x
+    faster than 1 (`seqplay bench train --arch transformer --arch lstm --threads 1|2`: transformer
+    20.2k/21.5k vs 29.6k/30.6k tok/s, lstm 35.7k/36.8k vs 50.9k/51.4k); with another busy process on
+    the cores, 2 threads fell to a third of 1 thread's speed (`python benchmarks/worker_overhead.py
+    --sweep --steps 40`: transformer 11.8k vs 3.8k tok/s) -- oversubscribed threads lose badly.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    if requested is None:
-        return max(1, cores - 1)
-    if requested < 1:
-        raise ConfigError(f"threads must be at least 1, got {requested}")
-    return requested
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"threads must be at least 1, got {requested}")
+        return requested
+    cores = usable_cores()
+    return max(1, min(cores - reserve, cores - busy_cores()))
 
 
 def cpu_has_bf16() -> bool:

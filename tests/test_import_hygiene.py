@@ -15,6 +15,7 @@ TORCH_FREE = [
     "engine.tokenizers",
     "engine.models.registry",
     "engine.runs",
+    "engine.device",
     "corpora",
     "seqplay.cli",
     "seqplay.commands.data",

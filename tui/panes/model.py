@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, ListItem, ListView, Select, Static
 
 from engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from engine.device import choose_threads
 from engine.errors import ConfigError, SeqplayError
 from engine.models.registry import ARCHS, get_arch
 from tui import catalog
@@ -67,6 +68,9 @@ class ModelPane(Horizontal):
                 yield Input("", id="time-budget", type="number", placeholder="no limit", compact=True)
                 yield Label("Device")
                 yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, id="device", compact=True)
+            with Horizontal(classes="form-row"):
+                yield Checkbox("auto-rollback (on NaN: reload the last good checkpoint, halve the lr)",
+                               False, id="auto-rollback", compact=True)
             yield Label("Before you train", classes="section")
             yield Static("", id="estimate")
 
@@ -184,6 +188,8 @@ class ModelPane(Horizontal):
             batch_size=self._number("batch", int, "batch") or 32, context=context,
             steps=self._number("steps", int, "steps"), time_budget=self._number("time-budget", float, "time budget"),
             device=device if chosen_device == "auto" else chosen_device,
+            threads=choose_threads(None, reserve=1),  # keep a core for the UI (engine.device explains)
+            auto_rollback=bool(self.query_one("#auto-rollback", Checkbox).value),
         )
         return cfg.validate()
 
