@@ -871,9 +871,13 @@ class Trainer:
             self.log(f"loss became {what} at step {self.step + 1}: rolled back to {last} and halved the learning rate to {self.base_lr:.3g}", "warning")
             return True
         self.tainted = self.tainted or math.isfinite(loss_v)
+        remedy = (
+            "training paused; lower the learning rate (l) and resume (p), or train again with auto-rollback"
+            if self.pause_on_error
+            else "training stopped; train again with a lower --lr, or add --auto-rollback"
+        )
         message = (
-            f"loss became {what} at step {self.step + 1} (learning rate {lr:.3g} is probably too high): "
-            f"training paused; lower the learning rate or use --auto-rollback"
+            f"loss became {what} at step {self.step + 1} (learning rate {lr:.3g} is probably too high): {remedy}"
             + (f"; the last good checkpoint {last} is kept" if last else "")
         )
         self._flush(force=True)

@@ -348,7 +348,7 @@ async def test_tui_learning_rate_blowup_pauses_with_an_explanation():
         await wait_for(pilot, lambda: app.training_state == "paused", timeout=60, what="paused by the guard rail")
         (msg,) = _errors(app)
         assert "loss became" in msg and "too high" in msg and "training paused" in msg
-        assert "--auto-rollback" in msg and "step-000000.json is kept" in msg
+        assert "auto-rollback" in msg and "step-000000.json is kept" in msg
         assert app.pane("train").last is None or app.pane("train").last.step <= 1  # caught within one step
         await pilot.press("x")
         await wait_for(pilot, lambda: app.train_job is None, timeout=30, what="stopped")
