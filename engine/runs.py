@@ -176,7 +176,10 @@ class MetricsWriter:
     def close(self) -> None:
         self.flush()
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # a full disk already failed the flush above; the checkpoint writer reports it
             self._fh = None
 
 
