@@ -153,7 +153,30 @@ class TextStream:
 # --------------------------------------------------------------------------------------------------
 
 
-class Generation:
+class _Stepped:
+    """What every stepped generation shares: ``reason`` ends it, ``next()`` makes one token."""
+
+    gen_id: str
+    reason: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.reason is not None
+
+    def cancel(self) -> None:
+        if not self.done:
+            self.reason = "cancelled"
+
+    def done_event(self) -> GenerationDone:
+        return GenerationDone(job=self.gen_id, reason=self.reason or "cancelled", text=self.text,
+                              tokens_per_s=self.tokens_per_s)
+
+    def __iter__(self) -> Iterator[GeneratedToken]:
+        while not self.done:
+            yield self.next()
+
+
+class Generation(_Stepped):
     """One language-model generation in progress, stepped one token at a time.
 
     ``prompt`` is text or token ids. ``history`` holds every id the model has seen (prompt included);
@@ -211,10 +234,6 @@ class Generation:
             return logits[0, -1]
 
     # -- stepping ------------------------------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        return self.reason is not None
-
     @property
     def text(self) -> str:
         return self.text_stream.text
@@ -287,17 +306,6 @@ class Generation:
                 self.text_stream.push(t)
             self._logits = self._forward(keep)
 
-    def cancel(self) -> None:
-        if not self.done:
-            self.reason = "cancelled"
-
-    def done_event(self) -> GenerationDone:
-        return GenerationDone(job=self.gen_id, reason=self.reason or "cancelled", text=self.text,
-                              tokens_per_s=self.tokens_per_s)
-
-    def __iter__(self) -> Iterator[GeneratedToken]:
-        while not self.done:
-            yield self.next()
 
 
 def stream(model: Any, tokenizer: Any, prompt: str | Sequence[int], settings: SamplingSettings | None = None,
@@ -593,7 +601,7 @@ def _greedy(settings: SamplingSettings) -> SamplingSettings:
     return SamplingSettings.from_dict({**settings.to_dict(), "temperature": 0.0})
 
 
-class TaskGeneration:
+class TaskGeneration(_Stepped):
     """A seq2seq or MLM generation stepped one token at a time, with ``Generation``'s interface as
     ``GenerationJobs`` uses it (``next(choose)``, ``done``, ``reason``, ``text``, ``done_event()``).
     Subclasses implement ``_step(choose) -> (Choice, text delta)`` and set ``reason`` when done."""
@@ -610,10 +618,6 @@ class TaskGeneration:
         self.pieces: list[str] = []
         self.count = 0
         self._names: dict[int, str] = {}  # display text of ids the tokenizer does not know (specials)
-
-    @property
-    def done(self) -> bool:
-        return self.reason is not None
 
     @property
     def text(self) -> str:
@@ -643,17 +647,6 @@ class TaskGeneration:
         self.elapsed += time.perf_counter() - t0
         return event
 
-    def cancel(self) -> None:
-        if not self.done:
-            self.reason = "cancelled"
-
-    def done_event(self) -> GenerationDone:
-        return GenerationDone(job=self.gen_id, reason=self.reason or "cancelled", text=self.text,
-                              tokens_per_s=self.tokens_per_s)
-
-    def __iter__(self) -> Iterator[GeneratedToken]:
-        while not self.done:
-            yield self.next()
 
 
 class Seq2SeqGeneration(TaskGeneration):
