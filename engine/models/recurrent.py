@@ -174,9 +174,6 @@ class RecurrentLM(SeqModel):
         return StepTrace(hidden=hidden, cells=cells, gates=gates, logits=logits, state=new_state)
 
 
-FORGET_BIAS = 1.0  # LSTM forget-gate bias at initialisation (b_ih + b_hh for gate f)
-
-
 def _weights(layer: nn.RNNBase) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
 
@@ -268,9 +265,11 @@ class LSTMLM(RecurrentLM):
 
     def _make_layer(self, input_size: int, hidden: int) -> nn.Module:
         layer = nn.LSTM(input_size, hidden, batch_first=True)
-        with torch.no_grad():  # forget-gate bias b_f = 1 (Jozefowicz et al. 2015): remember by default
-            layer.bias_ih_l0[hidden : 2 * hidden].fill_(FORGET_BIAS)
-            layer.bias_hh_l0[hidden : 2 * hidden].zero_()
+        b_f = self.config.forget_bias
+        if b_f:  # forget-gate bias b_f (Jozefowicz et al. 2015 use 1): remember by default
+            with torch.no_grad():
+                layer.bias_ih_l0[hidden : 2 * hidden].fill_(b_f)
+                layer.bias_hh_l0[hidden : 2 * hidden].zero_()
         return layer
 
     def _steps(self, layer, x, s):

@@ -103,6 +103,7 @@ class RecurrentConfig(ModelConfig):
     tie_weights: bool = False
     nonlinearity: str = "tanh"  # rnn only: tanh | relu
     identity_init: bool = False  # rnn only: W_h = I (Le et al. 2015)
+    forget_bias: float = 0.0  # lstm only: initial forget-gate bias (1 keeps long-range gradients, learns slower early)
     context: int = 64  # truncated-BPTT length used by the trainer
     cell: str = "lstm"  # rnn | ugrnn | gru | lstm (set by the registry entry)
 

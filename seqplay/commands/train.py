@@ -198,7 +198,7 @@ ARCH_FLAGS: dict[str, str] = {
     "positions": "positions", "encoder": "encoder",
 }
 # Fields a config class shares among archs but only some of them use.
-_FIELD_ARCHS: dict[str, tuple[str, ...]] = {"nonlinearity": ("rnn",), "identity_init": ("rnn",)}
+_FIELD_ARCHS: dict[str, tuple[str, ...]] = {"nonlinearity": ("rnn",), "identity_init": ("rnn",), "forget_bias": ("lstm",)}
 _FLAG_SPELLING = {"bidirectional": "--bidirectional/--unidirectional"}
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
