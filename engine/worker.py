@@ -14,6 +14,7 @@ ignored here: Ctrl-C in a terminal reaches the whole process group, and the call
 
 from __future__ import annotations
 
+import os
 import queue
 import traceback
 import uuid
@@ -153,11 +154,20 @@ class _Worker:
             self.pump()
 
 
+WORKER_NICENESS = 10
+
+
 def main(cmd_queue: Any, event_queue: Any) -> None:
     """Entry point of the worker process (``multiprocessing`` spawn target)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Yield the CPU to the caller (the app's UI thread) whenever it has work: training may then use
+    # every core without making key presses wait; an idle UI costs the worker nothing.
+    try:
+        os.nice(WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
     import torch  # noqa: F401 - the child pays the import, never the UI
 
     worker = _Worker(cmd_queue, event_queue)

@@ -12,7 +12,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, ListItem, ListView, Select, Static
 
 from engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
-from engine.device import choose_threads
 from engine.errors import ConfigError, SeqplayError
 from engine.models.registry import ARCHS, get_arch
 from tui import catalog
@@ -188,7 +187,6 @@ class ModelPane(Horizontal):
             batch_size=self._number("batch", int, "batch") or 32, context=context,
             steps=self._number("steps", int, "steps"), time_budget=self._number("time-budget", float, "time budget"),
             device=device if chosen_device == "auto" else chosen_device,
-            threads=choose_threads(None, reserve=1),  # keep a core for the UI (engine.device explains)
             auto_rollback=bool(self.query_one("#auto-rollback", Checkbox).value),
         )
         return cfg.validate()
