@@ -239,11 +239,10 @@ class Trainer:
         # Memory: estimate before allocating anything.
         T = self._train_window(mcfg)
         self.context = T  # the training/evaluation sequence length
-        est = estimate_training_memory(
-            mcfg.num_params(), cfg.batch_size, T, getattr(mcfg, "width", 0) or getattr(mcfg, "embed", 0),
-            getattr(mcfg, "layers", 1), mcfg.vocab_size, cfg.optimizer, family=self.info.family,
-        )
-        check_fits(est, self.device, cfg.batch_size)
+        try:
+            check_fits(self._memory_estimate(mcfg, T), self.device, cfg.batch_size)
+        except ConfigError as err:
+            raise ConfigError(f"{err}{self._width_that_fits(mcfg, T)}") from None
 
         model = build_from_meta(meta) if meta is not None else self._build(mcfg)
         self.model = model.to(self.device)
@@ -299,6 +298,27 @@ class Trainer:
             return n
         limit = min(len(self.data.train_ids), len(self.data.val_ids)) - 1
         return max(n, min(max(MLP_TRAIN_WINDOW_MIN, 4 * n), limit))
+
+    def _memory_estimate(self, mcfg: Any, T: int) -> int:
+        cfg = self.config
+        return estimate_training_memory(
+            mcfg.num_params(), cfg.batch_size, T, getattr(mcfg, "width", 0) or getattr(mcfg, "embed", 0),
+            getattr(mcfg, "layers", 1), mcfg.vocab_size, cfg.optimizer, family=self.info.family,
+        )
+
+    def _width_that_fits(self, mcfg: Any, T: int) -> str:
+        """The suffix "; --width N fits at this batch size" for the widest halving that fits, else ""."""
+        width, heads = getattr(mcfg, "width", 0), getattr(mcfg, "heads", 1) or 1
+        while width > heads:
+            width //= 2
+            if width % heads:
+                continue
+            try:
+                check_fits(self._memory_estimate(mcfg.replace(width=width), T), self.device, self.config.batch_size)
+            except ConfigError:
+                continue
+            return f"; --width {width} fits at this batch size"
+        return ""
 
     def _build(self, mcfg: Any) -> Any:
         from engine.models.registry import build_model

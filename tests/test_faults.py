@@ -115,6 +115,32 @@ def test_model_too_big_for_memory_is_refused_with_a_size_that_fits(tmp_path, mon
     assert "GiB" in msg and "--batch-size" in msg
 
 
+def test_model_too_big_at_any_batch_names_a_width_that_fits(tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.device.available_memory", lambda device="cpu": 900 * 2**20)
+    built = []
+    monkeypatch.setattr(Trainer, "_build", lambda self, cfg: built.append(cfg))
+    rec = Recorder()
+    cfg = tiny_config(tmp_path, model=dict(layers=4, width=8192, heads=4), context=32, batch_size=1)
+    fin = Trainer(cfg, rec).run()
+    assert fin.reason == "error" and not built
+    msg = rec.of("error")[0].message
+    width = int(msg.split("--width ")[-1].split()[0])
+    assert msg.endswith("fits at this batch size") and width < 8192 and width % 4 == 0
+    # the suggestion is honest: the same run at that width passes the memory check and reaches the build
+    class Built(Exception):
+        pass
+
+    def build(self, mcfg):
+        built.append(mcfg)
+        raise Built
+
+    monkeypatch.setattr(Trainer, "_build", build)
+    cfg = tiny_config(tmp_path, model=dict(layers=4, width=width, heads=4), context=32, batch_size=1)
+    with pytest.raises(Built):
+        Trainer(cfg, Recorder()).run()
+    assert built and built[0].width == width
+
+
 def test_context_longer_than_the_data_is_clamped(tmp_path):
     rec = Recorder()
     fin = Trainer(tiny_config(tmp_path, context=5000, steps=2, eval_every=2, batch_size=2,
