@@ -9,6 +9,8 @@ map onto fields of the same name.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,40 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "byte", "word", "bpe")
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a JSON value fits a dataclass field's type hint (int counts as float; bool is no int)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(h, value) for h in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        return isinstance(value, origin)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def strict_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Build a config dataclass from untrusted JSON: unknown names and values of the wrong type are
+    refused with a one-line ConfigError, never passed on to code that would fail later."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a {what} block must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {', '.join(map(str, unknown))}; remove them from the config")
+    for name, value in data.items():
+        if not _accepts(hints[name], value):
+            raise ConfigError(f"{what} {name}={value!r} has the wrong type (expected {hints[name]}); fix the config")
+    return cls(**data)
 
 
 @dataclass
@@ -69,11 +105,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; remove them from the config")
-        return cls(**data)
+        return strict_from_dict(cls, data, "training setting")
 
     def validate(self) -> TrainConfig:
         """Refuse settings that cannot work, before anything is allocated."""

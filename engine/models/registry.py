@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from engine.config import strict_from_dict
 from engine.errors import ConfigError
 
 # A model far beyond what a playground trains is refused before allocation (checkpoints are untrusted).
@@ -31,11 +32,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}; remove them")
-        return cls(**data)
+        return strict_from_dict(cls, data, f"{cls.__name__} setting")
 
     def replace(self, **changes: Any) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(self)}
