@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from engine import protocol as P
 from engine.checkpoint import latest_checkpoint, load_model, step_checkpoints
 from engine.client import WorkerClient
 from engine.train import Trainer
-from tests.train_helpers import Recorder, tiny_config
+from tests.train_helpers import Recorder, tiny_config, wait_for_event
 
 REPO = Path(__file__).parents[1]
 
@@ -167,24 +166,13 @@ def test_bad_settings_are_refused_in_one_line(args, words, tmp_path):
     assert not any(tmp_path.iterdir())  # refused before a run folder (or a model) was made
 
 
-def _wait_for(client, predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        for e in client.poll(0.1):
-            seen.append(e)
-            if predicate(e):
-                return seen
-    raise AssertionError(f"timed out; saw {[e.kind for e in seen]}")
-
-
 def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, steps=100000, eval_every=5)
     with WorkerClient() as client:
         client.send(P.StartTraining(config=cfg.to_dict()))
-        _wait_for(client, lambda e: isinstance(e, P.CheckpointWritten) and e.step >= 5)
+        wait_for_event(client, lambda e: isinstance(e, P.CheckpointWritten) and e.step >= 5)
         os.kill(client.pid, signal.SIGKILL)
-        events = _wait_for(client, lambda e: isinstance(e, P.ErrorEvent) and e.fatal, timeout=20)
+        events = wait_for_event(client, lambda e: isinstance(e, P.ErrorEvent) and e.fatal, timeout=20)
         assert "SIGKILL" in events[-1].message
     (run,) = list((tmp_path / "runs").iterdir())
     ckpt = latest_checkpoint(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from engine.config import TrainConfig
@@ -45,3 +46,14 @@ class Recorder:
 
     def losses(self):
         return {p.step: p.loss for e in self.of("steps") for p in e.points}
+
+
+def wait_for_event(client, predicate, timeout: float = 60.0) -> list:
+    """Poll a WorkerClient until an event satisfies ``predicate``; every event seen, in order."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for e in client.poll(0.1):
+            seen.append(e)
+            if predicate(e):
+                return seen
+    raise AssertionError(f"timed out; saw {[e.kind for e in seen]}")
