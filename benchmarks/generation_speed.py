@@ -1,4 +1,4 @@
-"""Streaming generation speed: tokens/s of ``engine.generate.Generation`` for every language model at
+"""Streaming generation speed: tokens/s of ``engine.generation.generate.Generation`` for every language model at
 its default size, and the Transformer's KV cache against nanoGPT-style recomputation.
 
     python benchmarks/generation_speed.py [--tokens 500] [--threads 1] [--json]
@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.generate import Generation  # noqa: E402
+from engine.generation.generate import Generation  # noqa: E402
 from engine.models.registry import build_model, make_config  # noqa: E402
-from engine.sampling import SamplingSettings  # noqa: E402
-from engine.tokenizers import build_tokenizer  # noqa: E402
+from engine.generation.processors import SamplingSettings  # noqa: E402
+from engine.data.tokenizers import build_tokenizer  # noqa: E402
 
 CORPUS = Path("/work/shared/corpora/tinyshakespeare.txt")
 ARCHS = ["ngram", "mlp", "rnn", "ugrnn", "gru", "lstm", "transformer"]

@@ -99,7 +99,7 @@ def headless_throughput(steps: int) -> float:
 
 async def tui_session(steps: int, presses: int) -> dict:
     """Train under the TUI (real worker); press keys while it runs; return latency and tokens/s."""
-    from engine.config import TrainConfig
+    from engine.training.config import TrainConfig
     from tui.app import SeqplayApp
 
     app = SeqplayApp(device="cpu")

@@ -24,7 +24,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/tinyshakespeare.t
 
 
 def make_config(arch: str, steps: int, threads: int, precision: str = "fp32"):
-    from engine.config import TrainConfig
+    from engine.training.config import TrainConfig
 
     model = dict(layers=2, width=128, heads=4, dropout=0.0) if arch == "transformer" else dict(layers=1, width=256, embed=64, dropout=0.0)
     return TrainConfig(
@@ -39,7 +39,7 @@ def bare_loop(cfg, warmup: int = 10) -> float:
     import torch
 
     from engine.device import autocast
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
 
     t = Trainer(cfg, lambda e: None)
     t.setup()
@@ -70,8 +70,8 @@ def bare_loop(cfg, warmup: int = 10) -> float:
 
 
 def through_worker(cfg, warmup: int = 10) -> float:
-    from engine import protocol as P
-    from engine.client import WorkerClient
+    from engine.worker import protocol as P
+    from engine.worker.client import WorkerClient
 
     arrivals: list[tuple[int, float]] = []
     with WorkerClient() as client:

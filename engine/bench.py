@@ -171,9 +171,9 @@ def _median(xs: list[float]) -> float:
 def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str | None = None,
                 threads: int | None = None, precision: str = "auto", device: str = "auto") -> list[Row]:
     """Training tokens/s of each language model at its default size, through the Trainer's own step."""
-    from engine.config import TrainConfig
+    from engine.training.config import TrainConfig
     from engine.models.registry import ARCHS
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
 
     source = _corpus(corpus)
     rows: list[Row] = []
@@ -230,9 +230,9 @@ def time_to_target(settings: dict[str, Any], corpus: str, target: float, time_li
 
     Wall time runs from the start of ``Trainer.run`` (model build, data from the cache) to the
     evaluation that first reaches the target, evaluations and checkpoints included."""
-    from engine import protocol as P
-    from engine.config import TrainConfig
-    from engine.train import Trainer
+    from engine.worker import protocol as P
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import Trainer
 
     cfg = TrainConfig(source=corpus, runs_dir=_runs_dir(), **{**settings, **extra})
     if time_limit:
@@ -253,7 +253,7 @@ def time_to_target(settings: dict[str, Any], corpus: str, target: float, time_li
     def control(timeout: float) -> list[P.Command]:
         return [P.Stop(save=False)] if reached else []
 
-    from engine.data import prepare
+    from engine.data.sources import prepare
 
     prepare(corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction)  # tokenise outside the timing (cached)
     start = time.perf_counter()
@@ -339,8 +339,8 @@ def _wlm_reference(arch: str, vocab: int, ids: Any, steps: int, threads: int) ->
 def bench_wordlm(archs: Iterable[str] = ("lstm", "gru", "rnn"), steps: int = 10, threads: int | None = None,
                  precision: str = "auto") -> list[Row]:
     """Ours (Trainer default path) vs the word_language_model loop, word level on WikiText-2."""
-    from engine.config import TrainConfig
-    from engine.train import Trainer
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import Trainer
 
     train_file = WIKITEXT / "train.txt"
     if not train_file.exists():
@@ -383,7 +383,7 @@ def bench_generate(tokens: int = 500, archs: Iterable[str] = ("rnn", "gru", "lst
     import torch
 
     from engine.models.registry import build_model, make_config
-    from engine.tokenizers import build_tokenizer
+    from engine.data.tokenizers import build_tokenizer
 
     tok = build_tokenizer("char", gs.corpus_text())
     rows: list[Row] = []
@@ -426,7 +426,7 @@ def _rerun_window_rate(model: Any, tokens: int, window: int = RERUN_WINDOW) -> t
 
 def bench_tokenizers(megabytes: float = 2.0, corpus: str | None = None) -> list[Row]:
     """Encoding MB/s (UTF-8 bytes of input per second) per tokenizer, learned on the same text."""
-    from engine.tokenizers import build_tokenizer
+    from engine.data.tokenizers import build_tokenizer
 
     path = Path(corpus) if corpus else (WIKITEXT / "train.txt" if (WIKITEXT / "train.txt").exists() else SHAKESPEARE)
     if not path.exists():
@@ -507,8 +507,8 @@ def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer"
 
 _MEMORY_PROBE = r"""
 import json, resource, sys, time
-from engine.config import TrainConfig
-from engine.train import Trainer
+from engine.training.config import TrainConfig
+from engine.training.trainer import Trainer
 t0 = time.perf_counter()
 cfg = TrainConfig(source=sys.argv[1], arch=sys.argv[2], steps=int(sys.argv[3]), eval_every=10**9, sample_every=0,
                   checkpoint_every=10**9, runs_dir=sys.argv[4], eval_batches=2)

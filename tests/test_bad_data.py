@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 
-from engine.data import prepare
+from engine.data.sources import prepare
 from engine.errors import DataError
-from engine.textio import read_text
+from engine.data.textio import read_text
 from seqplay.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00\x1f\xf3\xffa"
@@ -134,7 +134,7 @@ def test_one_gigabyte_file_streams_in_bounded_memory(tmp_path):
     code = textwrap.dedent(
         f"""
         import resource
-        from engine.data import prepare
+        from engine.data.sources import prepare
         p = prepare({str(big)!r}, "byte")
         assert p.n_tokens == {size}, p.n_tokens
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

@@ -9,9 +9,9 @@ import zipfile
 import pytest
 import torch
 
-from engine.checkpoint import atomic_write_bytes, load_model, read_checkpoint, save_checkpoint
+from engine.runs.checkpoint import atomic_write_bytes, load_model, read_checkpoint, save_checkpoint
 from engine.errors import CheckpointError
-from engine.train import Trainer
+from engine.training.trainer import Trainer
 from tests.train_helpers import Recorder, tiny_config
 
 MARKER = "/tmp/seqplay_pwned_marker"
@@ -46,7 +46,7 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
         fh.write(data[:1])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("engine.checkpoint._write_file", boom)
+    monkeypatch.setattr("engine.runs.checkpoint._write_file", boom)
     with pytest.raises(OSError):
         atomic_write_bytes(path, b"new content")
     assert path.read_bytes() == b"old"

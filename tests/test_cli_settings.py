@@ -63,7 +63,7 @@ def test_train_applies_order_and_set_to_the_model(capsys, tmp_path):
     assert code == 0, err
     saved = json.loads((runs / "ng" / "config.json").read_text())
     assert saved["model"] == {"order": 3, "discount": 0.5}
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
 
     loaded = load_model(str(runs / "ng"))
     assert loaded.model.config.order == 3 and loaded.model.config.discount == 0.5

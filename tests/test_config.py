@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 from engine.errors import ConfigError
 from engine.models.registry import ARCHS, TransformerConfig
 

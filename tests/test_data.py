@@ -1,11 +1,11 @@
-"""engine.data: sources, prepare + cache, splits and the two batchers."""
+"""engine.data.sources: sources, prepare + cache, splits and the two batchers."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.data import (
+from engine.data.sources import (
     ContiguousStreams,
     RandomWindows,
     cache_dir,
@@ -150,7 +150,7 @@ def test_prepare_refuses_too_little_data(tmp_path):
 
 
 def test_cache_entry_written_by_another_process_is_kept(text_file):
-    from engine import data as data_mod
+    from engine.data import sources as data_mod
 
     first = prepare(str(text_file), "char")
     source = resolve_source(str(text_file))
@@ -164,7 +164,7 @@ def test_cache_entry_written_by_another_process_is_kept(text_file):
 
 
 def test_broken_cache_entry_is_rebuilt(text_file):
-    from engine import data as data_mod
+    from engine.data import sources as data_mod
 
     prepare(str(text_file), "char")
     entry = cache_dir() / "data" / data_mod._cache_key(resolve_source(str(text_file)), "char", None)

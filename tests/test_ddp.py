@@ -1,4 +1,4 @@
-"""Data-parallel training (engine.distributed): 2 CPU processes with gloo follow single-process
+"""Data-parallel training (engine.training.distributed): 2 CPU processes with gloo follow single-process
 training at the same global batch, write one run folder (rank 0), and resume exactly."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import protocol as P
-from engine.config import TrainConfig
-from engine.distributed import check_world, run_distributed
+from engine.worker import protocol as P
+from engine.training.config import TrainConfig
+from engine.training.distributed import check_world, run_distributed
 from engine.errors import ConfigError
-from engine.train import Trainer
+from engine.training.trainer import Trainer
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 120
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import protocol as P
-from engine.checkpoint import latest_checkpoint, load_model, step_checkpoints
-from engine.client import WorkerClient
-from engine.train import Trainer
+from engine.worker import protocol as P
+from engine.runs.checkpoint import latest_checkpoint, load_model, step_checkpoints
+from engine.worker.client import WorkerClient
+from engine.training.trainer import Trainer
 from tests.train_helpers import Recorder, tiny_config, wait_for_event
 
 REPO = Path(__file__).parents[1]
@@ -68,7 +68,7 @@ def test_auto_rollback_halves_the_learning_rate(tmp_path):
 
 
 def test_disk_full_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    import engine.checkpoint as ck
+    import engine.runs.checkpoint as ck
 
     real = ck._write_file
     def writer(fh, data):
@@ -185,9 +185,9 @@ def test_sigkill_mid_checkpoint_write(tmp_path):
     cfg = tiny_config(tmp_path, steps=100, eval_every=5, run_name="killed")
     script = textwrap.dedent(f"""
         import os, signal
-        import engine.checkpoint as ck
-        from engine.config import TrainConfig
-        from engine.train import Trainer
+        import engine.runs.checkpoint as ck
+        from engine.training.config import TrainConfig
+        from engine.training.trainer import Trainer
         real = ck._write_file
         def writer(fh, data):
             if ".step-000010.safetensors" in fh.name:  # steps 0 and 5 done; die inside step 10's tensors

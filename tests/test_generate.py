@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from engine.errors import ConfigError
-from engine.generate import Generation, GenerationJobs, TextStream, beam_search, generate_text, stream
+from engine.generation.generate import Generation, GenerationJobs, TextStream, beam_search, generate_text, stream
 from engine.models.registry import build_model, make_config
-from engine.protocol import (
+from engine.worker.protocol import (
     CancelGeneration,
     ErrorEvent,
     Generate,
@@ -20,8 +20,8 @@ from engine.protocol import (
     GenerateStep,
     GenerationDone,
 )
-from engine.sampling import SamplingSettings
-from engine.tokenizers import build_tokenizer
+from engine.generation.processors import SamplingSettings
+from engine.data.tokenizers import build_tokenizer
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 8
 SMALL = dict(width=32, embed=16, layers=2, heads=2, context=16, order=3)
@@ -332,7 +332,7 @@ def test_bad_settings_are_config_errors(tok):
 
 
 def test_seq2seq_greedy_sampled_and_beam(tok):
-    from engine.generate import seq2seq_decode
+    from engine.generation.generate import seq2seq_decode
     from engine.models.seq2seq import strip_specials
 
     vocab = tok.vocab_size + 3
@@ -354,7 +354,7 @@ def test_seq2seq_greedy_sampled_and_beam(tok):
 
 
 def test_mlm_fills_blanks_left_to_right(tok):
-    from engine.generate import fill_blanks, split_blanks
+    from engine.generation.generate import fill_blanks, split_blanks
 
     assert split_blanks("a _ c [MASK]") == ["a ", None, " c ", None]
     torch.manual_seed(0)

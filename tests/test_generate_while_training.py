@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-import engine.checkpoint as ck
-from engine.checkpoint import load_model, save_checkpoint
-from engine.train import Trainer
+import engine.runs.checkpoint as ck
+from engine.runs.checkpoint import load_model, save_checkpoint
+from engine.training.trainer import Trainer
 from seqplay.cli import main
 from tests.train_helpers import Recorder, tiny_config
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import protocol as P
+from engine.worker import protocol as P
 from tests.test_tui import SIZE, make_app, sent, start_training, sync, wait_for
 from tests.train_helpers import TEXT
 
@@ -208,14 +208,14 @@ def test_cli_context_longer_than_the_data_is_clamped_and_said(tmp_path):
 
 
 class InThreadWorker:
-    """The real ``engine.worker`` loop (real Trainer, real messages) on a thread instead of a process:
+    """The real ``engine.worker.process`` loop (real Trainer, real messages) on a thread instead of a process:
     the TUI's EngineClient interface without spawning an interpreter. For failures that end fast."""
 
     def __init__(self) -> None:
         import queue
         import threading
 
-        from engine.worker import _Worker
+        from engine.worker.process import _Worker
 
         self._cmd: queue.Queue = queue.Queue()
         self._ev: queue.Queue = queue.Queue()
@@ -310,7 +310,7 @@ def _seqplay_app(engine) -> object:
 async def test_tui_out_of_memory_in_a_step_is_explained(monkeypatch, error):
     import torch
 
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
 
     def oom(self):
         if error == "cuda":
@@ -331,7 +331,7 @@ async def test_tui_out_of_memory_in_a_step_is_explained(monkeypatch, error):
         await wait_for(pilot, lambda: app.training_state == "idle", what="idle again")
         assert app.is_running
     run = max((Path(os.environ["SEQPLAY_HOME"]) / "runs").iterdir())
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
 
     assert load_model(run).meta["step"] == 0  # the step-0 checkpoint survived
 
@@ -353,7 +353,7 @@ async def test_tui_learning_rate_blowup_pauses_with_an_explanation():
         await pilot.press("x")
         await wait_for(pilot, lambda: app.train_job is None, timeout=30, what="stopped")
         assert app.is_running
-    from engine.checkpoint import load_model, step_checkpoints
+    from engine.runs.checkpoint import load_model, step_checkpoints
 
     run = max((Path(os.environ["SEQPLAY_HOME"]) / "runs").iterdir())
     assert [s for s, _ in step_checkpoints(run)] == [0]  # the blown-up weights were never saved
@@ -382,7 +382,7 @@ def _no_temporaries(folder: Path) -> None:
 
 
 def _resumes(run: Path, steps: int) -> None:
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
     from tests.train_helpers import Recorder
 
     fin = Trainer({}, Recorder(), resume_from=str(run), overrides={"steps": steps}).run()
@@ -392,7 +392,7 @@ def _resumes(run: Path, steps: int) -> None:
 CTRL_C = {
     # Ctrl-C while the data is being read and tokenised: nothing is half-made, exit 130
     "data preparation": """
-        import engine.data as d
+        import engine.data.sources as d
         real = d.Source.chunks
         def chunks(self):
             for c in real(self):
@@ -402,7 +402,7 @@ CTRL_C = {
     """,
     # during an evaluation: it finishes, a checkpoint is written, the run stops
     "evaluation": """
-        from engine.train import Trainer
+        from engine.training.trainer import Trainer
         real = Trainer.evaluate
         def evaluate(self):
             if self.step == 10:
@@ -412,7 +412,7 @@ CTRL_C = {
     """,
     # during a checkpoint write: the write completes, then the run stops
     "checkpoint write": """
-        import engine.checkpoint as ck
+        import engine.runs.checkpoint as ck
         real = ck._write_file
         def writer(fh, data):
             if ".step-000010.safetensors" in fh.name:
@@ -422,7 +422,7 @@ CTRL_C = {
     """,
     # Ctrl-C twice half-way through a checkpoint's tensors: abort at once, the half file is removed
     "twice mid-checkpoint write": """
-        import engine.checkpoint as ck
+        import engine.runs.checkpoint as ck
         real = ck._write_file
         def writer(fh, data):
             if ".step-000010.safetensors" in fh.name:
@@ -437,7 +437,7 @@ CTRL_C = {
 
 @pytest.mark.parametrize("moment", CTRL_C)
 def test_cli_ctrl_c_at_any_moment(tmp_path, moment):
-    from engine.checkpoint import latest_checkpoint, load_model
+    from engine.runs.checkpoint import latest_checkpoint, load_model
 
     res, run = _train_with_hook(tmp_path, CTRL_C[moment])
     assert res.returncode == 130, res.stderr[-3000:]
@@ -470,7 +470,7 @@ def _fsize_limit(limit: int) -> Callable[[], None]:
 
 def test_cli_disk_full_mid_run_keeps_the_last_checkpoint(tmp_path):
     """A real write failure from the OS: once step 5 is saved, no file may grow past 4 KiB any more."""
-    from engine.checkpoint import latest_checkpoint
+    from engine.runs.checkpoint import latest_checkpoint
 
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TEXT)
@@ -513,7 +513,7 @@ def test_cli_disk_full_from_the_start(tmp_path):
 def test_cli_sigkill_mid_step_then_resume(tmp_path):
     """`seqplay train` killed with SIGKILL at a random step: the last complete checkpoint loads and
     `seqplay resume` continues from it (the worker-process variant is in tests/test_faults.py)."""
-    from engine.checkpoint import latest_checkpoint, load_model
+    from engine.runs.checkpoint import latest_checkpoint, load_model
 
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TEXT)
@@ -544,7 +544,7 @@ def test_cli_sigkill_mid_step_then_resume(tmp_path):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny trained run (4 steps, checkpoints at 2 and 4) that tests copy before breaking it."""
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
     from tests.train_helpers import Recorder, tiny_config
 
     root = tmp_path_factory.mktemp("trained")
@@ -675,7 +675,7 @@ def test_cli_broken_run_folder_is_reported_not_crashed_on(tmp_path, trained_run,
 async def test_tui_ctrl_c_and_a_broken_run_folder_do_not_stop_the_app(tmp_path, trained_run):
     """Ctrl-C in the TUI (raw terminal: a key, not a signal) never kills training; a broken run folder
     is listed with its problem, and generating from it is a notification."""
-    from engine.runs import runs_root
+    from engine.runs.folders import runs_root
 
     root = runs_root()
     import shutil

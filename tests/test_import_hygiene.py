@@ -1,20 +1,20 @@
 """Import rules (docs/architecture.md): the UI side never imports torch, the engine never textual."""
 
-import importlib.util
+import pkgutil
 import subprocess
 import sys
 
 TORCH_FREE = [
     "tui.app",
-    "engine.protocol",
-    "engine.client",
-    "engine.config",
+    "engine.worker.protocol",
+    "engine.worker.client",
+    "engine.training.config",
     "engine.errors",
-    "engine.textio",
-    "engine.data",
-    "engine.tokenizers",
+    "engine.data.textio",
+    "engine.data.sources",
+    "engine.data.tokenizers",
     "engine.models.registry",
-    "engine.runs",
+    "engine.runs.folders",
     "engine.device",
     "corpora",
     "seqplay.cli",
@@ -22,24 +22,12 @@ TORCH_FREE = [
 ]
 
 
-def existing(modules):
-    out = []
-    for name in modules:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                out.append(name)
-        except ModuleNotFoundError:
-            pass
-    return out
-
-
 def run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 def test_torch_free_modules_do_not_import_torch():
-    mods = existing(TORCH_FREE)
-    assert "engine.data" in mods and "engine.tokenizers" in mods
+    mods = TORCH_FREE
     code = "import importlib, sys\n"
     code += "".join(f"importlib.import_module({m!r})\n" for m in mods)
     code += "bad = [m for m in ('torch',) if m in sys.modules]\nprint(','.join(bad))\n"
@@ -48,18 +36,36 @@ def test_torch_free_modules_do_not_import_torch():
     assert res.stdout.strip() == "", f"torch imported by one of {mods}"
 
 
-def test_engine_does_not_import_textual():
-    import pkgutil
+def all_modules(package: str) -> list[str]:
+    """Every module of a package, sub-packages included, by its full dotted name."""
+    pkg = __import__(package)
+    return sorted(m.name for m in pkgutil.walk_packages(pkg.__path__, package + "."))
 
-    import engine
 
-    mods = ["engine." + m.name for m in pkgutil.walk_packages(engine.__path__, "") if not m.name.startswith("_")]
-    code = "import importlib, sys\nfailed = []\n"
-    code += f"for m in {mods!r}:\n    try:\n        importlib.import_module(m)\n    except Exception as e:\n        failed.append((m, str(e)))\n"
+def test_walk_sees_nested_modules():
+    mods = all_modules("engine")
+    assert "engine.models.transformer" in mods and "engine.insight.gradients" in mods
+    assert "engine.training.trainer" in mods and "tui.app" in all_modules("tui")
+
+
+def test_engine_imports_cleanly_and_never_textual():
+    mods = all_modules("engine")
+    code = "import importlib, sys\n"
+    code += "".join(f"importlib.import_module({m!r})\n" for m in mods)
     code += "print('textual' in sys.modules)\n"
     res = run_python(code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "False", "an engine module imports textual"
+
+
+def test_tui_imports_cleanly_and_never_torch():
+    mods = all_modules("tui")
+    code = "import importlib, sys\n"
+    code += "".join(f"importlib.import_module({m!r})\n" for m in mods)
+    code += "print('torch' in sys.modules)\n"
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False", "a tui module imports torch"
 
 
 def test_help_and_data_commands_do_not_import_torch():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine.train import Trainer
+from engine.training.trainer import Trainer
 from seqplay.cli import main
 from tests.train_helpers import TEXT, tiny_config
 

@@ -11,7 +11,7 @@ from engine.insight.attention import attention_maps
 from engine.insight.gates import char_signal, correlations, gate_report, token_signal
 from engine.insight.surprisal import CHUNK, surprisal, surprisal_diff, token_losses
 from engine.models.registry import build_model, make_config
-from engine.tokenizers import build_tokenizer
+from engine.data.tokenizers import build_tokenizer
 
 TEXT = 'He said "hello there" and left.\nShe said "no" (twice) then\n"quiet" again, "loud" too.\n' * 4
 

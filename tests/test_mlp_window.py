@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from engine.models.registry import build_model, make_config
-from engine.train import Trainer
+from engine.training.trainer import Trainer
 from tests.train_helpers import Recorder, tiny_config
 
 

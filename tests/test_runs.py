@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from engine.runs import find_run, list_runs
-from engine.train import Trainer
+from engine.runs.folders import find_run, list_runs
+from engine.training.trainer import Trainer
 from seqplay.cli import cli
 from tests.train_helpers import Recorder, tiny_config
 

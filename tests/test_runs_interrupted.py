@@ -11,8 +11,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from engine.runs import list_runs, process_alive, process_identity
-from engine.train import Trainer
+from engine.runs.folders import list_runs, process_alive, process_identity
+from engine.training.trainer import Trainer
 from seqplay.cli import cli
 from tests.train_helpers import Recorder, tiny_config
 

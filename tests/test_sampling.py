@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.sampling import (
+from engine.generation.processors import (
     LogitsPipeline,
     SamplingSettings,
     TokenChooser,

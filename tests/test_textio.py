@@ -1,4 +1,4 @@
-"""engine.textio: encodings, line ends and chunking of real files."""
+"""engine.data.textio: encodings, line ends and chunking of real files."""
 
 import codecs
 import logging
@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from engine.errors import DataError
-from engine.textio import detect_encoding, iter_text_chunks, read_text
+from engine.data.textio import detect_encoding, iter_text_chunks, read_text
 
 TEXT = "héllo wörld\nemoji 😀 and CJK 中文\nlast line"
 

@@ -1,10 +1,10 @@
-"""engine.tokenizers: round trips, vocabularies, dtypes, save/load."""
+"""engine.data.tokenizers: round trips, vocabularies, dtypes, save/load."""
 
 import numpy as np
 import pytest
 
 from engine.errors import ConfigError
-from engine.tokenizers import BPETokenizer, Tokenizer, bpe_pieces, build_tokenizer, id_dtype
+from engine.data.tokenizers import BPETokenizer, Tokenizer, bpe_pieces, build_tokenizer, id_dtype
 
 TEXTS = [
     "hello world",

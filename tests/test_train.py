@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from engine import protocol as P
-from engine.checkpoint import load_model, step_checkpoints
-from engine.config import OPTIMIZERS, TrainConfig
-from engine.runs import read_metrics
-from engine.train import Trainer
+from engine.worker import protocol as P
+from engine.runs.checkpoint import load_model, step_checkpoints
+from engine.training.config import OPTIMIZERS, TrainConfig
+from engine.runs.folders import read_metrics
+from engine.training.trainer import Trainer
 from tests.train_helpers import SHAKESPEARE, Recorder, tiny_config
 
 

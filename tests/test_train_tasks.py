@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import protocol as P
-from engine.config import TrainConfig
-from engine.data import prepare
-from engine.train import Trainer
+from engine.worker import protocol as P
+from engine.training.config import TrainConfig
+from engine.data.sources import prepare
+from engine.training.trainer import Trainer
 
 
 def _run(events: list[P.Event] | None = None, **cfg) -> tuple[Trainer, list[P.Event]]:
@@ -67,8 +67,8 @@ def test_seq2seq_learns_to_reverse_and_generates_from_its_run(tmp_path, capsys):
     metrics = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["accuracy"] for m in metrics if m["event"] == "eval"][-1] == last.accuracy
 
-    from engine.checkpoint import load_model
-    from engine.generate import seq2seq_decode
+    from engine.runs.checkpoint import load_model
+    from engine.generation.generate import seq2seq_decode
 
     loaded = load_model(trainer.run_dir)
     assert loaded.tokenizer.decode(seq2seq_decode(loaded.model, loaded.tokenizer, "abcd")) == "dcba"
@@ -127,8 +127,8 @@ def test_mlm_loss_falls_below_unigram_and_fills_blanks_from_its_run(tmp_path):
     assert all(math.isnan(e.val_bpc) for e in evals)
     assert any(isinstance(e, P.LogLine) and "bits/char is not reported" in e.text for e in rec)
 
-    from engine.checkpoint import load_model
-    from engine.generate import fill_blanks
+    from engine.runs.checkpoint import load_model
+    from engine.generation.generate import fill_blanks
 
     loaded = load_model(trainer.run_dir)
     assert loaded.model.mask_token_id == loaded.tokenizer.vocab_size
@@ -148,7 +148,7 @@ def test_mlm_evaluation_is_fixed_and_leaves_the_training_stream_alone(tmp_path):
 
 # ------------------------------------------------------------------------------------------ worker
 def test_worker_trains_seq2seq_then_mlm(tmp_path):
-    from engine.client import WorkerClient
+    from engine.worker.client import WorkerClient
 
     base = dict(steps=6, eval_every=3, sample_every=3, threads=1, precision="fp32", runs_dir=str(tmp_path / "runs"))
     jobs = [TrainConfig(source="reverse:distance=4,n=200", **{**S2S, **base}),

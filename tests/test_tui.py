@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import protocol as P
+from engine.worker import protocol as P
 from tui.app import PALETTE_ACTIONS, PANES, SeqplayApp
 from tui.fake import FakeEngine
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from engine import protocol as P
-from engine.client import WorkerClient
+from engine.worker import protocol as P
+from engine.worker.client import WorkerClient
 from tests.train_helpers import tiny_config, wait_for_event
 
 

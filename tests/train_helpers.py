@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 
 TEXT = (
     "the cat sat on the mat. the dog ate the bone. a bird sang in the tree, and the cat watched it.\n"

@@ -1,10 +1,10 @@
 """The seqplay Textual app: Data, Model, Train, Generate and Runs panes around one worker client.
 
 The app never imports torch. It talks to the engine only through the worker protocol
-(``engine.protocol``): commands go into an outbox, a thread (``_pump``) sends them to the client,
+(``engine.worker.protocol``): commands go into an outbox, a thread (``_pump``) sends them to the client,
 polls the client's events, batches them (at most ~20 batches a second) and posts ``EngineEvents``.
 Handlers on the UI thread route each event to its pane and drop events of jobs the app no longer
-follows. ``engine_factory`` builds the client: ``engine.client.WorkerClient`` in real use, a
+follows. ``engine_factory`` builds the client: ``engine.worker.client.WorkerClient`` in real use, a
 ``tui.fake.FakeEngine`` in tests.
 
 Panes are listed in ``PANES``; a new view (e.g. insight) registers itself with ``register_pane``.
@@ -34,13 +34,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from engine import protocol as P
+from engine.worker import protocol as P
 from engine.errors import SeqplayError
 from tui.messages import EngineEvents, EngineFailed, RunOpened, SourceChosen
 
 
 class EngineClient(Protocol):
-    """What the app needs from ``engine.client.WorkerClient`` (and ``tui.fake.FakeEngine``)."""
+    """What the app needs from ``engine.worker.client.WorkerClient`` (and ``tui.fake.FakeEngine``)."""
 
     def start(self) -> None: ...
     def send(self, cmd: P.Command) -> None: ...
@@ -79,7 +79,7 @@ def _load(target: str) -> type:
 
 
 def default_engine_factory() -> EngineClient:
-    from engine.client import WorkerClient
+    from engine.worker.client import WorkerClient
 
     return WorkerClient()
 

@@ -1,7 +1,7 @@
 """Torch-free glue between the TUI and the engine's listing modules.
 
 Corpora, statistics, run folders and rough estimates. Each helper uses the engine module that owns
-the subject (``engine.data``, ``engine.tokenizers``, ``engine.runs``) and falls back to reading files
+the subject (``engine.data.sources``, ``engine.data.tokenizers``, ``engine.runs.folders``) and falls back to reading files
 per docs/architecture.md when that module is missing, so the app works while the engine grows.
 Everything here may be slow on big files: call it from a thread worker, never from an event handler.
 """
@@ -34,7 +34,7 @@ PREVIEW_CHARS = 4000
 
 def home_dir() -> Path:
     try:
-        from engine.data import home_dir as engine_home
+        from engine.data.sources import home_dir as engine_home
 
         return Path(engine_home())
     except ImportError:
@@ -49,7 +49,7 @@ def home_dir() -> Path:
 
 def runs_dir() -> Path:
     try:
-        from engine.data import runs_dir as engine_runs
+        from engine.data.sources import runs_dir as engine_runs
 
         return Path(engine_runs())
     except ImportError:
@@ -65,7 +65,7 @@ def builtin_corpora() -> dict[str, str]:
     except ImportError:
         pass
     try:
-        import engine.data as data
+        import engine.data.sources as data
 
         for attr in ("builtin_corpora", "list_corpora", "corpora"):
             fn = getattr(data, attr, None)
@@ -88,11 +88,11 @@ def _describe(obj: Any) -> str:
 def load_text(spec: str) -> tuple[str, str]:
     """(display name, text) of a file path or a built-in corpus spec. Raises DataError."""
     try:
-        from engine.data import resolve_source
+        from engine.data.sources import resolve_source
     except ImportError:
         resolve_source = None
     if resolve_source is not None:
-        from engine.data import check_learnable
+        from engine.data.sources import check_learnable
 
         src = resolve_source(spec)
         text = src.text()
@@ -104,7 +104,7 @@ def load_text(spec: str) -> tuple[str, str]:
             raise DataError(f"built-in corpus {spec!r} is not available yet; open a text file instead")
         raise DataError(f"{spec}: no such file; pick an existing text file or a built-in corpus")
     try:
-        from engine.textio import read_text
+        from engine.data.textio import read_text
     except ImportError:
         read_text = None
     if read_text is not None:
@@ -141,7 +141,7 @@ def scan_text(spec: str, sample_chars: int = SCAN_SAMPLE) -> tuple[str, str, Tex
     in memory: ``stats`` are exact, ``sample`` is the first ``sample_chars`` characters (the whole text
     if it is shorter) and ``scale`` = characters / len(sample) (1.0 when the sample is the whole text).
     Raises DataError (also for text with nothing to learn)."""
-    from engine.data import check_learnable, resolve_source
+    from engine.data.sources import check_learnable, resolve_source
 
     src = resolve_source(spec)
     parts: list[str] = []
@@ -168,8 +168,8 @@ def scan_text(spec: str, sample_chars: int = SCAN_SAMPLE) -> tuple[str, str, Tex
 
 def token_count(text: str, kind: str, scale: float = 1.0) -> tuple[int, bool]:
     """(tokens, estimated?) for tokenizer ``kind`` on ``text``, a sample of ``scale`` times its length
-    (see scan_text); raises ImportError until engine.tokenizers lands."""
-    from engine.tokenizers import build_tokenizer
+    (see scan_text); raises ImportError until engine.data.tokenizers lands."""
+    from engine.data.tokenizers import build_tokenizer
 
     estimated = (kind == "bpe" and len(text) > BPE_SAMPLE) or scale > 1.0
     sample = text[:BPE_SAMPLE] if kind == "bpe" and len(text) > BPE_SAMPLE else text
@@ -201,10 +201,10 @@ class RunInfo:
 
 
 def list_runs(folder: Path | None = None) -> list[RunInfo]:
-    """Every run folder, newest first (``engine.runs.list_runs`` when it exists)."""
+    """Every run folder, newest first (``engine.runs.folders.list_runs`` when it exists)."""
     folder = folder or runs_dir()
     try:
-        from engine import runs as engine_runs
+        from engine.runs import folders as engine_runs
     except ImportError:
         engine_runs = None
     if engine_runs is not None:

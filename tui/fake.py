@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import protocol as P
+from engine.worker import protocol as P
 
 SAMPLE_TEXT = "the cat sat on the mat and the dog sat on the log. "
 ALPHABET = "etaoinshrdlu .,"
@@ -54,7 +54,7 @@ class _GenJob:
 
 
 class FakeEngine:
-    """Deterministic stand-in for ``engine.client.WorkerClient``."""
+    """Deterministic stand-in for ``engine.worker.client.WorkerClient``."""
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from engine.protocol import Event
+from engine.worker.protocol import Event
 
 
 class EngineEvents(Message):

@@ -19,7 +19,7 @@ import torch
 
 from engine.errors import ConfigError
 from engine.insight.common import encode_text, model_device, token_strings
-from engine.pairs import teacher_forcing
+from engine.data.pairs import teacher_forcing
 
 
 def attention_maps(model: Any, tokenizer: Any, prompt: str, digits: int = 4) -> dict[str, Any]:

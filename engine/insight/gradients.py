@@ -210,13 +210,13 @@ def gradients_report(archs: list[str], run: str | None = None, source: str = "gr
                      **overrides: Any) -> dict[str, Any]:
     """The ``seqplay gradients --json`` dict: one curve per fresh architecture (averaged over ``seeds``
     initialisations) or, with ``run``, the trained model and a fresh one of the same config."""
-    from engine.data import prepare
+    from engine.data.sources import prepare
 
     if distance < 2:
         raise ConfigError(f"--distance must be at least 2, got {distance}")
     curves = []
     if run is not None:
-        from engine.checkpoint import build_from_meta, load_model
+        from engine.runs.checkpoint import build_from_meta, load_model
 
         loaded = load_model(run)
         cfg = loaded.config

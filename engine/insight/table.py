@@ -4,7 +4,7 @@
 
 Perplexity depends on the tokenizer (a word is harder to guess than a character); bits per character
 does not, so runs are compared on bits/char and a run whose validation bits/char is not below the
-best n-gram's is flagged. Reading runs is torch-free (``engine.runs``); ``train_table`` trains a set of
+best n-gram's is flagged. Reading runs is torch-free (``engine.runs.folders``); ``train_table`` trains a set of
 architectures one after another in-process with the Trainer, at a matched time or parameter budget.
 """
 
@@ -31,7 +31,7 @@ def source_key(spec: str) -> str:
 def _tokens_seen(run_dir: Path, summary: dict[str, Any]) -> int | None:
     if isinstance(summary.get("tokens_seen"), int):
         return summary["tokens_seen"]
-    from engine.checkpoint import latest_checkpoint, read_meta
+    from engine.runs.checkpoint import latest_checkpoint, read_meta
 
     for path in (latest_checkpoint(run_dir), run_dir / "checkpoints" / "best.json"):
         if path is not None and Path(path).exists():
@@ -72,7 +72,7 @@ def perplexity_table(corpus: str | None = None, runs_dir: str | Path | None = No
 
     Each group has ``rows``, ``baseline`` (the best n-gram row's bits/char, or None) and each row a
     ``beats_baseline`` flag (None when there is no baseline or the run has no validation score)."""
-    from engine.runs import list_runs
+    from engine.runs.folders import list_runs
 
     runs = [r for r in list_runs(runs_dir) if r.problem is None or r.best_val_loss is not None]
     want = source_key(corpus) if corpus else None
@@ -126,9 +126,9 @@ def train_table(corpus: str, archs: list[str], time_budget: float | None = None,
                 **train_overrides: Any) -> dict[str, Any]:
     """Train each architecture on ``corpus`` one after another (same budget), plus the n-gram baseline
     if the corpus has none, then return the corpus's table."""
-    from engine.config import TrainConfig
+    from engine.training.config import TrainConfig
     from engine.models.registry import ARCHS
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
 
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
@@ -142,7 +142,7 @@ def train_table(corpus: str, archs: list[str], time_budget: float | None = None,
             todo.insert(0, BASELINE_ARCH)
     vocab = None
     if params:
-        from engine.data import prepare
+        from engine.data.sources import prepare
 
         vocab = prepare(corpus, tokenizer).tokenizer.vocab_size
     for arch in todo:

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import strict_from_dict
+from engine.training.config import strict_from_dict
 from engine.errors import ConfigError
 
 # A model far beyond what a playground trains is refused before allocation (checkpoints are untrusted).

@@ -41,7 +41,7 @@ def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str |
     to JSON. Timings on a shared machine move with its load: compare rows of one run.
     """
     from engine.bench import DEFAULT_SUITES, SUITES, format_value, run_suites
-    from engine.data import home_dir
+    from engine.data.sources import home_dir
     from engine.errors import ConfigError
 
     chosen = list(SUITES) if "all" in suites else list(suites or DEFAULT_SUITES)

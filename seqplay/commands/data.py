@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from engine.tokenizers import KINDS
+from engine.data.tokenizers import KINDS
 
 
 def _human(n: float) -> str:
@@ -60,8 +60,8 @@ def inspect_source(spec: str, tokenizers: tuple[str, ...] = KINDS, vocab_size: i
     """Statistics of a file or corpus: characters, lines, distinct characters, tokens per tokenizer."""
     import numpy as np
 
-    from engine.data import check_learnable, prepare, resolve_source
-    from engine.textio import detect_encoding
+    from engine.data.sources import check_learnable, prepare, resolve_source
+    from engine.data.textio import detect_encoding
 
     source = resolve_source(spec)
     encoding = detect_encoding(source.path) if source.path is not None else None

@@ -17,7 +17,7 @@ import click
 
 
 def _settings(opts: dict[str, Any]) -> Any:
-    from engine.sampling_settings import SamplingSettings
+    from engine.generation.settings import SamplingSettings
 
     s = SamplingSettings(
         temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"], min_p=opts["min_p"],
@@ -79,7 +79,7 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
 
     import torch
 
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
 
     torch.set_num_threads(threads)
     loaded = load_model(run, device=device)
@@ -104,7 +104,7 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
 
 
 def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_json: bool) -> None:
-    from engine.generate import Generation
+    from engine.generation.generate import Generation
 
     gen = Generation(model, tok, prompt, settings, window=window)
     if not as_json:
@@ -127,7 +127,7 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
 
 
 def _beams(model: Any, tok: Any, prompt: str, settings: Any, width: int, length_penalty: float, as_json: bool) -> None:
-    from engine.generate import beam_search, start_ids
+    from engine.generation.generate import beam_search, start_ids
 
     ids = [int(i) for i in tok.encode(prompt)] or start_ids(tok)
     found = beam_search(model, ids, width=width, length_penalty=length_penalty, max_tokens=settings.max_tokens,
@@ -141,7 +141,7 @@ def _beams(model: Any, tok: Any, prompt: str, settings: Any, width: int, length_
 
 
 def _seq2seq(model: Any, tok: Any, prompt: str, settings: Any, beams: int, length_penalty: float, as_json: bool) -> None:
-    from engine.generate import seq2seq_decode
+    from engine.generation.generate import seq2seq_decode
 
     for line in prompt.splitlines() or [""]:
         ids = seq2seq_decode(model, tok, line, settings, beams=beams if beams > 1 else None, length_penalty=length_penalty)
@@ -155,7 +155,7 @@ def _seq2seq(model: Any, tok: Any, prompt: str, settings: Any, beams: int, lengt
 def _mlm(model: Any, tok: Any, prompt: str, settings: Any, as_json: bool) -> None:
     import dataclasses
 
-    from engine.generate import fill_blanks
+    from engine.generation.generate import fill_blanks
 
     text, filled = fill_blanks(model, tok, prompt, settings)
     if as_json:

@@ -44,7 +44,7 @@ def _text(text: str | None, file: str | None, default: str | None = None) -> str
     if text is not None and file is not None:
         raise ConfigError("give either --text or --file, not both")
     if file is not None:
-        from engine.textio import read_text
+        from engine.data.textio import read_text
 
         return read_text(file)
     if text is not None:
@@ -56,7 +56,7 @@ def _text(text: str | None, file: str | None, default: str | None = None) -> str
 
 def _val_text(loaded: Any, chars: int = 1000) -> str:
     """The first ``chars`` characters of a run's validation text (the tail of its corpus)."""
-    from engine.data import resolve_source
+    from engine.data.sources import resolve_source
 
     cfg = loaded.config
     text = resolve_source(cfg.source).text()
@@ -122,13 +122,13 @@ def gradients(run: str | None, arch: str, distance: int, windows: int, seeds: in
 def attention(run: str, prompt: str | None, target: str | None, layer: int | None, head: int | None,
               as_json: bool) -> None:
     """Attention weights as a token x token heatmap (seq2seq: cross-attention alignment)."""
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
     from engine.insight.attention import attention_maps, cross_attention
 
     loaded = load_model(run)
     if getattr(loaded.model, "task", "") == "seq2seq":
         if prompt is None or target is None:
-            from engine.data import resolve_source
+            from engine.data.sources import resolve_source
 
             prompt, target = resolve_source(loaded.config.source).pairs()[0]
         data = cross_attention(loaded.model, loaded.tokenizer, prompt, target)
@@ -152,7 +152,7 @@ def attention(run: str, prompt: str | None, target: str | None, layer: int | Non
 def gates(run: str, text: str | None, file: str | None, layer: int, units: tuple[str, ...], pattern: str | None,
           top: int, as_json: bool) -> None:
     """Gate activations and hidden units over a text, as coloured character strips."""
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
     from engine.insight.gates import gate_report
 
     loaded = load_model(run)
@@ -169,7 +169,7 @@ def gates(run: str, text: str | None, file: str | None, layer: int, units: tuple
 @json_option
 def surprisal(run: str, other: str | None, text: str | None, file: str | None, chars: int, as_json: bool) -> None:
     """Per-token loss over a text; with OTHER, the per-character difference RUN - OTHER."""
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
     from engine.insight.surprisal import surprisal as surprisal_of
     from engine.insight.surprisal import surprisal_diff
 
@@ -221,12 +221,12 @@ def table(corpus: str | None, train_archs: str | None, time_budget: float | None
 def memorization(run: str | None, corpus: str | None, texts: tuple[str, ...], file: str | None, samples: int,
                  tokens: int, temperature: float, n: int, seed: int, as_json: bool) -> None:
     """For each sample: the longest span copied from the training text and its n-gram overlap share."""
-    from engine.data import resolve_source
+    from engine.data.sources import resolve_source
     from engine.insight.memorization import memorization_report
 
     loaded = None
     if run is not None:
-        from engine.checkpoint import load_model
+        from engine.runs.checkpoint import load_model
 
         loaded = load_model(run)
     spec = corpus or (loaded.config.source if loaded is not None else None)
@@ -237,7 +237,7 @@ def memorization(run: str | None, corpus: str | None, texts: tuple[str, ...], fi
     training = full[: int(len(full) * (1.0 - val_fraction))]  # the training split (exact for char tokens)
     sample_texts = list(texts)
     if file is not None:
-        from engine.textio import read_text
+        from engine.data.textio import read_text
 
         sample_texts.append(read_text(file))
     if not sample_texts:
@@ -248,8 +248,8 @@ def memorization(run: str | None, corpus: str | None, texts: tuple[str, ...], fi
 
 
 def _generate(loaded: Any, count: int, tokens: int, temperature: float, seed: int) -> list[str]:
-    from engine.generate import stream
-    from engine.sampling import SamplingSettings
+    from engine.generation.generate import stream
+    from engine.generation.processors import SamplingSettings
 
     out = []
     for i in range(count):

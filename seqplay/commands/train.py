@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from engine import protocol as P
-from engine.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
+from engine.worker import protocol as P
+from engine.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
 from engine.models.registry import ARCHS
 
 
@@ -141,17 +141,17 @@ def _run_job(config: dict[str, Any] | TrainConfig, resume_from: str | None, over
         saved = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
         nproc = int((overrides or {}).get("nproc") or saved.get("nproc") or 1)
         if resume_from and not (overrides or {}).get("nproc"):
-            from engine.checkpoint import read_meta, resolve_checkpoint
+            from engine.runs.checkpoint import read_meta, resolve_checkpoint
 
             nproc = int((read_meta(resolve_checkpoint(resume_from, prefer_best=False)).get("train_config") or {}).get("nproc") or 1)
-        if nproc > 1:  # data-parallel: engine.distributed spawns the ranks; rank 0's events come here
-            from engine.distributed import run_distributed
+        if nproc > 1:  # data-parallel: engine.training.distributed spawns the ranks; rank 0's events come here
+            from engine.training.distributed import run_distributed
 
             run_distributed(config, display, nproc, resume_from, overrides, lambda: interrupt.requested)
         elif use_worker:
             _via_worker(config, resume_from, overrides, display, interrupt)
         else:
-            from engine.train import Trainer
+            from engine.training.trainer import Trainer
 
             def control(timeout: float) -> list[P.Command]:
                 return [P.Stop(save=True)] if interrupt.requested else []
@@ -163,7 +163,7 @@ def _run_job(config: dict[str, Any] | TrainConfig, resume_from: str | None, over
 
 def _via_worker(config: Any, resume_from: str | None, overrides: dict[str, Any] | None,
                 display: Callable[[P.Event], None], interrupt: _Interrupt) -> None:
-    from engine.client import WorkerClient
+    from engine.worker.client import WorkerClient
 
     cfg = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     client = WorkerClient().start()
@@ -357,7 +357,7 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
     overrides = dict(model, **({"context": context} if context else {}))
     make_config(arch, 256, **overrides).validate()
     # Refuse unusable data before importing torch too (torch-free; the ids are cached for the trainer).
-    from engine.data import prepare
+    from engine.data.sources import prepare
 
     prepare(config.source, config.tokenizer, config.vocab_size, config.val_fraction)
     code = _run_job(config, None, None, as_json, use_worker, steps, time_budget)
@@ -377,8 +377,8 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
 def resume(run: str, steps: int | None, time_budget: float | None, device: str | None, runs_dir: str | None,
            as_json: bool, use_worker: bool, nproc: int | None) -> None:
     """Continue RUN (a run name, folder or checkpoint file) exactly where it stopped."""
-    from engine.checkpoint import read_meta, resolve_checkpoint
-    from engine.runs import find_run
+    from engine.runs.checkpoint import read_meta, resolve_checkpoint
+    from engine.runs.folders import find_run
 
     target = run
     try:
@@ -401,7 +401,7 @@ def runs(runs_dir: str | None, as_json: bool) -> None:
     """List past runs: architecture, corpus, steps, best validation loss, when."""
     import json
 
-    from engine.runs import list_runs, runs_root
+    from engine.runs.folders import list_runs, runs_root
 
     rows = list_runs(runs_dir)
     if as_json:

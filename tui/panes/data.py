@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, DirectoryTree, Input, Label, ListItem, ListView, Select, Static
 
-from engine.config import TOKENIZERS
+from engine.training.config import TOKENIZERS
 from engine.errors import SeqplayError
 from tui import catalog
 from tui.messages import SourceChosen
@@ -104,7 +104,7 @@ class DataPane(Vertical):
             try:
                 count, estimated = catalog.token_count(text, kind, scale)
             except ImportError:
-                return  # engine.tokenizers has not landed: show characters only
+                return  # engine.data.tokenizers has not landed: show characters only
             except Exception:
                 count, estimated = None, False
             self.post_message(self.TokensCounted(spec, kind, count, estimated))

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
-from engine import protocol as P
+from engine.worker import protocol as P
 from engine.errors import ConfigError, SeqplayError
 from tui.widgets.tokens import TokenView, visible
 
@@ -29,9 +29,9 @@ CONTROLS: list[tuple[str, str, str, type]] = [
 
 
 def sampling_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """Validate the controls through engine.sampling_settings when it exists; return a plain dict."""
+    """Validate the controls through engine.generation.settings when it exists; return a plain dict."""
     try:
-        from engine.sampling_settings import SamplingSettings
+        from engine.generation.settings import SamplingSettings
     except ImportError:
         return values
     settings = SamplingSettings.from_dict({k: v for k, v in values.items() if v is not None or k == "seed"})

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, ListItem, ListView, Select, Static
 
-from engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from engine.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from engine.errors import ConfigError, SeqplayError
 from engine.models.registry import ARCHS, get_arch
 from tui import catalog

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
-from engine import protocol as P
+from engine.worker import protocol as P
 from tui.catalog import human_count, human_seconds, short_path
 from tui.widgets.curve import LinePlot
 

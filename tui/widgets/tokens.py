@@ -9,7 +9,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from engine.protocol import GeneratedToken
+from engine.worker.protocol import GeneratedToken
 
 
 def tint(prob: float) -> str:

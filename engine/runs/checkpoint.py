@@ -213,7 +213,7 @@ def resolve_checkpoint(path_or_run: str | Path, prefer_best: bool = True) -> Pat
     a run name under the runs directory."""
     p = Path(path_or_run)
     if not p.exists():
-        from engine.runs import find_run
+        from engine.runs.folders import find_run
 
         p = find_run(str(path_or_run))
     if p.is_file():
@@ -241,8 +241,8 @@ class Loaded:
     """A model ready for generation or introspection."""
 
     model: Any  # engine.models.base.SeqModel, eval mode
-    tokenizer: Any  # engine.tokenizers.Tokenizer
-    config: Any  # engine.config.TrainConfig
+    tokenizer: Any  # engine.data.tokenizers.Tokenizer
+    config: Any  # engine.training.config.TrainConfig
     meta: dict[str, Any]
     path: Path
 
@@ -274,7 +274,7 @@ def load_model_state(model: Any, tensors: dict[str, Any], where: Path) -> None:
 
 
 def tokenizer_from_meta(meta: dict[str, Any], json_path: Path) -> Any:
-    from engine.tokenizers import Tokenizer
+    from engine.data.tokenizers import Tokenizer
 
     tok = meta.get("tokenizer")
     try:
@@ -313,7 +313,7 @@ def _read_settled(path_or_run: str | Path, attempts: int = 3) -> tuple[Path, dic
 def load_model(path_or_run: str | Path, device: str = "cpu") -> Loaded:
     """Load a model for generation/introspection: the best checkpoint of a run folder, else the latest
     (or the given checkpoint file). Eval mode, on ``device``."""
-    from engine.config import TrainConfig
+    from engine.training.config import TrainConfig
 
     json_path, meta, tensors = _read_settled(path_or_run)
     model = build_from_meta(meta)

@@ -1,6 +1,6 @@
 """The worker protocol: the only language the TUI and the headless CLI speak to the engine.
 
-A training/generation worker runs in its own process (``engine.client.WorkerClient`` starts it with
+A training/generation worker runs in its own process (``engine.worker.client.WorkerClient`` starts it with
 the ``spawn`` method). The caller sends **commands** into the worker's command queue and reads
 **events** from its event queue. Both are small frozen dataclasses defined here, picklable and
 convertible to JSON (``to_json``/``from_json``) so ``seqplay train --json`` can print the same stream.
@@ -43,7 +43,7 @@ class Command:
 class StartTraining(Command):
     """Start (or, with ``resume_from``, continue) a training job.
 
-    ``config`` is ``engine.config.TrainConfig.to_dict()``; ``resume_from`` is a run folder or checkpoint.
+    ``config`` is ``engine.training.config.TrainConfig.to_dict()``; ``resume_from`` is a run folder or checkpoint.
     """
 
     kind: ClassVar[str] = "start"
@@ -100,7 +100,7 @@ class SampleNow(Command):
 class Generate(Command):
     """Stream tokens from a run or checkpoint (``source``), or from the job being trained (None).
 
-    ``settings`` is ``engine.sampling.SamplingSettings`` as a dict (temperature, top_k, top_p, ...).
+    ``settings`` is ``engine.generation.processors.SamplingSettings`` as a dict (temperature, top_k, top_p, ...).
     ``forced`` optionally forces the next token ids (step mode: the user picked an alternative).
     """
 

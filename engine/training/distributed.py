@@ -15,7 +15,7 @@ Stopping is agreed on every step (an all-reduce of a stop code), so a time budge
 leaves one rank waiting for the others. Backend: NCCL on GPUs (rank r uses cuda:r), gloo on CPU, where
 each rank gets ``cores // N`` intra-op threads so the ranks do not oversubscribe the cores.
 
-``torchrun --nproc-per-node N -m engine.distributed CONFIG.json`` runs the same thing from a
+``torchrun --nproc-per-node N -m engine.training.distributed CONFIG.json`` runs the same thing from a
 TrainConfig JSON file (events printed as JSON lines by rank 0).
 """
 
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from engine import protocol as P
-from engine.config import TrainConfig
+from engine.worker import protocol as P
+from engine.training.config import TrainConfig
 from engine.errors import ConfigError
 
 _STOP_CODES = {None: 0, "done": 1, "time": 2, "stopped": 3}
@@ -61,7 +61,7 @@ def _make_trainer_class() -> type:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from engine.train import Trainer
+    from engine.training.trainer import Trainer
 
     class DistributedTrainer(Trainer):
         """A Trainer that is one rank of a data-parallel group (the process group is already set up)."""
@@ -208,7 +208,7 @@ def run_distributed(config: TrainConfig | dict[str, Any], emit: Callable[[P.Even
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``torchrun --nproc-per-node N -m engine.distributed CONFIG.json [--resume CKPT]``."""
+    """``torchrun --nproc-per-node N -m engine.training.distributed CONFIG.json [--resume CKPT]``."""
     import argparse
     import json
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import ConfigError, SeqplayError
-from engine.sampling_settings import DEFAULT_ORDER, SamplingSettings
+from engine.generation.settings import DEFAULT_ORDER, SamplingSettings
 
 __all__ = [
     "DEFAULT_ORDER",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.checkpoint import atomic_write_json, latest_checkpoint, step_checkpoints, verify_checkpoint
+from engine.runs.checkpoint import atomic_write_json, latest_checkpoint, step_checkpoints, verify_checkpoint
 from engine.errors import CheckpointError
 
 

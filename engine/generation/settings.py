@@ -1,7 +1,7 @@
 """How to turn a model's next-token logits into a choice: the settings of every logit processor.
 
-Torch-free so the TUI can import it at start-up; ``engine.sampling`` re-exports it and implements the
-processors. ``SamplingSettings.to_dict()`` is what ``engine.protocol.Generate.settings`` carries.
+Torch-free so the TUI can import it at start-up; ``engine.generation.processors`` re-exports it and implements the
+processors. ``SamplingSettings.to_dict()`` is what ``engine.worker.protocol.Generate.settings`` carries.
 
 The processors run in ``order`` (default ``DEFAULT_ORDER``): first the penalties that look at the text
 so far, then logit bias and bans, then temperature, then the truncation filters. A processor whose

@@ -5,7 +5,7 @@
     for event in client.poll(timeout=0.1): ...
     client.close()
 
-The worker runs ``engine.worker.main`` in a ``spawn``ed process (a fresh interpreter: no forked torch
+The worker runs ``engine.worker.process.main`` in a ``spawn``ed process (a fresh interpreter: no forked torch
 threads, same behaviour on Linux, macOS and Windows). ``poll`` drains every event that has arrived;
 when the process has died (SIGKILL, the out-of-memory killer, a crash) and its last events are read,
 ``poll`` yields exactly one ``ErrorEvent(fatal=True)`` saying so, and the caller carries on.
@@ -19,7 +19,7 @@ import queue
 import signal
 from typing import Any
 
-from engine import protocol as P
+from engine.worker import protocol as P
 
 
 def _death_message(exitcode: int | None) -> str:
@@ -47,7 +47,7 @@ class WorkerClient:
         self.leftover: list[P.Event] = []  # events read while closing
 
     def start(self) -> WorkerClient:
-        from engine.worker import main  # torch-free module; torch is imported in the child
+        from engine.worker.process import main  # torch-free module; torch is imported in the child
 
         self._cmd = self._ctx.Queue()
         self._ev = self._ctx.Queue()

@@ -1,6 +1,6 @@
 """Generation: a streaming token-by-token generator, beam search, seq2seq decoding and MLM fill-in.
 
-    x_{t+1} ~ q(. | x_{<=t}),  q = processors(softmax(f_theta(x_{<=t})))   (engine.sampling)
+    x_{t+1} ~ q(. | x_{<=t}),  q = processors(softmax(f_theta(x_{<=t})))   (engine.generation.processors)
 
 Language models carry their state between tokens (RNN hidden/cell state, the MLP/n-gram window, the
 Transformer's KV cache), so each new token costs one incremental ``forward(last_token, state=...)``.
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from engine.errors import ConfigError, SeqplayError
-from engine.protocol import (
+from engine.worker.protocol import (
     CancelGeneration,
     ErrorEvent,
     Event,
@@ -36,7 +36,7 @@ from engine.protocol import (
     GenerationDone,
     TokenAlternative,
 )
-from engine.sampling import SamplingSettings, TokenChooser
+from engine.generation.processors import SamplingSettings, TokenChooser
 
 WINDOWS = ("slide", "exact")
 
@@ -468,7 +468,7 @@ class GenerationJobs:
     def _load(self, source: str) -> Any:
         from pathlib import Path
 
-        from engine.checkpoint import load_model
+        from engine.runs.checkpoint import load_model
 
         p = Path(source)
         key = (str(p.resolve()) if p.exists() else source, p.stat().st_mtime if p.exists() else 0.0)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError, DataError
-from engine.textio import check_readable, iter_text_chunks
-from engine.tokenizers import Tokenizer, build_tokenizer
+from engine.data.textio import check_readable, iter_text_chunks
+from engine.data.tokenizers import Tokenizer, build_tokenizer
 
 CACHE_VERSION = 1
 

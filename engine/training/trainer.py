@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import protocol as P
-from engine.checkpoint import (
+from engine.worker import protocol as P
+from engine.runs.checkpoint import (
     atomic_write_json,
     build_from_meta,
     disk_error_message,
@@ -41,7 +41,7 @@ from engine.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 from engine.device import (
     autocast,
     bits_per_char,
@@ -54,7 +54,7 @@ from engine.device import (
     should_compile,
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
-from engine.runs import MetricsWriter, create_run, process_identity, write_summary
+from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
@@ -206,7 +206,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Everything before the first step: validate, load data, plan/check memory, build, resume."""
-        from engine.data import prepare
+        from engine.data.sources import prepare
         from engine.models.registry import get_arch
 
         meta = tensors = None
@@ -258,7 +258,7 @@ class Trainer:
 
         if meta is not None:
             self._restore(meta, tensors)
-        elif self.is_main:  # data-parallel ranks other than 0 write nothing (engine.distributed)
+        elif self.is_main:  # data-parallel ranks other than 0 write nothing (engine.training.distributed)
             self.run_dir = create_run(cfg.arch, cfg.source, cfg.runs_dir, cfg.run_name)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
             self.tokenizer.save(self.run_dir / "tokenizer.json")
@@ -335,7 +335,7 @@ class Trainer:
             return model
 
     def _make_batcher(self) -> Any:
-        from engine.data import ContiguousStreams, RandomWindows
+        from engine.data.sources import ContiguousStreams, RandomWindows
 
         cfg = self.config
         if not self.trainable:
@@ -348,7 +348,7 @@ class Trainer:
 
     def _pair_batcher(self) -> Any:
         """seq2seq: encode ``Source.pairs()``, keep the last ``val_fraction`` for validation, batch the rest."""
-        from engine.pairs import PairBatches, encode_pairs, split_pairs
+        from engine.data.pairs import PairBatches, encode_pairs, split_pairs
 
         cfg = self.config
         pairs = self.data.source.pairs()
@@ -658,7 +658,7 @@ class Trainer:
         character (eos counts as the line end), and exact match of greedy decoding on up to
         ``EXACT_MATCH_PAIRS`` validation pairs."""
         from engine.models.seq2seq import strip_specials
-        from engine.pairs import collate
+        from engine.data.pairs import collate
 
         cfg = self.config
         srcs, tgts = self.val_pairs
@@ -777,8 +777,8 @@ class Trainer:
     def _task_sample(self, prompt: str = "") -> P.SampleText | None:
         """seq2seq: greedy output for ``prompt`` (default: the first validation source). mlm: blanks
         (``_``) filled greedily in ``prompt`` (default: every 7th token of the validation text blanked)."""
-        from engine.generate import fill_blanks, seq2seq_decode
-        from engine.sampling import SamplingSettings
+        from engine.generation.generate import fill_blanks, seq2seq_decode
+        from engine.generation.processors import SamplingSettings
 
         tok = self.tokenizer
         was_training = self.model.training

@@ -1,11 +1,11 @@
 """The worker process: runs training and generation so the UI never waits on torch.
 
-``engine.client.WorkerClient`` starts ``main(cmd_queue, event_queue)`` in a child process (spawn).
+``engine.worker.client.WorkerClient`` starts ``main(cmd_queue, event_queue)`` in a child process (spawn).
 This module imports torch only inside ``main``: the parent imports it just to name the entry point.
 
 The loop: wait for a command; ``StartTraining`` runs a ``Trainer`` whose ``control`` drains the
 command queue between steps (non-blocking while running, so pause/stop/set-lr act within one step);
-``Generate``/``GenerateStep``/``CancelGeneration`` go to ``engine.generate.GenerationJobs`` (with the
+``Generate``/``GenerateStep``/``CancelGeneration`` go to ``engine.generation.generate.GenerationJobs`` (with the
 model being trained as the live model, if any) and ``pump()`` streams their tokens between training
 steps or while idle. ``Shutdown`` stops any job (saving a checkpoint) and ends the process. SIGINT is
 ignored here: Ctrl-C in a terminal reaches the whole process group, and the caller decides (it sends
@@ -20,7 +20,7 @@ import traceback
 import uuid
 from typing import Any
 
-from engine import protocol as P
+from engine.worker import protocol as P
 
 _GEN_COMMANDS = (P.Generate, P.GenerateStep, P.CancelGeneration)
 
@@ -40,7 +40,7 @@ class _Worker:
     def _generation(self, cmd: P.Command) -> None:
         if self.jobs is None:
             try:
-                from engine.generate import GenerationJobs
+                from engine.generation.generate import GenerationJobs
             except ImportError as err:
                 job = getattr(cmd, "gen_id", "")
                 self.emit(P.ErrorEvent(job=job, message=f"generation is not available in this build ({err}); update seqplay"))
@@ -106,7 +106,7 @@ class _Worker:
         return out
 
     def train(self, cmd: P.StartTraining) -> None:
-        from engine.train import Trainer
+        from engine.training.trainer import Trainer
 
         job = str(cmd.config.get("run_name") or "") or f"train-{uuid.uuid4().hex[:8]}"
         try:
