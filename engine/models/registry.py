@@ -185,6 +185,12 @@ class TransformerConfig(ModelConfig):
         n += self.layers * block + (w + w * b)  # blocks + final LayerNorm
         return n + (0 if self.tie_weights else w * self.vocab_size)
 
+    def train_flops_per_token(self) -> float:
+        """Training FLOPs per token as nanoGPT's ``estimate_mfu`` counts them (PaLM, appendix B):
+        6 N + 12 L H Q T, with N the parameters less the position table and H Q = width."""
+        n = self.num_params() - (self.context * self.width if self.positions == "learned" else 0)
+        return 6.0 * n + 12.0 * self.layers * self.width * self.context
+
     def validate(self) -> TransformerConfig:
         super().validate()
         if self.width % self.heads:

@@ -148,6 +148,25 @@ def _rank_main(rank: int, world: int, init_method: str, config: dict[str, Any], 
         dist.destroy_process_group()
 
 
+def _ranks_that_fit(cfg: dict[str, Any], overrides: dict[str, Any] | None, nproc: int,
+                    emit: Callable[[P.Event], None]) -> int:
+    """NCCL needs one GPU per rank: on a CUDA run asking for more ranks than GPUs, train with one rank
+    per GPU (saying so) instead of failing inside NCCL with a duplicate-GPU error."""
+    import torch
+
+    device = str((overrides or {}).get("device") or cfg.get("device") or "auto")
+    if device == "cpu" or not torch.cuda.is_available():
+        return nproc
+    gpus = torch.cuda.device_count()
+    if gpus >= nproc:
+        return nproc
+    emit(P.LogLine(job=str(cfg.get("run_name") or ""), level="warning",
+                   text=f"--nproc {nproc} needs {nproc} GPUs but this machine has {gpus} GPU"
+                        f"{'s' if gpus != 1 else ''}; training with {gpus} process{'es' if gpus != 1 else ''} "
+                        f"(use --device cpu for {nproc} gloo ranks)"))
+    return gpus
+
+
 def run_distributed(config: TrainConfig | dict[str, Any], emit: Callable[[P.Event], None], nproc: int,
                     resume_from: str | None = None, overrides: dict[str, Any] | None = None,
                     stop_requested: Callable[[], bool] = lambda: False) -> P.Finished | None:
@@ -160,6 +179,7 @@ def run_distributed(config: TrainConfig | dict[str, Any], emit: Callable[[P.Even
     if not resume_from:
         TrainConfig.from_dict(cfg).validate()
         check_world(int(cfg.get("batch_size", 32)), nproc)
+    nproc = _ranks_that_fit(cfg, overrides, nproc, emit)
     ctx = mp.get_context("spawn")
     events, stop = ctx.Queue(), ctx.Event()
     init_method = f"tcp://127.0.0.1:{free_port()}"
