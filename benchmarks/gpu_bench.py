@@ -149,14 +149,15 @@ def bench_recurrent(device: str, precision: str, dry: bool) -> list[dict[str, An
     rows = []
     over = dict(layers=1, width=32, embed=16, dropout=0.0) if dry else RECURRENT
     for arch in ("lstm", "gru"):
-        for batch in ((4,) if dry else (32, 256)):
+        for batch in ((4,) if dry else ((32,) if device == "cpu" else (32, 256))):
             cfg = make_config(arch, 65, **over)
             torch.manual_seed(0)
             row: dict[str, Any] = {"suite": "recurrent", "name": arch, "batch": batch, "bptt": 16 if dry else 64,
                                    "params": cfg.num_params(), "settings": over}
             try:
                 row.update(train_rate(build_model(arch, cfg), device, precision, batch, 16 if dry else 64, 65,
-                                      steps=3 if dry else 50, warmup=2 if dry else 5, compile_model=False))
+                                      steps=3 if dry else (10 if device == "cpu" else 50), warmup=2 if dry else 3,
+                                      compile_model=False))
             except Exception as err:  # noqa: BLE001
                 row["error"] = f"{type(err).__name__}: {err}"
             rows.append(row)
@@ -274,19 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-cap", type=float, default=240.0, help="seconds for the time-to-target run")
     ap.add_argument("--target", type=float, default=1.47)
     ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: proves the script end to end")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for the CPU reference of the same sizes "
+                    "(e.g. --device cpu --skip transformer,generation,target for the LSTM/GRU baseline)")
     ap.add_argument("--skip", default="", help="comma-separated steps to skip: transformer,recurrent,generation,target")
     args = ap.parse_args(argv)
-    device = "cpu" if args.dry_run else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
+    device = "cpu" if args.dry_run else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
         print("error: no CUDA device here; use --dry-run to run the steps on the CPU at toy sizes", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    if device.startswith("cuda"):
         torch.backends.cudnn.allow_tf32 = True
-    n, reps = (512, 3) if args.dry_run else (8192, 10)
+    n, reps = (512, 3) if args.dry_run else ((8192, 10) if device != "cpu" else (2048, 3))
     torch.backends.cuda.matmul.allow_tf32 = False
     fp32 = matmul_ceiling(device, torch.float32, n, reps)
     torch.backends.cuda.matmul.allow_tf32 = True
