@@ -187,7 +187,8 @@ class SamplingSettings:
             raise ConfigError("a sampling preset is a JSON object with a \"chain\" list; fix the file")
         if "chain" not in preset:
             return cls.from_dict(preset)
-        return cls.from_chain(list(preset["chain"]), **preset)
+        rest = {k: v for k, v in preset.items() if k != "chain"}
+        return cls.from_chain(list(preset["chain"] or []), **rest)
 
     def save_preset(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_preset(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
