@@ -587,29 +587,30 @@ def make_generator(seed: int | None) -> torch.Generator:
 class RandomStream:
     """The uniform numbers u_1, u_2, ... in [0, 1) that a generation draws its tokens with: one per token,
     whatever the settings (greedy and forced tokens consume theirs too), so two generations with the same
-    seed see the same u_t at every step t. Made in blocks (float64) so a token costs no allocation."""
+    seed see the same u_t at every step t. Drawn in float64 blocks (one allocation per 256 tokens)."""
 
     BLOCK = 256
 
     def __init__(self, seed: int | None):
         self.generator = make_generator(seed)
-        self._block = torch.empty(0, dtype=torch.float64)
+        self._block: list[float] = []
         self._i = 0
 
-    def next(self) -> torch.Tensor:
-        if self._i >= self._block.numel():
-            self._block = torch.rand(self.BLOCK, generator=self.generator, dtype=torch.float64)
+    def next(self) -> float:
+        if self._i >= len(self._block):
+            self._block = torch.rand(self.BLOCK, generator=self.generator, dtype=torch.float64).tolist()
             self._i = 0
-        u = self._block[self._i : self._i + 1]
+        u = self._block[self._i]
         self._i += 1
         return u
 
 
-def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The token ``min{i : F(i) > u * F(V-1)}``, ``F`` the cumulative sum of ``probs`` (1-D) in float64: a
-    token of probability 0 is never drawn, and ``u`` ~ U[0, 1) gives each token its probability."""
+def inverse_cdf(probs: torch.Tensor, u: float) -> torch.Tensor:
+    """The token ``min{i : F(i) > u * F(V-1)}`` (a 1-element tensor), ``F`` the cumulative sum of ``probs``
+    (1-D) in float64: a token of probability 0 is never drawn, and ``u`` ~ U[0, 1) draws each token with
+    its probability."""
     cdf = probs.double().cumsum(-1)
-    index = torch.searchsorted(cdf, u * cdf[-1:], right=True)
+    index = torch.searchsorted(cdf, cdf[-1:] * u, right=True)
     return index.clamp_(max=probs.shape[-1] - 1)
 
 
@@ -636,6 +637,7 @@ class TokenChooser:
         self.top_n = min(settings.top_alternatives, vocab_size)
         self.vocab_size = vocab_size
         self.history = self.pipeline.start([])
+        self.last_u = 0.0  # the uniform the last token was drawn with
 
     @property
     def generator(self) -> torch.Generator:
@@ -668,7 +670,7 @@ class TokenChooser:
         elif self.settings.temperature == 0.0 and self.settings.dynatemp_range == 0.0:
             token_t = probs.argmax().view(1)
         else:
-            token_t = inverse_cdf(probs, u.to(probs.device))
+            token_t = inverse_cdf(probs, u)
         # one host transfer for everything the event reports
         parts = [token_t.to(probs.dtype), probs.gather(0, token_t), raw_logp.gather(0, token_t).exp(),
                  torch.special.entr(probs).sum().view(1), probs.sum().view(1), raw_logp.sum().view(1)]
@@ -687,4 +689,5 @@ class TokenChooser:
             top = tuple((int(i), v) for v, i in zip(got[6 : 6 + n], got[6 + n :]) if v > 0.0)
         self.pipeline.observe(self.history, (token,))
         self.history.push((token,))
-        return Choice(token, prob, raw_prob, ent, top, float(u))
+        self.last_u = u
+        return Choice(token, prob, raw_prob, ent, top, self.last_u)
