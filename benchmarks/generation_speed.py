@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.generation.generate import Generation  # noqa: E402
-from engine.models.registry import build_model, make_config  # noqa: E402
-from engine.generation.processors import SamplingSettings  # noqa: E402
 from engine.data.tokenizers import build_tokenizer  # noqa: E402
+from engine.generation.generate import Generation  # noqa: E402
+from engine.generation.processors import SamplingSettings  # noqa: E402
+from engine.models.registry import build_model, make_config  # noqa: E402
 
 CORPUS = Path("/work/shared/corpora/tinyshakespeare.txt")
 ARCHS = ["ngram", "mlp", "rnn", "ugrnn", "gru", "lstm", "transformer"]

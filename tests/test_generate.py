@@ -9,8 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from engine.data.tokenizers import build_tokenizer
 from engine.errors import ConfigError
-from engine.generation.generate import Generation, GenerationJobs, TextStream, beam_search, generate_text, stream
+from engine.generation.generate import (
+    Generation,
+    GenerationJobs,
+    TextStream,
+    beam_search,
+    generate_text,
+    stream,
+)
+from engine.generation.processors import SamplingSettings
 from engine.models.registry import build_model, make_config
 from engine.worker.protocol import (
     CancelGeneration,
@@ -20,8 +29,6 @@ from engine.worker.protocol import (
     GenerateStep,
     GenerationDone,
 )
-from engine.generation.processors import SamplingSettings
-from engine.data.tokenizers import build_tokenizer
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 8
 SMALL = dict(width=32, embed=16, layers=2, heads=2, context=16, order=3)
@@ -78,21 +85,32 @@ def kv_cache_windows(prompt_len: int, n: int, ctx: int) -> list[int]:
 
 @pytest.mark.parametrize("arch", LMS)
 def test_greedy_with_state_equals_recomputation(arch, tok):
+    """The default decoding is exact: the same tokens as recomputing the model's whole window per step."""
     model = tiny(arch, tok)
     prompt = tok.encode("the cat sat ").tolist()  # 12 tokens; 30 more overflow the 16-token context
     n = 30
     gen = Generation(model, tok, prompt, SamplingSettings(temperature=0.0, max_tokens=n))
     events = list(gen)
     got = [e.token for e in events]
-    if arch == "transformer":
-        sizes = kv_cache_windows(len(prompt), n, 16)
-        assert min(sizes) < 16 and max(sizes) == 16  # the window filled up and slid
-        want = greedy_recompute(model, prompt, n, lambda step, ids: sizes[step])
-    else:
-        want = greedy_recompute(model, prompt, n, lambda step, ids: None)
-    assert got == want
+    window = 16 if arch == "transformer" else None
+    assert got == greedy_recompute(model, prompt, n, lambda step, ids: window)
     assert gen.reason == "max_tokens" and gen.text == tok.decode(got)
     assert "".join(e.text for e in events) == gen.text
+    assert not gen.approximate
+
+
+def test_slide_window_is_the_explicit_approximation(tok):
+    """``window="slide"`` re-encodes half the cache when it fills: it equals recomputing the shorter,
+    re-positioned windows the cache holds, and says it is approximate."""
+    model = tiny("transformer", tok)
+    prompt = tok.encode("the cat sat ").tolist()
+    n = 30
+    gen = Generation(model, tok, prompt, SamplingSettings(temperature=0.0, max_tokens=n), window="slide")
+    got = [e.token for e in gen]
+    sizes = kv_cache_windows(len(prompt), n, 16)
+    assert min(sizes) < 16 and max(sizes) == 16  # the window filled up and slid
+    assert got == greedy_recompute(model, prompt, n, lambda step, ids: sizes[step])
+    assert gen.approximate
 
 
 @pytest.mark.parametrize("arch", LMS)
@@ -102,11 +120,10 @@ def test_forced_text_probabilities_equal_recomputation(arch, tok):
     prompt = tok.encode("the dog ").tolist()
     forced = tok.encode("sat on the log. a cat met").tolist()  # 8 + 25 tokens overflow the context
     gen = Generation(model, tok, prompt, SamplingSettings(max_tokens=len(forced), top_alternatives=3))
-    sizes = kv_cache_windows(len(prompt), len(forced), 16) if arch == "transformer" else [None] * len(forced)
+    keep = 16 if arch == "transformer" else None
     ids = list(prompt)
-    for step, token in enumerate(forced):
+    for token in forced:
         event = gen.next(choose=token)
-        keep = sizes[step]
         probs = last_logits(model, ids[-keep:] if keep else ids).softmax(-1)
         assert event.raw_prob == pytest.approx(float(probs[token]), rel=1e-4, abs=1e-6)
         assert [a.prob for a in event.top] == pytest.approx(probs.topk(3).values.tolist(), rel=1e-4, abs=1e-6)
@@ -114,13 +131,30 @@ def test_forced_text_probabilities_equal_recomputation(arch, tok):
     assert gen.text == tok.decode(forced)
 
 
-def test_transformer_exact_window_equals_recomputing_the_last_context(tok):
-    model = tiny("transformer", tok)
+def sample_recompute(model, prompt: list[int], n: int, window: int | None, seed: int, temperature: float = 1.0):
+    """Sampling by recomputing the whole window at every step, drawing each token by the inverse CDF of
+    softmax(l / T) at the uniforms of seed's stream (float64: the first token whose CDF exceeds u)."""
+    us = torch.rand(256, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
+    ids, out = list(prompt), []
+    for step in range(n):
+        probs = (last_logits(model, ids[-window:] if window else ids).double() / temperature).softmax(-1)
+        cdf = probs.cumsum(-1)
+        token = int((cdf <= us[step] * cdf[-1]).sum())
+        out.append(token)
+        ids.append(token)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm", "mlp"])
+def test_default_sampling_equals_recomputing_the_window_past_the_context(arch, tok):
+    model = tiny(arch, tok)
     prompt = tok.encode("a cat and a dog met. the").tolist()  # 24 tokens > context 16
-    n = 25
-    gen = Generation(model, tok, prompt, SamplingSettings(temperature=0.0, max_tokens=n), window="exact")
+    n = 40
+    gen = Generation(model, tok, prompt, SamplingSettings(seed=5, max_tokens=n, temperature=1.3))
     got = [e.token for e in gen]
-    assert got == greedy_recompute(model, prompt, n, lambda step, ids: 16)
+    window = 16 if arch == "transformer" else None
+    assert got == sample_recompute(model, prompt, n, window, seed=5, temperature=1.3)
+    assert len(set(got)) > 3  # a real sample, not a constant
 
 
 def test_streamed_probabilities_match_the_model(tok):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.runs.checkpoint import save_checkpoint
-from engine.models.registry import build_model, make_config
 from engine.data.tokenizers import build_tokenizer
+from engine.models.registry import build_model, make_config
+from engine.runs.checkpoint import save_checkpoint
 from seqplay.cli import main
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 10

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.data.tokenizers import build_tokenizer
 from engine.generation.generate import GenerationJobs, seq2seq_decode
+from engine.generation.processors import SamplingSettings
 from engine.models.registry import build_model, make_config
 from engine.worker.protocol import ErrorEvent, Generate, GeneratedToken, GenerateStep, GenerationDone
-from engine.generation.processors import SamplingSettings
-from engine.data.tokenizers import build_tokenizer
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 10
 LM_SETTINGS = {"temperature": 1.0, "top_k": 5, "seed": 3}  # what the TUI sends: ignored for greedy decoding

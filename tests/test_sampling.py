@@ -25,6 +25,7 @@ from engine.generation.processors import (
     eta_filter,
     min_p_filter,
     no_repeat_ngram_banned,
+    token_counts,
     top_k_filter,
     top_p_filter,
     typical_filter,
@@ -55,7 +56,7 @@ def test_repetition_penalty_divides_positive_multiplies_negative_once_per_token(
 
 def test_presence_and_frequency_follow_openai_rule():
     logits = torch.zeros(4)
-    out = apply_presence_frequency(logits, torch.tensor([0, 0, 2]), presence=0.5, frequency=0.25)
+    out = apply_presence_frequency(logits, token_counts([0, 0, 2], 4), presence=0.5, frequency=0.25)
     assert out.tolist() == pytest.approx([-(2 * 0.25) - 0.5, 0.0, -0.25 - 0.5, 0.0])
 
 
@@ -126,11 +127,6 @@ def test_top_p_keeps_smallest_nucleus_and_the_top_token():
     assert kept(top_p_filter(logits, 0.85)) == {0, 1, 2}
     assert kept(top_p_filter(logits, 0.01)) == {0}
     assert kept(top_p_filter(logits, 1.0)) == {0, 1, 2, 3}
-
-
-def test_top_p_ties_drop_lower_ids_first():
-    # uniform over 4: ascending cumulative mass .25 .5 .75 1; mass <= 0.5 goes, lower ids first
-    assert kept(top_p_filter(torch.zeros(4), 0.5)) == {2, 3}
 
 
 def test_min_p_scales_with_the_top_probability():
@@ -209,19 +205,29 @@ def test_pipeline_skips_neutral_processors_and_follows_order():
 
 def test_order_changes_the_result():
     logits = torch.tensor([4.0, 3.0, 2.0, 1.0])
-    history = [0]
     first = SamplingSettings(top_k=1, presence_penalty=2.0)  # penalty first: token 1 becomes the best
     last = SamplingSettings(top_k=1, presence_penalty=2.0, order=["top_k", "presence_frequency"])
-    assert kept(LogitsPipeline(first, 4)(logits, history)) == {1}
-    assert kept(LogitsPipeline(last, 4)(logits, history)) == {0}
+    for settings, want in ((first, {1}), (last, {0})):
+        pipe = LogitsPipeline(settings, 4)
+        history = pipe.start([])
+        history.push([0])  # token 0 was generated
+        assert kept(pipe(logits, history)) == want
 
 
-def test_repetition_window_limits_the_penalty():
-    s = SamplingSettings(presence_penalty=1.0, repetition_window=2)
-    out = LogitsPipeline(s, 4)(torch.zeros(4), [0, 1, 2])
-    assert out.tolist() == [0.0, -1.0, -1.0, 0.0]
-    whole = SamplingSettings(presence_penalty=1.0, repetition_window=0)
-    assert LogitsPipeline(whole, 4)(torch.zeros(4), [0, 1, 2]).tolist() == [-1.0, -1.0, -1.0, 0.0]
+def test_penalties_look_at_their_reference_spans():
+    """Repetition: the whole input (prompt + generated); presence/frequency: the generated tokens only;
+    the optional window limits all three to the last N tokens."""
+    s = SamplingSettings(presence_penalty=1.0, repetition_penalty=2.0)
+    pipe = LogitsPipeline(s, 5)
+    history = pipe.start([0, 1])  # the prompt
+    assert pipe(torch.ones(5), history).tolist() == [0.5, 0.5, 1.0, 1.0, 1.0]  # prompt: repetition only
+    history.push([2])
+    history.push([2])
+    assert pipe(torch.ones(5), history).tolist() == [0.5, 0.5, -0.5, 1.0, 1.0]
+    windowed = LogitsPipeline(s.replace(repetition_window=2), 5)
+    history = windowed.start([0, 1])
+    history.push([2])  # window now [1, 2]
+    assert windowed(torch.ones(5), history).tolist() == [1.0, 0.5, -0.5, 1.0, 1.0]
 
 
 def test_settings_validate_and_round_trip_through_json():
@@ -256,7 +262,7 @@ def test_chooser_is_reproducible_with_a_seed():
 
     def draw(seed):
         chooser = TokenChooser(SamplingSettings(seed=seed), 50)
-        return [chooser.choose(logits, []).token for _ in range(40)]
+        return [chooser.choose(logits).token for _ in range(40)]
 
     assert draw(1) == draw(1)
     assert draw(1) != draw(2)
@@ -267,7 +273,7 @@ def test_chooser_reports_raw_and_processed_probabilities():
     chooser = TokenChooser(SamplingSettings(top_k=2, seed=0, top_alternatives=3), 4)
     seen = set()
     for _ in range(200):
-        c = chooser.choose(logits, [])
+        c = chooser.choose(logits)
         seen.add(c.token)
         assert c.raw_prob == pytest.approx([0.5, 0.3][c.token], rel=1e-5)
         assert c.prob == pytest.approx([0.625, 0.375][c.token], rel=1e-5)
@@ -279,20 +285,21 @@ def test_chooser_reports_raw_and_processed_probabilities():
 def test_greedy_chooser_and_forced_token():
     logits = torch.tensor([0.0, 2.0, 2.0, 1.0])
     chooser = TokenChooser(SamplingSettings(temperature=0.0), 4)
-    c = chooser.choose(logits, [])
+    c = chooser.choose(logits)
     assert c.token == 1 and c.prob == 1.0 and c.entropy == 0.0
-    forced = chooser.choose(logits, [], force=3)
+    forced = chooser.choose(logits, force=3)
     assert forced.token == 3 and forced.prob == 0.0 and forced.raw_prob == pytest.approx(math.e / (1 + 2 * math.e**2 + math.e))
     with pytest.raises(ConfigError):
-        chooser.choose(logits, [], force=9)
+        chooser.choose(logits, force=9)
 
 
 def test_uniform_entropy_is_log_vocab():
-    c = TokenChooser(SamplingSettings(seed=0), 16).choose(torch.zeros(16), [])
+    c = TokenChooser(SamplingSettings(seed=0), 16).choose(torch.zeros(16))
     assert c.entropy == pytest.approx(math.log(16), rel=1e-6)
 
 
 def test_every_token_removed_is_a_one_line_error():
     chooser = TokenChooser(SamplingSettings(no_repeat_ngram=1, seed=0), 3)
+    chooser.start([0, 1, 2])
     with pytest.raises(ConfigError, match="removed every token"):
-        chooser.choose(torch.zeros(3), [0, 1, 2])
+        chooser.choose(torch.zeros(3))

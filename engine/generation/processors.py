@@ -1,27 +1,20 @@
-"""Logit processors: the rules that turn a model's next-token logits into the distribution we sample.
+"""The sampling chain: the stages that turn a model's next-token logits into the distribution we draw from,
+and the inverse-CDF draw itself.
 
-Each processor is a pure function of a logits tensor ``(..., V)`` (and, for the penalties, the token
-ids seen so far); a removed token gets ``-inf``. Where a name matches a Hugging Face ``transformers``
-processor the kept set is the same, ties included, and at least one token is always kept:
+Every stage is a function of a logits tensor ``(..., V)`` (the history stages also of the tokens seen so
+far); a removed token gets ``-inf``; at least one token always stays. Each stage follows the tool it is
+named after -- the formulas and references are in docs/sampling.md -- and the tests compare them with
+Hugging Face ``transformers``' own processors where it has one.
 
-* repetition penalty (CTRL, Keskar et al. 2019): for each *distinct* token in the window,
-  ``l <- l / r`` if ``l > 0`` else ``l * r``.
-* presence / frequency (OpenAI): ``l <- l - c * frequency - [c > 0] * presence``, ``c`` = count in window.
-* no-repeat n-gram: ban every token that would complete an n-gram already present in the text.
-* logit bias ``l <- l + b``; bans ``l <- -inf``.
-* temperature ``l <- l / T``; ``T = 0`` keeps only the arg-max (the first index on ties): greedy.
-* top-k: remove ``l < (k-th largest l)`` -- ties at the k-th value are kept.
-* top-p (nucleus): sort ascending (stably: among equal logits the lower id comes first), remove the
-  tokens whose cumulative probability is ``<= 1 - p``; the most probable token always stays.
-* min-p: remove ``p < min_p * max p``.
-* typical-p (Meister et al. 2022): rank tokens by ``|-log p - H|``; keep the smallest prefix whose mass
-  reaches ``typical_p`` (plus every token tied with the last one kept).
-* epsilon: remove ``p < epsilon``; eta: remove ``p < min(eta, sqrt(eta) * exp(-H))`` (Hewitt et al.
-  2022); both keep the arg-max tokens if nothing survives.
-
-``LogitsPipeline`` applies the active processors of a ``SamplingSettings`` in its ``order``;
-``TokenChooser`` samples from the result with a seeded ``torch.Generator`` and reports the token's
-probability before and after processing, the entropy and the top alternatives.
+* ``History``: the tokens each row has seen (prompt + generated) and the on-device counts the penalties
+  read, updated in O(1) per token (no per-step ``bincount`` or ``unique``).
+* ``LogitsPipeline``: the active stages of a ``SamplingSettings`` in their order, on ``(B, V)`` logits;
+  ``trace()`` returns the distribution before and after every stage (the sampler lab's data).
+* ``RandomStream`` / ``inverse_cdf``: one uniform number per generated token, turned into a token by
+  the inverse CDF of the processed distribution. Two generations with the same seed draw the same
+  uniforms, so a same-randomness A/B only differs where the two inverse CDFs differ.
+* ``TokenChooser``: pipeline + draw for one sequence, reporting the token's probability before and after
+  processing, the entropy and the top alternatives with one host transfer per token.
 """
 
 from __future__ import annotations
@@ -30,58 +23,77 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from engine.errors import ConfigError, SeqplayError
-from engine.generation.settings import DEFAULT_ORDER, SamplingSettings
+from engine.generation.settings import DEFAULT_ORDER, STAGES, SamplingSettings
 
 __all__ = [
     "DEFAULT_ORDER",
     "SamplingSettings",
+    "History",
     "LogitsPipeline",
+    "RandomStream",
     "TokenChooser",
     "Choice",
+    "StageTrace",
+    "inverse_cdf",
     "apply_repetition_penalty",
     "apply_presence_frequency",
+    "token_counts",
     "no_repeat_ngram_banned",
+    "dry_penalties",
     "apply_logit_bias",
     "apply_banned",
     "apply_temperature",
+    "dynamic_temperature",
     "top_k_filter",
     "top_p_filter",
     "min_p_filter",
     "typical_filter",
     "epsilon_filter",
     "eta_filter",
+    "top_n_sigma_filter",
+    "xtc_filter",
+    "mirostat_filter",
     "entropy",
 ]
 
 NEG_INF = float("-inf")
 
 # --------------------------------------------------------------------------------------------------
-# Processors: pure functions of logits (..., V)
+# Stages: functions of logits (..., V)
 # --------------------------------------------------------------------------------------------------
 
 
-def apply_repetition_penalty(logits: torch.Tensor, window: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL rule, once per distinct token id in ``window`` (1-D ids)."""
-    if penalty == 1.0 or window.numel() == 0:
+def apply_repetition_penalty(logits: torch.Tensor, ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL / Hugging Face: every distinct id in ``ids`` gets ``l / r`` if ``l > 0`` else ``l * r``."""
+    if penalty == 1.0 or ids.numel() == 0:
         return logits
-    ids = torch.unique(window)
-    picked = logits[..., ids]
-    picked = torch.where(picked < 0, picked * penalty, picked / penalty)
-    out = logits.clone()
-    out[..., ids] = picked
-    return out
+    seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    seen[ids.to(logits.device)] = True
+    return _penalise_seen(logits, seen, penalty)
 
 
-def apply_presence_frequency(logits: torch.Tensor, window: torch.Tensor, presence: float, frequency: float) -> torch.Tensor:
-    """OpenAI rule: ``l - count * frequency - (count > 0) * presence`` over the ids in ``window``."""
-    if (presence == 0.0 and frequency == 0.0) or window.numel() == 0:
+def _penalise_seen(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presence: float, frequency: float) -> torch.Tensor:
+    """OpenAI: ``l - c * frequency - [c > 0] * presence``, ``counts`` (..., V) the number of times each token
+    occurs in the text generated so far (``token_counts``)."""
+    if presence == 0.0 and frequency == 0.0:
         return logits
-    counts = torch.bincount(window, minlength=logits.shape[-1]).to(logits.dtype)
+    counts = counts.to(logits.dtype)
     return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
+
+
+def token_counts(ids: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """How often each of ``vocab_size`` tokens occurs in ``ids`` (float, (V,))."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    return torch.bincount(ids, minlength=vocab_size).float()
 
 
 def no_repeat_ngram_banned(history: Sequence[int], n: int) -> list[int]:
@@ -94,6 +106,42 @@ def no_repeat_ngram_banned(history: Sequence[int], n: int) -> list[int]:
         if tuple(history[start : start + n - 1]) == prefix:
             banned.append(history[start + n - 1])
     return sorted(set(banned))
+
+
+DRY_MAX_MATCH = 50  # text-generation-webui caps the backward match (keeps base**length finite)
+
+
+def dry_penalties(history: Sequence[int], multiplier: float, base: float, allowed_length: int,
+                  breakers: set[int] | frozenset[int], range_: int = 0) -> dict[int, float]:
+    """DRY (text-generation-webui's ``DRYLogitsProcessor``): for each earlier occurrence of the last token,
+    extend the match backwards (stopping at a sequence breaker, the start, or 50 tokens); the token that
+    followed it would continue a repeat of length ``L``; if ``L >= allowed_length`` it is penalised by
+    ``multiplier * base ** (L - allowed_length)`` (the longest match per token counts)."""
+    ids = list(history[-range_:]) if range_ > 0 else list(history)
+    if multiplier <= 0 or len(ids) < 2:
+        return {}
+    last = ids[-1]
+    if last in breakers:
+        return {}
+    n = len(ids)
+    lengths: dict[int, int] = {}
+    for i in range(n - 1):
+        if ids[i] != last:
+            continue
+        nxt = ids[i + 1]
+        if nxt in breakers:
+            continue
+        length = 1
+        while length < DRY_MAX_MATCH:
+            j = i - length
+            if j < 0:
+                break
+            prev = ids[n - 1 - length]
+            if ids[j] != prev or prev in breakers:
+                break
+            length += 1
+        lengths[nxt] = max(length, lengths.get(nxt, 0))
+    return {t: multiplier * base ** (L - allowed_length) for t, L in lengths.items() if L >= allowed_length}
 
 
 def apply_logit_bias(logits: torch.Tensor, ids: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -118,10 +166,24 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     if temperature == 0.0:
         best = logits.argmax(dim=-1, keepdim=True)
         return torch.full_like(logits, NEG_INF).scatter(-1, best, logits.gather(-1, best))
-    out = logits / temperature
-    if temperature < 1.0 and bool((torch.isinf(out) & torch.isfinite(logits)).any()):
-        out = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-    return out
+    if temperature < 1e-3:  # l / T could overflow: divide the shifted logits (no data-dependent branch)
+        return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    return logits / temperature
+
+
+def dynamic_temperature(logits: torch.Tensor, temperature: float, range_: float, exponent: float) -> torch.Tensor:
+    """Entropy-based temperature (llama.cpp ``temp_ext``): ``T = T_min + (T_max - T_min) * (H / log n) ** exponent``
+    with ``T_min = max(0, T - range)``, ``T_max = T + range``, ``H`` the entropy of ``softmax(l)`` and ``n``
+    the number of tokens still in the running (finite logits); then ``l / T``."""
+    finite = torch.isfinite(logits)
+    n = finite.sum(dim=-1, keepdim=True)
+    h = entropy(logits).unsqueeze(-1)
+    max_h = torch.log(n.clamp(min=2).to(logits.dtype))
+    t_min, t_max = max(0.0, temperature - range_), temperature + range_
+    t = t_min + (t_max - t_min) * (h / max_h).clamp(0.0, 1.0) ** exponent
+    t = torch.where(n > 1, t, torch.ones_like(t))  # a single candidate: nothing to scale
+    t = t.clamp(min=1e-6)
+    return torch.where(finite, (logits - logits.amax(dim=-1, keepdim=True)) / t, logits)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -133,13 +195,15 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus: drop the least probable tokens while their cumulative mass stays ``<= 1 - top_p``."""
+    """Nucleus, exactly as Hugging Face's ``TopPLogitsWarper``: sort ascending (``torch.sort``, whose order
+    among equal logits decides ties the same way), remove the tokens whose cumulative probability is
+    ``<= 1 - top_p``; the most probable (last sorted) token always stays."""
     if top_p >= 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=False, stable=True)
+    sorted_logits, order = torch.sort(logits, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     remove_sorted = cumulative <= (1.0 - top_p)
-    remove_sorted[..., -1:] = False  # the most probable token always stays
+    remove_sorted[..., -1:] = False
     remove = remove_sorted.scatter(-1, order, remove_sorted)
     return logits.masked_fill(remove, NEG_INF)
 
@@ -150,18 +214,18 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
         return logits
     probs = logits.softmax(dim=-1)
     remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
-    remove.scatter_(-1, probs.argmax(dim=-1, keepdim=True), False)
     return logits.masked_fill(remove, NEG_INF)
 
 
 def typical_filter(logits: torch.Tensor, mass: float) -> torch.Tensor:
-    """Locally typical sampling: keep the tokens whose surprisal is closest to the entropy, up to ``mass``."""
+    """Locally typical sampling (Meister et al. 2022), as Hugging Face's ``TypicalLogitsWarper``: rank by
+    ``|-log p - H|``, keep the smallest prefix whose mass reaches ``mass`` (ties with its last one too)."""
     if mass >= 1.0:
         return logits
     logp = logits.log_softmax(dim=-1)
     ent = torch.special.entr(logp.exp()).sum(dim=-1, keepdim=True)
     shifted = (-logp - ent).abs()
-    sorted_shifted, order = torch.sort(shifted, dim=-1, descending=False, stable=True)
+    sorted_shifted, order = torch.sort(shifted, dim=-1, descending=False)
     cumulative = logits.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
     last = (cumulative < mass).sum(dim=-1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
     remove_sorted = sorted_shifted > sorted_shifted.gather(-1, last)
@@ -192,13 +256,46 @@ def eta_filter(logits: torch.Tensor, eta: float) -> torch.Tensor:
     return _cutoff(logits, threshold)
 
 
+def top_n_sigma_filter(logits: torch.Tensor, n: float) -> torch.Tensor:
+    """Top-nσ (Tang et al. 2024): keep ``l >= max l - n * σ``, σ the (population) standard deviation of the
+    finite logits. Invariant to temperature."""
+    if n <= 0.0:
+        return logits
+    finite = torch.isfinite(logits)
+    count = finite.sum(dim=-1, keepdim=True).clamp(min=1)
+    zeroed = torch.where(finite, logits, torch.zeros_like(logits))
+    mean = zeroed.sum(dim=-1, keepdim=True) / count
+    var = (torch.where(finite, logits - mean, torch.zeros_like(logits)) ** 2).sum(dim=-1, keepdim=True) / count
+    threshold = logits.amax(dim=-1, keepdim=True) - n * var.sqrt()
+    return logits.masked_fill(logits < threshold, NEG_INF)
+
+
+def xtc_filter(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """XTC, exclude top choices (text-generation-webui / llama.cpp): if two or more tokens have
+    ``p >= threshold``, remove all of them but the least probable (applied with probability
+    ``xtc_probability``: the coin is drawn by the pipeline)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    remove_sorted = torch.zeros_like(probs, dtype=torch.bool)
+    remove_sorted[..., :-1] = probs[..., 1:] >= threshold
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, NEG_INF)
+
+
+def mirostat_filter(logits: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Mirostat 2 truncation: keep the tokens whose surprise ``-log2 p`` is at most ``mu`` (and the arg-max)."""
+    surprise = -logits.log_softmax(dim=-1) / math.log(2.0)
+    remove = (surprise > mu.unsqueeze(-1)) & (logits < logits.amax(dim=-1, keepdim=True))
+    return logits.masked_fill(remove, NEG_INF)
+
+
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of ``softmax(logits)``; removed (-inf) tokens contribute 0."""
     return torch.special.entr(logits.softmax(dim=-1)).sum(dim=-1)
 
 
 # --------------------------------------------------------------------------------------------------
-# The pipeline and the chooser
+# History: what the rows have seen
 # --------------------------------------------------------------------------------------------------
 
 
@@ -224,69 +321,297 @@ class _NGramIndex:
         return sorted(self.follow.get(key, ()))
 
 
+class History:
+    """The token ids each of ``rows`` sequences has seen: ``ids[r]`` (prompt then generated),
+    ``prompt_len``, and -- when the pipeline needs them -- counts (rows, V) on the logits' device:
+    ``seen`` over the whole input (repetition penalty, Hugging Face) and ``generated`` over the generated
+    tokens only (presence/frequency, OpenAI), both limited to the last ``window`` tokens when it is > 0."""
+
+    def __init__(self, prompt: Sequence[int], vocab_size: int, rows: int = 1, *, device: Any = "cpu",
+                 counts: bool = False, window: int = 0, ngram: int = 0, mu: float = 0.0):
+        self.ids = [[int(t) for t in prompt] for _ in range(rows)]
+        self.prompt_len = len(self.ids[0]) if rows else 0
+        self.vocab_size, self.window, self.device = vocab_size, window, device
+        self.seen: torch.Tensor | None = None
+        self.generated: torch.Tensor | None = None
+        if counts:
+            self.seen = torch.zeros(rows, vocab_size, device=device)
+            self.generated = torch.zeros(rows, vocab_size, device=device)
+            for r in range(rows):
+                kept = self.ids[r][-window:] if window > 0 else self.ids[r]
+                if kept:
+                    self.seen[r].index_put_((torch.tensor(kept, device=device),), torch.ones(len(kept), device=device),
+                                            accumulate=True)
+        self.ngrams = [_NGramIndex(ngram) for _ in range(rows)] if ngram > 0 else None
+        self.mu = torch.full((rows,), float(mu), device=device)  # Mirostat's running threshold (bits)
+        self.mirostat_logp: torch.Tensor | None = None  # the distribution the Mirostat stage left
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    def push(self, tokens: Sequence[int]) -> None:
+        """Append one token to every row."""
+        w = self.window
+        for r, t in enumerate(tokens):
+            ids = self.ids[r]
+            ids.append(int(t))
+            if self.seen is not None:
+                self.seen[r, t] += 1
+                if len(ids) > self.prompt_len:
+                    self.generated[r, t] += 1  # type: ignore[index]
+                if w > 0 and len(ids) > w:  # the token leaving the window
+                    old = len(ids) - 1 - w
+                    self.seen[r, ids[old]] -= 1
+                    if old >= self.prompt_len:
+                        self.generated[r, ids[old]] -= 1  # type: ignore[index]
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep/reorder rows (beam search: row i becomes a copy of old row ``rows[i]``)."""
+        self.ids = [list(self.ids[r]) for r in rows]
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        if self.seen is not None:
+            self.seen = self.seen.index_select(0, index)
+            self.generated = self.generated.index_select(0, index)  # type: ignore[union-attr]
+        if self.ngrams is not None:
+            self.ngrams = [_NGramIndex(self.ngrams[0].n) for _ in rows]
+        self.mu = self.mu.index_select(0, index)
+
+    def generated_ids(self, row: int = 0) -> list[int]:
+        return self.ids[row][self.prompt_len :]
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------
+
+Step = Callable[[torch.Tensor, History], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StageTrace:
+    """One stage at one position: the probabilities before and after it (1-D tensors over the vocabulary)."""
+
+    stage: str
+    before: torch.Tensor
+    after: torch.Tensor
+
+    def summary(self, top: int = 10, token_text: Callable[[int], str] | None = None) -> dict[str, Any]:
+        """As data for a view: the top tokens before/after, the ids it removed and those it made more likely."""
+        name = token_text or str
+        removed = ((self.before > 0) & (self.after == 0)).nonzero().flatten().tolist()
+        boosted = ((self.after > self.before) & (self.before > 0)).nonzero().flatten().tolist()
+        k = min(top, self.before.numel())
+
+        def tops(p: torch.Tensor) -> list[dict[str, Any]]:
+            values, ids = torch.topk(p, k)
+            return [{"id": i, "text": name(i), "p": v} for i, v in zip(ids.tolist(), values.tolist()) if v > 0]
+
+        return {"stage": self.stage, "before": tops(self.before), "after": tops(self.after),
+                "removed": removed, "boosted": boosted,
+                "kept": int((self.after > 0).sum()), "entropy_after": float(torch.special.entr(self.after).sum())}
+
+
 class LogitsPipeline:
-    """The active processors of ``settings`` in order, applied to one sequence's logits ``(V,)``.
+    """The active stages of ``settings`` in order, applied to logits ``(B, V)`` (or ``(V,)``) of the rows
+    of a ``History``. ``kinds`` limits the stages (beam search runs only the "history" ones: penalties,
+    DRY, no-repeat n-gram, bias and bans). ``tokenizer`` turns DRY's sequence-breaker texts into ids."""
 
-    ``history`` is every token id so far (prompt and generated); penalties look at its last
-    ``repetition_window`` ids (all of them when the window is 0), no-repeat n-gram at all of it.
-    """
-
-    def __init__(self, settings: SamplingSettings, vocab_size: int):
+    def __init__(self, settings: SamplingSettings, vocab_size: int, *, tokenizer: Any = None,
+                 kinds: tuple[str, ...] = ("history", "warp"), device: Any = "cpu"):
         settings.validate(vocab_size)
-        self.settings = settings
-        self.vocab_size = vocab_size
+        self.settings, self.vocab_size, self.device = settings, vocab_size, torch.device(device)
         s = settings
-        steps: list[tuple[str, Callable[[torch.Tensor, Sequence[int]], torch.Tensor]]] = []
-        for name in s.resolved_order():
-            if name == "repetition_penalty" and s.repetition_penalty != 1.0:
-                steps.append((name, lambda x, h: apply_repetition_penalty(x, self._window(h), s.repetition_penalty)))
-            elif name == "presence_frequency" and (s.presence_penalty or s.frequency_penalty):
-                steps.append((name, lambda x, h: apply_presence_frequency(x, self._window(h), s.presence_penalty, s.frequency_penalty)))
-            elif name == "no_repeat_ngram" and s.no_repeat_ngram > 0:
-                self._ngrams = _NGramIndex(s.no_repeat_ngram)
-                steps.append((name, lambda x, h: apply_banned(x, self._ngrams.banned(h))))
-            elif name == "logit_bias" and s.logit_bias:
-                ids = torch.tensor(list(s.logit_bias), dtype=torch.long)
-                bias = torch.tensor(list(s.logit_bias.values()), dtype=torch.float32)
-                steps.append((name, lambda x, h, ids=ids, bias=bias: apply_logit_bias(x, ids, bias.to(x.dtype))))
-            elif name == "banned" and s.banned:
-                ids = torch.tensor(sorted(set(s.banned)), dtype=torch.long)
-                steps.append((name, lambda x, h, ids=ids: apply_banned(x, ids)))
-            elif name == "temperature" and s.temperature != 1.0:
-                steps.append((name, lambda x, h: apply_temperature(x, s.temperature)))
-            elif name == "top_k" and 0 < s.top_k < vocab_size:
-                steps.append((name, lambda x, h: top_k_filter(x, s.top_k)))
-            elif name == "top_p" and s.top_p < 1.0:
-                steps.append((name, lambda x, h: top_p_filter(x, s.top_p)))
-            elif name == "min_p" and s.min_p > 0.0:
-                steps.append((name, lambda x, h: min_p_filter(x, s.min_p)))
-            elif name == "typical_p" and s.typical_p < 1.0:
-                steps.append((name, lambda x, h: typical_filter(x, s.typical_p)))
-            elif name == "epsilon" and s.epsilon > 0.0:
-                steps.append((name, lambda x, h: epsilon_filter(x, s.epsilon)))
-            elif name == "eta" and s.eta > 0.0:
-                steps.append((name, lambda x, h: eta_filter(x, s.eta)))
-        self.steps = steps
+        self.steps: list[tuple[str, Step]] = []
+        for name in s.active_stages():
+            if STAGES[name].kind not in kinds:
+                continue
+            self.steps.append((name, self._build(name, s, tokenizer)))
+        names = self.names
+        self.needs_counts = "repetition_penalty" in names or "presence_frequency" in names
+        self.xtc_generator: torch.Generator | None = None
+        if "xtc" in names:  # its own coin, so the main random stream stays aligned across an A/B
+            self.xtc_generator = make_generator(None if s.seed is None else s.seed + 0x5EED)
+
+    def _build(self, name: str, s: SamplingSettings, tokenizer: Any) -> Step:
+        V, dev = self.vocab_size, self.device
+        if name == "repetition_penalty":
+            r = s.repetition_penalty
+            return lambda x, h: _penalise_seen(x, _rows(h.seen, x) > 0, r)
+        if name == "presence_frequency":
+            pres, freq = s.presence_penalty, s.frequency_penalty
+            return lambda x, h: apply_presence_frequency(x, _rows(h.generated, x), pres, freq)
+        if name == "dry":
+            breakers = frozenset(_breaker_ids(tokenizer, s.dry_sequence_breakers))
+            args = (s.dry_multiplier, s.dry_base, s.dry_allowed_length, breakers, s.dry_range)
+
+            def dry(x: torch.Tensor, h: History) -> torch.Tensor:
+                out = None
+                for r, ids in enumerate(h.ids):
+                    pen = dry_penalties(ids, *args)
+                    if pen:
+                        out = x.clone() if out is None else out
+                        row = out[r] if out.dim() == 2 else out
+                        row[list(pen)] -= torch.tensor(list(pen.values()), dtype=x.dtype, device=x.device)
+                return x if out is None else out
+
+            return dry
+        if name == "no_repeat_ngram":
+            n = s.no_repeat_ngram
+
+            def no_repeat(x: torch.Tensor, h: History) -> torch.Tensor:
+                out = None
+                for r, ids in enumerate(h.ids):
+                    banned = h.ngrams[r].banned(ids) if h.ngrams is not None else no_repeat_ngram_banned(ids, n)
+                    if banned:
+                        out = x.clone() if out is None else out
+                        (out[r] if out.dim() == 2 else out)[banned] = NEG_INF
+                return x if out is None else out
+
+            return no_repeat
+        if name == "logit_bias":
+            bias = torch.zeros(V, device=dev)
+            for t, b in s.logit_bias.items():
+                bias[int(t)] += float(b)
+            return lambda x, h: x + bias.to(x.dtype)
+        if name == "banned":
+            mask = torch.zeros(V, dtype=torch.bool, device=dev)
+            mask[sorted(set(s.banned))] = True
+            return lambda x, h: x.masked_fill(mask, NEG_INF)
+        if name == "top_n_sigma":
+            return lambda x, h: top_n_sigma_filter(x, s.top_n_sigma)
+        if name == "temperature":
+            if s.dynatemp_range > 0.0:
+                return lambda x, h: dynamic_temperature(x, s.temperature, s.dynatemp_range, s.dynatemp_exponent)
+            return lambda x, h: apply_temperature(x, s.temperature)
+        if name == "top_k":
+            return lambda x, h: top_k_filter(x, s.top_k)
+        if name == "top_p":
+            return lambda x, h: top_p_filter(x, s.top_p)
+        if name == "min_p":
+            return lambda x, h: min_p_filter(x, s.min_p)
+        if name == "typical_p":
+            return lambda x, h: typical_filter(x, s.typical_p)
+        if name == "epsilon":
+            return lambda x, h: epsilon_filter(x, s.epsilon)
+        if name == "eta":
+            return lambda x, h: eta_filter(x, s.eta)
+        if name == "xtc":
+            def xtc(x: torch.Tensor, h: History) -> torch.Tensor:
+                coin = float(torch.rand((), generator=self.xtc_generator))
+                return xtc_filter(x, s.xtc_threshold) if coin < s.xtc_probability else x
+
+            return xtc
+        if name == "mirostat":
+            def mirostat(x: torch.Tensor, h: History) -> torch.Tensor:
+                out = mirostat_filter(x, h.mu if x.dim() == 2 else h.mu[0])
+                h.mirostat_logp = out.log_softmax(dim=-1)
+                return out
+
+            return mirostat
+        raise AssertionError(name)
 
     @property
     def names(self) -> list[str]:
-        """The processors that actually run, in order."""
+        """The stages that actually run, in order."""
         return [name for name, _ in self.steps]
 
-    def _window(self, history: Sequence[int]) -> torch.Tensor:
-        n = self.settings.repetition_window
-        ids = history[-n:] if n > 0 else history
-        return torch.as_tensor(list(ids), dtype=torch.long)
+    def start(self, prompt: Sequence[int], rows: int = 1) -> History:
+        """A fresh history for ``rows`` sequences that all start with ``prompt``."""
+        s = self.settings
+        return History(prompt, self.vocab_size, rows, device=self.device, counts=self.needs_counts,
+                       window=s.repetition_window, ngram=s.no_repeat_ngram if "no_repeat_ngram" in self.names else 0,
+                       mu=2.0 * s.mirostat_tau)
 
-    def reset(self) -> None:
-        """Forget incremental state (call after rewinding the history)."""
-        if hasattr(self, "_ngrams"):
-            self._ngrams = _NGramIndex(self.settings.no_repeat_ngram)
-
-    def __call__(self, logits: torch.Tensor, history: Sequence[int]) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, history: History) -> torch.Tensor:
         for _, step in self.steps:
             logits = step(logits, history)
         return logits
+
+    def trace(self, logits: torch.Tensor, history: History) -> list[StageTrace]:
+        """Every stage's distribution before and after, for one position (logits (V,), row 0)."""
+        out = []
+        probs = logits.float().softmax(-1)
+        for name, step in self.steps:
+            logits = step(logits, history)
+            after = logits.float().softmax(-1)
+            out.append(StageTrace(name, probs, after))
+            probs = after
+        return out
+
+    def observe(self, history: History, tokens: Sequence[int]) -> None:
+        """After the draw: Mirostat's ``mu <- mu - eta * (-log2 p(x) - tau)`` with ``p`` the distribution
+        its stage left (renormalised after truncation, as llama.cpp)."""
+        if history.mirostat_logp is None:
+            return
+        s = self.settings
+        logp = history.mirostat_logp if history.mirostat_logp.dim() == 2 else history.mirostat_logp[None]
+        index = torch.tensor(list(tokens), device=logp.device)[:, None]
+        surprise = -logp.gather(-1, index)[:, 0] / math.log(2.0)
+        history.mu = history.mu - s.mirostat_eta * (surprise - s.mirostat_tau)
+        history.mirostat_logp = None
+
+
+def _rows(counts: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """A history's (rows, V) counts shaped like the logits ``x`` ((V,) for one sequence)."""
+    assert counts is not None
+    return counts if x.dim() == 2 else counts[0]
+
+
+def _breaker_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """DRY's sequence breakers as token ids: the last id of each text's encoding (text-generation-webui)."""
+    if tokenizer is None:
+        return []
+    out = []
+    for text in texts:
+        try:
+            ids = [int(i) for i in tokenizer.encode(text)]
+        except Exception:  # noqa: BLE001 - a text the tokenizer cannot encode breaks nothing
+            continue
+        if ids:
+            out.append(ids[-1])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The draw
+# --------------------------------------------------------------------------------------------------
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
+    return gen
+
+
+class RandomStream:
+    """The uniform numbers u_1, u_2, ... in [0, 1) that a generation draws its tokens with: one per token,
+    whatever the settings (greedy and forced tokens consume theirs too), so two generations with the same
+    seed see the same u_t at every step t. Drawn in float64 blocks (one allocation per 256 tokens)."""
+
+    BLOCK = 256
+
+    def __init__(self, seed: int | None):
+        self.generator = make_generator(seed)
+        self._block: list[float] = []
+        self._i = 0
+
+    def next(self) -> float:
+        if self._i >= len(self._block):
+            self._block = torch.rand(self.BLOCK, generator=self.generator, dtype=torch.float64).tolist()
+            self._i = 0
+        u = self._block[self._i]
+        self._i += 1
+        return u
+
+
+def inverse_cdf(probs: torch.Tensor, u: float) -> torch.Tensor:
+    """The token ``min{i : F(i) > u * F(V-1)}`` (a 1-element tensor), ``F`` the cumulative sum of ``probs``
+    (1-D) in float64: a token of probability 0 is never drawn, and ``u`` ~ U[0, 1) draws each token with
+    its probability."""
+    cdf = probs.double().cumsum(-1)
+    index = torch.searchsorted(cdf, cdf[-1:] * u, right=True)
+    return index.clamp_(max=probs.shape[-1] - 1)
 
 
 @dataclass(frozen=True)
@@ -298,49 +623,71 @@ class Choice:
     raw_prob: float  # under the raw model
     entropy: float  # of the processed distribution, nats
     top: tuple[tuple[int, float], ...]  # (id, processed prob > 0), most probable first
-
-
-def make_generator(seed: int | None) -> torch.Generator:
-    gen = torch.Generator()
-    gen.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
-    return gen
+    u: float = 0.0  # the uniform number it was drawn with
 
 
 class TokenChooser:
-    """Processes one step's raw logits and picks a token (sampled with a seeded generator, or forced)."""
+    """Processes one sequence's raw logits ``(V,)`` and picks a token: ``inverse_cdf`` of the processed
+    distribution at the stream's next uniform (arg-max at temperature 0, or a forced id)."""
 
-    def __init__(self, settings: SamplingSettings, vocab_size: int):
+    def __init__(self, settings: SamplingSettings, vocab_size: int, *, tokenizer: Any = None, device: Any = "cpu"):
         self.settings = settings
-        self.pipeline = LogitsPipeline(settings, vocab_size)
-        self.generator = make_generator(settings.seed)
+        self.pipeline = LogitsPipeline(settings, vocab_size, tokenizer=tokenizer, device=device)
+        self.stream = RandomStream(settings.seed)
         self.top_n = min(settings.top_alternatives, vocab_size)
+        self.vocab_size = vocab_size
+        self.history = self.pipeline.start([])
+        self.last_u = 0.0  # the uniform the last token was drawn with
 
-    def processed_logprobs(self, raw_logits: torch.Tensor, history: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw log-probs, processed log-probs) for 1-D float logits."""
+    @property
+    def generator(self) -> torch.Generator:
+        return self.stream.generator
+
+    def start(self, prompt: Sequence[int]) -> History:
+        """Begin a sequence (the pipeline's penalties see ``prompt`` as the input so far)."""
+        self.history = self.pipeline.start(prompt)
+        return self.history
+
+    def push(self, token: int) -> None:
+        self.history.push((token,))
+
+    def processed_logprobs(self, raw_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw log-probs, processed log-probs) for 1-D float logits at the current history."""
         raw_logp = raw_logits.float().log_softmax(dim=-1)
         if not self.pipeline.steps:
             return raw_logp, raw_logp
-        processed = self.pipeline(raw_logits, history)
-        if bool(processed.max() == NEG_INF):
-            raise ConfigError("the sampling settings removed every token (bans / no-repeat n-gram); relax them")
-        return raw_logp, processed.log_softmax(dim=-1)
+        return raw_logp, self.pipeline(raw_logits.float(), self.history).log_softmax(dim=-1)
 
-    def choose(self, raw_logits: torch.Tensor, history: Sequence[int], force: int | None = None) -> Choice:
-        raw_logp, logp = self.processed_logprobs(raw_logits, history)
+    def choose(self, raw_logits: torch.Tensor, force: int | None = None) -> Choice:
+        """Draw (or take ``force``) the next token and append it to the history."""
+        u = self.stream.next()
+        raw_logp, logp = self.processed_logprobs(raw_logits)
         probs = logp.exp()
-        if math.isnan(float(probs.sum())):
-            raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
         if force is not None:
-            if not 0 <= force < probs.shape[-1]:
-                raise ConfigError(f"token id {force} is outside the vocabulary (0..{probs.shape[-1] - 1})")
-            token = int(force)
-        elif self.settings.temperature == 0.0:
-            token = int(probs.argmax())
+            if not 0 <= force < self.vocab_size:
+                raise ConfigError(f"token id {force} is outside the vocabulary (0..{self.vocab_size - 1})")
+            token_t = torch.tensor([int(force)], device=probs.device)
+        elif self.settings.temperature == 0.0 and self.settings.dynatemp_range == 0.0:
+            token_t = probs.argmax().view(1)
         else:
-            token = int(torch.multinomial(probs, 1, generator=self.generator))
-        ent = float(torch.special.entr(probs).sum())
-        top: tuple[tuple[int, float], ...] = ()
+            token_t = inverse_cdf(probs, u)
+        # one host transfer for everything the event reports
+        parts = [token_t.to(probs.dtype), probs.gather(0, token_t), raw_logp.gather(0, token_t).exp(),
+                 torch.special.entr(probs).sum().view(1), probs.sum().view(1), raw_logp.sum().view(1)]
         if self.top_n > 0:
             values, ids = torch.topk(probs, self.top_n)
-            top = tuple((i, v) for i, v in zip(ids.tolist(), values.tolist()) if v > 0.0)
-        return Choice(token, float(probs[token]), float(raw_logp[token].exp()), ent, top)
+            parts += [values, ids.to(probs.dtype)]
+        got = torch.cat(parts).tolist()
+        token, prob, raw_prob, ent, total, raw_total = int(got[0]), got[1], got[2], got[3], got[4], got[5]
+        if raw_total != raw_total:  # NaN
+            raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
+        if total != total or total == 0.0:
+            raise ConfigError("the sampling settings removed every token (bans / no-repeat n-gram); relax them")
+        top: tuple[tuple[int, float], ...] = ()
+        if self.top_n > 0:
+            n = self.top_n
+            top = tuple((int(i), v) for v, i in zip(got[6 : 6 + n], got[6 + n :]) if v > 0.0)
+        self.pipeline.observe(self.history, (token,))
+        self.history.push((token,))
+        self.last_u = u
+        return Choice(token, prob, raw_prob, ent, top, self.last_u)

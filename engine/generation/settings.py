@@ -1,67 +1,209 @@
-"""How to turn a model's next-token logits into a choice: the settings of every logit processor.
+"""How to turn a model's next-token logits into a choice: every sampling control, its default, its bounds.
 
-Torch-free so the TUI can import it at start-up; ``engine.generation.processors`` re-exports it and implements the
-processors. ``SamplingSettings.to_dict()`` is what ``engine.worker.protocol.Generate.settings`` carries.
+Torch-free so the TUI can import it at start-up; ``engine.generation.processors`` implements the stages.
+``SamplingSettings`` is the one place the defaults live: the CLI options (``cli_options``), the
+``--set k=v`` parser (``parse_assignments``), JSON presets and the worker protocol
+(``SamplingSettings.to_dict()`` is what ``engine.worker.protocol.Generate.settings`` carries) derive from
+its fields and their metadata.
 
-The processors run in ``order`` (default ``DEFAULT_ORDER``): first the penalties that look at the text
-so far, then logit bias and bans, then temperature, then the truncation filters. A processor whose
-setting is neutral (temperature 1, top_k 0, top_p 1, ...) is skipped. Names missing from ``order`` run
-after the listed ones, in the default order, so ``order`` can name only the ones to move.
+The chain is an ordered list of stages (``STAGES``, each with its parameters). ``order`` sets the order;
+names it leaves out run after the listed ones, in ``DEFAULT_ORDER``. A stage whose parameters are
+neutral (temperature 1, top_k 0, top_p 1, ...) is skipped. ``chain()`` / ``from_chain()`` give the
+editable-list view (stage name + its parameters, in order) that presets save. docs/sampling.md gives
+each stage's reference and formula.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
 
-DEFAULT_ORDER: tuple[str, ...] = (
-    "repetition_penalty",  # CTRL / Hugging Face: divide positive logits, multiply negative ones
-    "presence_frequency",  # OpenAI: logit -= count * frequency + (count > 0) * presence
-    "no_repeat_ngram",  # ban tokens that would complete an n-gram already in the text
-    "logit_bias",  # add a constant to chosen tokens
-    "banned",  # never choose these tokens
-    "temperature",  # divide by T; T = 0 keeps only the arg-max (greedy)
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "epsilon",
-    "eta",
-)
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the chain: its parameters (fields of SamplingSettings) and what it looks at."""
+
+    name: str
+    params: tuple[str, ...]
+    kind: str  # "history" (penalties and bans: also run in beam search) | "warp" (sampling only)
+    reference: str
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("repetition_penalty", ("repetition_penalty",), "history", "Hugging Face RepetitionPenaltyLogitsProcessor (CTRL)"),
+    Stage("presence_frequency", ("presence_penalty", "frequency_penalty"), "history", "OpenAI presence/frequency penalties"),
+    Stage("dry", ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_sequence_breakers", "dry_range"), "history",
+          "DRY, text-generation-webui / llama.cpp"),
+    Stage("no_repeat_ngram", ("no_repeat_ngram",), "history", "Hugging Face NoRepeatNGramLogitsProcessor"),
+    Stage("logit_bias", ("logit_bias",), "history", "OpenAI logit_bias"),
+    Stage("banned", ("banned",), "history", "Hugging Face bad_words_ids / suppress_tokens"),
+    Stage("top_n_sigma", ("top_n_sigma",), "warp", "top-nσ (Tang et al. 2024), llama.cpp top-n-sigma"),
+    Stage("temperature", ("temperature", "dynatemp_range", "dynatemp_exponent"), "warp",
+          "Hugging Face TemperatureLogitsWarper; dynamic temperature: llama.cpp temp_ext"),
+    Stage("top_k", ("top_k",), "warp", "Hugging Face TopKLogitsWarper"),
+    Stage("top_p", ("top_p",), "warp", "Hugging Face TopPLogitsWarper"),
+    Stage("min_p", ("min_p",), "warp", "Hugging Face MinPLogitsWarper"),
+    Stage("typical_p", ("typical_p",), "warp", "Hugging Face TypicalLogitsWarper"),
+    Stage("epsilon", ("epsilon",), "warp", "Hugging Face EpsilonLogitsWarper"),
+    Stage("eta", ("eta",), "warp", "Hugging Face EtaLogitsWarper"),
+    Stage("xtc", ("xtc_threshold", "xtc_probability"), "warp", "XTC, text-generation-webui / llama.cpp"),
+    Stage("mirostat", ("mirostat_tau", "mirostat_eta"), "warp", "Mirostat 2 (Basu et al. 2021), llama.cpp mirostat_v2"),
+)}
+
+DEFAULT_ORDER: tuple[str, ...] = tuple(STAGES)
+DRY_BREAKERS: tuple[str, ...] = ("\n", ":", '"', "*")  # text-generation-webui's default sequence breakers
+
+
+def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+       cli: bool = True) -> Any:
+    """A field with its metadata (help, bounds; ``cli`` False: not a ``seqplay generate`` option)."""
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "cli": cli}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class SamplingSettings:
-    """Every knob of next-token choice. Neutral values switch a processor off."""
+    """Every knob of next-token choice. Neutral values switch a stage off."""
 
-    temperature: float = 1.0  # 0 = greedy (arg-max, first index on ties)
-    top_k: int = 0  # 0 = off; ties at the k-th value are kept (as Hugging Face)
-    top_p: float = 1.0  # nucleus mass; 1 = off
-    min_p: float = 0.0  # keep p >= min_p * max p; 0 = off
-    typical_p: float = 1.0  # locally typical mass; 1 = off
-    epsilon: float = 0.0  # keep p >= epsilon; 0 = off
-    eta: float = 0.0  # keep p >= min(eta, sqrt(eta) * exp(-entropy)); 0 = off
-    repetition_penalty: float = 1.0  # > 1 discourages tokens seen in the last repetition_window tokens
-    repetition_window: int = 64  # tokens looked at by the three penalties; 0 = the whole text
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    no_repeat_ngram: int = 0  # 0 = off
-    logit_bias: dict[int, float] = field(default_factory=dict)
-    banned: list[int] = field(default_factory=list)
-    order: list[str] = field(default_factory=lambda: list(DEFAULT_ORDER))
-    seed: int | None = None  # None: a fresh random seed each generation
-    max_tokens: int = 200
-    stop: list[str] = field(default_factory=list)
-    top_alternatives: int = 5  # alternatives reported with each token
+    temperature: float = _f(1.0, "Divide logits by T; 0 = greedy (arg-max, first index on ties).", lo=0.0, hi=math.inf)
+    dynatemp_range: float = _f(0.0, "Dynamic temperature: T ranges over T±range by normalised entropy (0 = off).", lo=0.0, hi=math.inf)
+    dynatemp_exponent: float = _f(1.0, "Dynamic temperature exponent on the normalised entropy.", lo=0.0, hi=math.inf, lo_open=True)
+    top_k: int = _f(0, "Keep the k most likely tokens, ties at the k-th kept (0 = off).", lo=0)
+    top_p: float = _f(1.0, "Nucleus: keep the most likely tokens up to this mass (1 = off).", lo=0.0, hi=1.0, lo_open=True)
+    min_p: float = _f(0.0, "Keep p >= min_p * max p (0 = off).", lo=0.0, hi=1.0)
+    typical_p: float = _f(1.0, "Locally typical mass (1 = off).", lo=0.0, hi=1.0, lo_open=True)
+    epsilon: float = _f(0.0, "Epsilon cut-off: drop p < epsilon (0 = off; try 3e-4).", lo=0.0, hi=1.0)
+    eta: float = _f(0.0, "Eta cut-off: drop p < min(eta, sqrt(eta) e^-H) (0 = off; try 2e-3).", lo=0.0, hi=1.0)
+    top_n_sigma: float = _f(0.0, "Top-nσ: keep logits >= max - n·σ (0 = off; try 1).", lo=0.0, hi=math.inf)
+    repetition_penalty: float = _f(1.0, "CTRL penalty on every token of the prompt and text (> 1 discourages repeats).",
+                                   lo=0.0, hi=math.inf, lo_open=True)
+    presence_penalty: float = _f(0.0, "OpenAI: subtract this from every token generated so far.", lo=-math.inf, hi=math.inf)
+    frequency_penalty: float = _f(0.0, "OpenAI: subtract this times the token's count in the generated text.",
+                                  lo=-math.inf, hi=math.inf)
+    repetition_window: int = _f(0, "Option (not in the references): the three penalties look only at the last N tokens "
+                                   "(0 = off: the whole input / everything generated).", lo=0)
+    dry_multiplier: float = _f(0.0, "DRY: penalty multiplier for repeating a sequence (0 = off; try 0.8).", lo=0.0, hi=math.inf)
+    dry_base: float = _f(1.75, "DRY: penalty base (grows base**(length - allowed)).", lo=1.0, hi=math.inf)
+    dry_allowed_length: int = _f(2, "DRY: repeated sequences up to this length are not penalised.", lo=0)
+    dry_sequence_breakers: list[str] = _f(list(DRY_BREAKERS), "DRY: texts that break a repeated sequence.", cli=False)
+    dry_range: int = _f(0, "DRY: look at the last N tokens (0 = all).", lo=0)
+    xtc_threshold: float = _f(0.1, "XTC: tokens with p >= this are 'top choices'.", lo=0.0, hi=1.0)
+    xtc_probability: float = _f(0.0, "XTC: chance per token of excluding the top choices (0 = off; try 0.5).", lo=0.0, hi=1.0)
+    mirostat_tau: float = _f(0.0, "Mirostat 2: target surprise in bits (0 = off; try 5).", lo=0.0, hi=math.inf)
+    mirostat_eta: float = _f(0.1, "Mirostat 2: learning rate of mu.", lo=0.0, hi=math.inf)
+    no_repeat_ngram: int = _f(0, "Never repeat an n-gram of this size (0 = off).", lo=0)
+    logit_bias: dict[int, float] = _f({}, "Token id -> value added to its logit.", cli=False)
+    banned: list[int] = _f([], "Token ids never to produce.", cli=False)
+    order: list[str] = _f(list(DEFAULT_ORDER), "Stage order (names left out follow in the default order).", cli=False)
+    seed: int | None = _f(None, "Seed of the random stream (None: a fresh seed each generation).", cli=False)
+    max_tokens: int = _f(200, "New tokens at most.", lo=0, cli=False)
+    stop: list[str] = _f([], "Stop before any of these texts.", cli=False)
+    top_alternatives: int = _f(5, "Alternatives reported with each token.", lo=0, cli=False)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    # -- the chain as an ordered list ----------------------------------------------------------------
+    def resolved_order(self) -> list[str]:
+        """``order`` followed by the stages it does not name, in the default order."""
+        listed = list(self.order)
+        return listed + [name for name in DEFAULT_ORDER if name not in listed]
+
+    def stage_active(self, name: str) -> bool:
+        """Whether stage ``name`` changes anything with these parameters."""
+        s = self
+        return {
+            "repetition_penalty": s.repetition_penalty != 1.0,
+            "presence_frequency": s.presence_penalty != 0.0 or s.frequency_penalty != 0.0,
+            "dry": s.dry_multiplier > 0.0,
+            "no_repeat_ngram": s.no_repeat_ngram > 0,
+            "logit_bias": bool(s.logit_bias),
+            "banned": bool(s.banned),
+            "top_n_sigma": s.top_n_sigma > 0.0,
+            "temperature": s.temperature != 1.0 or s.dynatemp_range > 0.0,
+            "top_k": s.top_k > 0,
+            "top_p": s.top_p < 1.0,
+            "min_p": s.min_p > 0.0,
+            "typical_p": s.typical_p < 1.0,
+            "epsilon": s.epsilon > 0.0,
+            "eta": s.eta > 0.0,
+            "xtc": s.xtc_probability > 0.0 and s.xtc_threshold <= 0.5,
+            "mirostat": s.mirostat_tau > 0.0,
+        }[name]
+
+    def active_stages(self) -> list[str]:
+        return [name for name in self.resolved_order() if self.stage_active(name)]
+
+    def chain(self) -> list[dict[str, Any]]:
+        """The active stages in order, each ``{"stage": name, param: value, ...}`` (a preset's list)."""
+        data = self.to_dict()
+        return [{"stage": name, **{p: data[p] for p in STAGES[name].params}} for name in self.active_stages()]
+
+    @classmethod
+    def from_chain(cls, chain: list[dict[str, Any]], **rest: Any) -> SamplingSettings:
+        """Settings from an ordered stage list: the listed stages in that order with their parameters
+        (unset parameters keep their defaults); stages not listed are off."""
+        data: dict[str, Any] = {k: v for k, v in rest.items() if k != "chain"}
+        order = []
+        for item in chain:
+            item = dict(item)
+            name = item.pop("stage", None)
+            if name not in STAGES:
+                raise ConfigError(f"unknown sampling stage {name!r}; use one of {', '.join(STAGES)}")
+            if name in order:
+                raise ConfigError(f"stage {name} is listed twice; list each stage once")
+            extra = sorted(set(item) - set(STAGES[name].params))
+            if extra:
+                raise ConfigError(f"stage {name} has no parameter {', '.join(extra)}; it takes {', '.join(STAGES[name].params)}")
+            order.append(name)
+            data.update(item)
+        settings = cls.from_dict(data)
+        settings.order = order
+        for name in DEFAULT_ORDER:  # stages not listed are switched off
+            if name not in order and settings.stage_active(name):
+                for p in STAGES[name].params:
+                    setattr(settings, p, _default(p))
+        return settings
+
+    # -- presets -------------------------------------------------------------------------------------
+    def to_preset(self) -> dict[str, Any]:
+        """A JSON-able preset: the ordered chain plus the non-stage settings."""
+        staged = {p for s in STAGES.values() for p in s.params}
+        data = self.to_dict()
+        return {"chain": self.chain(), **{k: v for k, v in data.items() if k not in staged and k != "order"}}
+
+    @classmethod
+    def from_preset(cls, preset: dict[str, Any]) -> SamplingSettings:
+        if not isinstance(preset, dict):
+            raise ConfigError("a sampling preset is a JSON object with a \"chain\" list; fix the file")
+        if "chain" not in preset:
+            return cls.from_dict(preset)
+        rest = {k: v for k, v in preset.items() if k != "chain"}
+        return cls.from_chain(list(preset["chain"] or []), **rest)
+
+    def save_preset(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_preset(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load_preset(cls, path: str | Path) -> SamplingSettings:
+        try:
+            preset = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read preset {path}: {err.strerror}; check the path") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"preset {path} is not valid JSON (line {err.lineno}); fix the file") from None
+        return cls.from_preset(preset)
+
+    # -- conversions ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["logit_bias"] = {str(k): v for k, v in self.logit_bias.items()}  # JSON keys are strings
@@ -76,47 +218,38 @@ class SamplingSettings:
             raise ConfigError(f"unknown sampling setting(s) {', '.join(unknown)}; remove them")
         if "logit_bias" in data:
             data["logit_bias"] = {int(k): float(v) for k, v in dict(data["logit_bias"] or {}).items()}
-        for name in ("banned", "order", "stop"):
+        for name in ("banned", "order", "stop", "dry_sequence_breakers"):
             if name in data:
                 data[name] = list(data[name] or [])
         return cls(**data)
 
-    def resolved_order(self) -> list[str]:
-        """``order`` followed by the processors it does not name, in the default order."""
-        listed = list(self.order)
-        return listed + [name for name in DEFAULT_ORDER if name not in listed]
+    def replace(self, **changes: Any) -> SamplingSettings:
+        return SamplingSettings.from_dict({**self.to_dict(), **changes})
 
     def validate(self, vocab_size: int | None = None) -> SamplingSettings:
         """Refuse settings that cannot work with a one-line ConfigError."""
-
-        def number(name: str, lo: float, hi: float, lo_open: bool = False) -> None:
-            value = getattr(self, name)
+        for f in dataclasses.fields(self):
+            lo, hi, value, flag = f.metadata.get("lo"), f.metadata.get("hi"), getattr(self, f.name), f.name.replace("_", "-")
+            if lo is None:
+                continue
+            if hi is None:  # whole numbers
+                if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                    raise ConfigError(f"{flag} must be a whole number >= {lo}, got {value!r}")
+                continue
             if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-                raise ConfigError(f"{name.replace('_', '-')} must be a number, got {value!r}")
-            if value < lo or value > hi or (lo_open and value == lo):
-                bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-                raise ConfigError(f"{name.replace('_', '-')} must be in {bound}, got {value}")
-
-        number("temperature", 0.0, math.inf)
-        number("top_p", 0.0, 1.0, lo_open=True)
-        number("min_p", 0.0, 1.0)
-        number("typical_p", 0.0, 1.0, lo_open=True)
-        number("epsilon", 0.0, 1.0)
-        number("eta", 0.0, 1.0)
-        number("repetition_penalty", 0.0, math.inf, lo_open=True)
-        number("presence_penalty", -math.inf, math.inf)
-        number("frequency_penalty", -math.inf, math.inf)
-        for name in ("top_k", "no_repeat_ngram", "repetition_window", "top_alternatives", "max_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be a whole number >= 0, got {value!r}")
+                raise ConfigError(f"{flag} must be a number, got {value!r}")
+            if value < lo or value > hi or (f.metadata["lo_open"] and value == lo):
+                bound = f"({lo}, {hi}]" if f.metadata["lo_open"] else f"[{lo}, {hi}]"
+                raise ConfigError(f"{flag} must be in {bound}, got {value}")
         if self.epsilon >= 1.0 or self.eta >= 1.0:
             raise ConfigError("epsilon and eta cut-offs must be below 1 (try 3e-4 to 4e-3)")
-        unknown = [name for name in self.order if name not in DEFAULT_ORDER]
+        unknown = [name for name in self.order if name not in STAGES]
         if unknown or len(set(self.order)) != len(self.order):
             raise ConfigError(
                 f"sampling order must name each of {', '.join(DEFAULT_ORDER)} at most once; got {', '.join(self.order)}"
             )
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ConfigError(f"seed must be a whole number, got {self.seed!r}")
         if vocab_size is not None:
             bad = [t for t in [*self.logit_bias, *self.banned] if not 0 <= int(t) < vocab_size]
             if bad:
@@ -125,4 +258,35 @@ class SamplingSettings:
                 raise ConfigError("every token is banned; ban fewer tokens")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ConfigError("stop strings must be non-empty text")
+        if any(not isinstance(s, str) or not s for s in self.dry_sequence_breakers):
+            raise ConfigError("DRY sequence breakers must be non-empty text")
         return self
+
+
+def _default(name: str) -> Any:
+    f = SamplingSettings.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The fields that are plain ``--name value`` options of the generation commands, in order."""
+    return [f for f in dataclasses.fields(SamplingSettings) if f.metadata.get("cli")]
+
+
+def parse_assignments(pairs: list[str] | tuple[str, ...], base: SamplingSettings | None = None) -> SamplingSettings:
+    """``["top_k=5", "temperature=0.7", "banned=[3,4]"]`` applied to ``base`` (values are JSON, or text).
+    Names may use - or _."""
+    data = (base or SamplingSettings()).to_dict()
+    for pair in pairs:
+        name, eq, raw = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or not name:
+            raise ConfigError(f"--set takes name=value, got {pair!r}; e.g. --set-a temperature=0.7")
+        if name not in SamplingSettings.__dataclass_fields__:
+            raise ConfigError(f"unknown sampling setting {name!r}; see `seqplay generate --help` for the names")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        data[name] = value
+    return SamplingSettings.from_dict(data)

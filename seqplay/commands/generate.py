@@ -1,34 +1,72 @@
 """``seqplay generate RUN``: stream text from a trained run or checkpoint.
 
 Language models continue ``--prompt`` token by token, printing as they go (``--json``: one JSON object
-per token with ``token, text, prob, raw_prob, top, entropy``, then a ``generation_done`` object).
-``--beams B`` runs beam search instead and prints the best hypothesis. A seq2seq run maps each line
-of the prompt to an output line; a masked LM fills the blanks (``_`` or ``[MASK]``) of the prompt.
-``--prompt -`` reads the prompt from standard input. Ctrl-C stops cleanly (exit code 130).
+per token with ``token, text, prob, raw_prob, top, entropy``, then a ``generation_done`` object with
+the per-token time split into model, processors and stream). Decoding is exact by default; ``--window
+slide`` is the faster approximation and says so. ``--beams B`` runs beam search instead and prints the
+best hypothesis. A seq2seq run maps each line of the prompt to an output line; a masked LM fills the
+blanks (``_`` or ``[MASK]``) of the prompt. ``--prompt -`` reads the prompt from standard input.
+``--preset FILE`` loads a sampling chain saved with ``--save-preset FILE``. Ctrl-C stops cleanly (exit
+code 130).
+
+The sampling options are derived from ``engine.generation.settings.SamplingSettings`` (its fields, their
+defaults and help), so the CLI, the app and presets share one description; docs/sampling.md has each
+control's reference and formula.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from engine.generation.settings import SamplingSettings, cli_fields
 
-def _settings(opts: dict[str, Any]) -> Any:
-    from engine.generation.settings import SamplingSettings
 
-    s = SamplingSettings(
-        temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"], min_p=opts["min_p"],
-        typical_p=opts["typical_p"], epsilon=opts["epsilon"], eta=opts["eta"],
-        repetition_penalty=opts["repetition_penalty"], repetition_window=opts["repetition_window"],
-        presence_penalty=opts["presence_penalty"], frequency_penalty=opts["frequency_penalty"],
-        no_repeat_ngram=opts["no_repeat_ngram"], banned=list(opts["ban"]), seed=opts["seed"],
-        max_tokens=opts["max_tokens"], stop=[s.encode().decode("unicode_escape") for s in opts["stop"]],
-        top_alternatives=opts["alternatives"],
-    )
-    return s.validate()
+def sampling_options(fn: Callable) -> Callable:
+    """Add one ``--name`` option per plain SamplingSettings field (defaults: None = the preset's / the
+    settings' default), plus --ban, --stop, --seed, --max-tokens, --alternatives, --order, --preset."""
+    options = [
+        click.option("--preset", "preset", default=None, type=click.Path(dir_okay=False),
+                     help="Sampling preset (JSON: the ordered chain of stages and their parameters)."),
+        click.option("--order", default=None, help="Stage order, comma-separated (e.g. top_k,temperature)."),
+        click.option("--ban", multiple=True, type=int, help="Token id never to produce (repeatable)."),
+        click.option("--stop", multiple=True, help="Stop before this text (repeatable; \\n allowed)."),
+        click.option("--seed", "-s", default=None, type=int, help="Seed of the random stream (reproducible sampling)."),
+        click.option("--alternatives", default=None, type=click.IntRange(0), help="Top alternatives per token in --json [5]."),
+        click.option("--max-tokens", "-n", default=None, type=click.IntRange(0), help="New tokens at most [200]."),
+    ]
+    for f in reversed(cli_fields()):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, "-t"] if f.name == "temperature" else [flag]
+        kind = int if f.type in ("int", int) else float
+        extra = " Default: 1 for language models, 0 for seq2seq and mlm." if f.name == "temperature" else f" [{f.default}]"
+        options.append(click.option(*names, f.name, default=None, type=kind, help=f.metadata["help"] + extra))
+    for option in options:
+        fn = option(fn)
+    return fn
+
+
+def settings_from_options(opts: dict[str, Any], task: str = "lm") -> SamplingSettings:
+    """SamplingSettings from the parsed options: the preset (if any), then every option given."""
+    base = SamplingSettings.load_preset(opts["preset"]) if opts.get("preset") else SamplingSettings()
+    changes: dict[str, Any] = {f.name: opts[f.name] for f in cli_fields() if opts.get(f.name) is not None}
+    if opts.get("temperature") is None and not opts.get("preset"):
+        changes["temperature"] = 1.0 if task == "lm" else 0.0
+    if opts.get("order"):
+        changes["order"] = [name.strip() for name in opts["order"].split(",") if name.strip()]
+    if opts.get("ban"):
+        changes["banned"] = sorted({*base.banned, *opts["ban"]})
+    if opts.get("stop"):
+        changes["stop"] = [s.encode().decode("unicode_escape") for s in opts["stop"]]
+    for name, key in (("seed", "seed"), ("max_tokens", "max_tokens"), ("alternatives", "top_alternatives")):
+        if opts.get(name) is not None:
+            changes[key] = opts[name]
+    return base.replace(**changes).validate()
 
 
 def _out(text: str) -> None:
@@ -36,46 +74,46 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-def _json_line(obj: dict[str, Any]) -> None:
-    _out(json.dumps(obj, ensure_ascii=False) + "\n")
+class JsonLines:
+    """One JSON object per line, written in batches (every ``flush_s`` seconds and at the end)."""
+
+    def __init__(self, flush_s: float = 0.05):
+        self.lines: list[str] = []
+        self.flush_s, self.last = flush_s, time.perf_counter()
+
+    def add(self, obj: dict[str, Any]) -> None:
+        self.lines.append(json.dumps(obj, ensure_ascii=False))
+        if time.perf_counter() - self.last >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            _out("\n".join(self.lines) + "\n")
+            self.lines.clear()
+        self.last = time.perf_counter()
 
 
 @click.command("generate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run")
 @click.option("--prompt", "-p", default="", help="Text to continue (seq2seq: lines to map; mlm: text with _ blanks; - reads stdin).")
-@click.option("--max-tokens", "-n", default=200, show_default=True, type=click.IntRange(0), help="New tokens at most.")
-@click.option("--temperature", "-t", default=None, type=float,
-              help="0 = greedy. Default: 1 for language models, 0 for seq2seq and mlm.")
-@click.option("--top-k", default=0, show_default=True, type=int, help="Keep the k most likely tokens (0 = off).")
-@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus mass (1 = off).")
-@click.option("--min-p", default=0.0, show_default=True, type=float, help="Keep p >= min_p * max p (0 = off).")
-@click.option("--typical-p", default=1.0, show_default=True, type=float, help="Locally typical mass (1 = off).")
-@click.option("--epsilon", default=0.0, show_default=True, type=float, help="Epsilon cut-off (0 = off).")
-@click.option("--eta", default=0.0, show_default=True, type=float, help="Eta cut-off (0 = off).")
-@click.option("--repetition-penalty", default=1.0, show_default=True, type=float, help="CTRL penalty (> 1 discourages repeats).")
-@click.option("--repetition-window", default=64, show_default=True, type=int, help="Tokens the penalties look back over (0 = all).")
-@click.option("--presence-penalty", default=0.0, show_default=True, type=float)
-@click.option("--frequency-penalty", default=0.0, show_default=True, type=float)
-@click.option("--no-repeat-ngram", default=0, show_default=True, type=int, help="Never repeat an n-gram of this size (0 = off).")
-@click.option("--ban", multiple=True, type=int, help="Token id never to produce (repeatable).")
-@click.option("--stop", multiple=True, help="Stop before this text (repeatable; \\n allowed).")
+@sampling_options
 @click.option("--beams", "-b", default=1, show_default=True, type=click.IntRange(1), help="Beam width (> 1: beam search).")
-@click.option("--length-penalty", default=1.0, show_default=True, type=float, help="Beam score = logprob / len**this.")
-@click.option("--seed", "-s", default=None, type=int, help="Seed for reproducible sampling.")
-@click.option("--alternatives", default=5, show_default=True, type=click.IntRange(0), help="Top alternatives per token in --json.")
-@click.option("--window", type=click.Choice(["slide", "exact"]), default="slide", show_default=True,
-              help="Transformer past its context: slide the KV cache (fast) or recompute the last context (exact).")
+@click.option("--length-penalty", default=1.0, show_default=True, type=float,
+              help="Beam search: a finished hypothesis scores logprob / len**this (Hugging Face).")
+@click.option("--window", type=click.Choice(["exact", "slide"]), default="exact", show_default=True,
+              help="Transformer past its context: exact (recompute the last context; the model's distribution) "
+                   "or slide (approximate: re-encode half the KV cache; faster).")
+@click.option("--save-preset", default=None, type=click.Path(dir_okay=False), help="Write the sampling settings as a preset.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Torch threads (1 is fastest for small models).")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
 @click.pass_context
 def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penalty: float, window: str,
-             threads: int, device: str, as_json: bool, **opts: Any) -> None:
+             save_preset: str | None, threads: int, device: str, as_json: bool, **opts: Any) -> None:
     """Generate text from RUN (a run folder, run name or checkpoint file)."""
     if prompt == "-":
         prompt = sys.stdin.read()
-    temperature = opts["temperature"]
-    _settings({**opts, "temperature": 1.0 if temperature is None else temperature})  # refuse bad flags early
+    settings_from_options(opts)  # refuse bad flags before loading anything
 
     import torch
 
@@ -84,9 +122,9 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
     torch.set_num_threads(threads)
     loaded = load_model(run, device=device)
     model, tok = loaded.model, loaded.tokenizer
-    if temperature is None:
-        temperature = 1.0 if model.task == "lm" else 0.0
-    settings = _settings({**opts, "temperature": temperature})
+    settings = settings_from_options(opts, model.task)
+    if save_preset:
+        settings.save_preset(save_preset)
     try:
         if model.task == "seq2seq":
             _seq2seq(model, tok, prompt, settings, beams, length_penalty, as_json)
@@ -104,15 +142,18 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
 
 
 def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_json: bool) -> None:
-    from engine.generation.generate import Generation
+    from engine.generation.streaming import APPROXIMATE_NOTE, Generation
 
     gen = Generation(model, tok, prompt, settings, window=window)
+    if gen.approximate:
+        click.echo(f"[{APPROXIMATE_NOTE}]", err=True)
+    lines = JsonLines()
     if not as_json:
         _out(click.style(prompt, bold=True) if sys.stdout.isatty() else prompt)
     try:
         for event in gen:
             if as_json:
-                _json_line(event.to_dict())
+                lines.add(event.to_dict())
             elif event.text:
                 _out(event.text)
     except KeyboardInterrupt:
@@ -120,34 +161,45 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
         raise
     finally:
         if as_json:
-            _json_line(gen.done_event().to_dict())
+            n = max(len(gen.generated), 1)
+            per_token = {k.replace("_s", "_ms_per_token"): v * 1e3 / n for k, v in gen.timing.items()}
+            lines.add({**gen.done_event().to_dict(), "approximate": gen.approximate, **per_token})
+            lines.flush()
         else:
             _out("\n")
-    click.echo(f"[{gen.reason}: {len(gen.generated)} tokens, {gen.tokens_per_s:,.0f} tokens/s]", err=True)
+    note = " (approximate)" if gen.approximate else ""
+    click.echo(f"[{gen.reason}: {len(gen.generated)} tokens, {gen.tokens_per_s:,.0f} tokens/s{note}]", err=True)
 
 
 def _beams(model: Any, tok: Any, prompt: str, settings: Any, width: int, length_penalty: float, as_json: bool) -> None:
-    from engine.generation.generate import beam_search, start_ids
+    from engine.generation.beams import beam_search
+    from engine.generation.streaming import start_ids
 
     ids = [int(i) for i in tok.encode(prompt)] or start_ids(tok)
     found = beam_search(model, ids, width=width, length_penalty=length_penalty, max_tokens=settings.max_tokens,
-                        eot_id=getattr(tok, "eot_id", None))
+                        settings=settings, tokenizer=tok)
+
+    def text(b: Any) -> str:
+        return b.text if b.text is not None else tok.decode(list(b.ids))
+
     if as_json:
         for b in found:
-            _json_line({"event": "beam", "text": tok.decode(list(b.ids)), "ids": list(b.ids), "logprob": b.logprob, "score": b.score})
+            _out(json.dumps({"event": "beam", "text": text(b), "ids": list(b.ids), "logprob": b.logprob,
+                             "score": b.score, "reason": b.reason}, ensure_ascii=False) + "\n")
         return
-    _out(prompt + tok.decode(list(found[0].ids)) + "\n")
-    click.echo(f"[best of {len(found)} beams: score {found[0].score:.3f}, log-prob {found[0].logprob:.2f}]", err=True)
+    _out(prompt + text(found[0]) + "\n")
+    click.echo(f"[best of {len(found)} beams ({found[0].reason}): score {found[0].score:.3f}, "
+               f"log-prob {found[0].logprob:.2f}]", err=True)
 
 
 def _seq2seq(model: Any, tok: Any, prompt: str, settings: Any, beams: int, length_penalty: float, as_json: bool) -> None:
-    from engine.generation.generate import seq2seq_decode
+    from engine.generation.decoders import seq2seq_decode
 
     for line in prompt.splitlines() or [""]:
         ids = seq2seq_decode(model, tok, line, settings, beams=beams if beams > 1 else None, length_penalty=length_penalty)
         text = tok.decode(ids)
         if as_json:
-            _json_line({"event": "seq2seq", "input": line, "output": text, "ids": ids})
+            _out(json.dumps({"event": "seq2seq", "input": line, "output": text, "ids": ids}, ensure_ascii=False) + "\n")
         else:
             _out(text + "\n")
 
@@ -155,12 +207,12 @@ def _seq2seq(model: Any, tok: Any, prompt: str, settings: Any, beams: int, lengt
 def _mlm(model: Any, tok: Any, prompt: str, settings: Any, as_json: bool) -> None:
     import dataclasses
 
-    from engine.generation.generate import fill_blanks
+    from engine.generation.decoders import fill_blanks
 
     text, filled = fill_blanks(model, tok, prompt, settings)
     if as_json:
         for f in filled:
-            _json_line({"event": "blank", **dataclasses.asdict(f)})
-        _json_line({"event": "filled", "text": text})
+            _out(json.dumps({"event": "blank", **dataclasses.asdict(f)}, ensure_ascii=False) + "\n")
+        _out(json.dumps({"event": "filled", "text": text}, ensure_ascii=False) + "\n")
         return
     _out(text + "\n")

@@ -1,0 +1,174 @@
+"""The worker's side of ``Generate`` / ``GenerateStep`` / ``CancelGeneration``: ``GenerationJobs`` runs one
+generation at a time inside the worker process, a time slice at a time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from engine.errors import ConfigError, SeqplayError
+from engine.generation.decoders import BlankFilling, Seq2SeqGeneration, TaskGeneration, _greedy
+from engine.generation.processors import SamplingSettings
+from engine.generation.streaming import Generation
+from engine.worker.protocol import CancelGeneration, ErrorEvent, Event, Generate, GenerateStep, GenerationDone
+
+# --------------------------------------------------------------------------------------------------
+# The worker's side: Generate / GenerateStep / CancelGeneration
+# --------------------------------------------------------------------------------------------------
+
+
+class GenerationJobs:
+    """Runs generations inside the worker process, a time slice at a time.
+
+    Language models continue the prompt (``Generation``); seq2seq models map each prompt line to an
+    output line (``Seq2SeqGeneration``) and masked LMs fill its blanks (``BlankFilling``), both greedily
+    (the sampling settings' temperature is for LMs), one token per ``GeneratedToken``.
+
+    ``handle(cmd, live=None)`` takes a generation command; ``live`` is the model being trained (an
+    object with ``model`` and ``tokenizer``, or a ``(model, tokenizer)`` pair), used when
+    ``Generate.source`` is None. ``pump()`` produces tokens of the running generation for up to
+    ``slice_s`` seconds, emitting ``GeneratedToken`` events and finally one ``GenerationDone``.
+    Step-mode generations advance only on ``GenerateStep``. Errors become ``ErrorEvent`` +
+    ``GenerationDone(reason="error")``. ``threads`` (default 1) is the torch thread count while
+    generating: one token of a small model is several times faster on one thread than on two.
+    """
+
+    def __init__(self, emit: Callable[[Event], None], device: str = "cpu", slice_s: float = 0.03,
+                 threads: int | None = 1):
+        self.emit, self.device, self.slice_s, self.threads = emit, device, slice_s, threads
+        self.current: Generation | TaskGeneration | None = None
+        self.step_mode = False
+        self._cache_key: tuple[str, float] | None = None
+        self._cache: Any = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a streaming (not step-mode) generation has tokens to produce."""
+        return self.current is not None and not self.step_mode and not self.current.done
+
+    @property
+    def active(self) -> bool:
+        """Alias of ``busy`` (the worker loop's name for it)."""
+        return self.busy
+
+    def _load(self, source: str) -> Any:
+        from pathlib import Path
+
+        from engine.runs.checkpoint import load_model
+
+        p = Path(source)
+        key = (str(p.resolve()) if p.exists() else source, p.stat().st_mtime if p.exists() else 0.0)
+        if key != self._cache_key:
+            self._cache, self._cache_key = None, None  # free the old model before loading the next
+            self._cache = load_model(source, device=self.device)
+            self._cache_key = key
+        return self._cache
+
+    def handle(self, cmd: Any, live: Any = None) -> None:
+        gen_id = getattr(cmd, "gen_id", "")
+        try:
+            if isinstance(cmd, Generate):
+                self._finish("cancelled")
+                self._start(cmd, live)
+            elif isinstance(cmd, GenerateStep):
+                gen = self.current
+                if gen is None or gen.gen_id != cmd.gen_id or gen.done:
+                    return  # stale step for a generation that has ended
+                with _torch_threads(self.threads), _eval_mode(gen.model):
+                    self.emit(gen.next(choose=cmd.choose))
+                if gen.done:
+                    self._finish(None)
+            elif isinstance(cmd, CancelGeneration):
+                if self.current is not None and self.current.gen_id == cmd.gen_id:
+                    self._finish("cancelled")
+        except SeqplayError as err:
+            self._fail(gen_id, str(err))
+        except Exception as err:  # noqa: BLE001 - a bug must not take the worker down with it
+            self._fail(gen_id, f"generation failed ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
+                       "try other settings or another checkpoint")
+
+    def _start(self, cmd: Generate, live: Any) -> None:
+        if cmd.source:
+            loaded = self._load(cmd.source)
+            model, tokenizer = loaded.model, loaded.tokenizer
+        elif live is not None:
+            model, tokenizer = (live if isinstance(live, tuple) else (live.model, live.tokenizer))
+        else:
+            raise ConfigError("nothing to generate from: pick a run or checkpoint, or start training first")
+        settings = SamplingSettings.from_dict(cmd.settings)
+        settings.max_tokens = cmd.max_tokens
+        task = getattr(model, "task", "lm")
+        with _torch_threads(self.threads), _eval_mode(model):
+            if task == "seq2seq":
+                self.current = Seq2SeqGeneration(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
+            elif task == "mlm":
+                self.current = BlankFilling(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
+            else:
+                self.current = Generation(model, tokenizer, cmd.prompt, settings, gen_id=cmd.gen_id)
+        self.step_mode = cmd.step_mode
+
+    def _finish(self, reason: str | None) -> None:
+        """End the current generation (``reason`` overrides, e.g. "cancelled") and emit its Done."""
+        gen, self.current = self.current, None
+        if gen is None:
+            return
+        if reason is not None and not gen.done:
+            gen.reason = reason
+        self.emit(gen.done_event())
+
+    def _fail(self, gen_id: str, message: str) -> None:
+        self.current = None
+        self.emit(ErrorEvent(job=gen_id, message=message, fatal=False))
+        self.emit(GenerationDone(job=gen_id, reason="error"))
+
+    def pump(self) -> None:
+        """Produce tokens for up to ``slice_s`` seconds (nothing in step mode)."""
+        gen = self.current
+        if gen is None or self.step_mode:
+            return
+        deadline = time.perf_counter() + self.slice_s
+        try:
+            with _torch_threads(self.threads), _eval_mode(gen.model):
+                while not gen.done and time.perf_counter() < deadline:
+                    self.emit(gen.next())
+        except Exception as err:  # noqa: BLE001 - reported, never raised into the worker loop
+            message = str(err) if isinstance(err, SeqplayError) else f"generation failed ({type(err).__name__}); try other settings"
+            self._fail(gen.gen_id, message)
+            return
+        if gen.done:
+            self._finish(None)
+
+
+class _torch_threads:
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.old = n, None
+
+    def __enter__(self) -> None:
+        if self.n is not None:
+            self.old = torch.get_num_threads()
+            if self.old != self.n:
+                torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None and self.old != self.n:
+            torch.set_num_threads(self.old)
+
+
+class _eval_mode:
+    """Generate in eval mode (no dropout) and give a training model back in training mode."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> None:
+        if self.was_training:
+            self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.was_training:
+            self.model.train()
