@@ -30,18 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.worker import protocol as P
-from engine.runs.checkpoint import (
-    atomic_write_json,
-    build_from_meta,
-    disk_error_message,
-    load_model_state,
-    read_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-    step_checkpoints,
-)
-from engine.training.config import TrainConfig
 from engine.device import (
     autocast,
     bits_per_char,
@@ -54,7 +42,20 @@ from engine.device import (
     should_compile,
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
+from engine.runs.checkpoint import (
+    atomic_write_json,
+    build_from_meta,
+    disk_error_message,
+    load_model_state,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    step_checkpoints,
+)
 from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.training.config import TrainConfig
+from engine.training.optim import build_optimizer, default_lr
+from engine.worker import protocol as P
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
@@ -63,18 +64,6 @@ TASK_EXTRA_IDS = {"mlm": 1, "seq2seq": 3}
 EXACT_MATCH_PAIRS = 256  # seq2seq evaluation: greedy-decoded validation pairs scored by exact match
 EVAL_COUNT_CELLS = 200_000_000  # n-gram evaluation: at most this many (token x vocabulary) probabilities
 MLP_TRAIN_WINDOW_MIN = 64  # the MLP trains on windows of max(64, 4n) tokens (n = its context)
-
-# Default learning rates for optimizers whose scale differs from Adam's (used when --lr is not given).
-_OPT_DEFAULT_LR = {"sgd": 0.1, "adagrad": 1e-2}
-
-
-def default_lr(config: TrainConfig) -> float:
-    from engine.models.registry import get_arch
-
-    if config.lr is not None:
-        return float(config.lr)
-    return _OPT_DEFAULT_LR.get(config.optimizer, get_arch(config.arch).default_lr or 1e-3)
-
 
 def model_overrides(config: TrainConfig) -> dict[str, Any]:
     """The model-config overrides a TrainConfig asks for (``model`` dict plus ``context``)."""
@@ -92,29 +81,6 @@ def plan_model(config: TrainConfig, vocab_size: int) -> Any:
     extra = TASK_EXTRA_IDS.get(info.task, 0)  # mlm: [MASK]; seq2seq: pad, bos, eos (appended ids)
     mcfg = make_config(config.arch, vocab_size + extra, **model_overrides(config))
     return mcfg.validate()
-
-
-def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum), Adam, AdamW, RMSprop, Adagrad. Weight decay applies to matrices only (dim >= 2):
-    biases and LayerNorm gains are not decayed. Adam/AdamW use the fused kernel where available (one
-    kernel over all parameters), else foreach."""
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if name in ("adamw", "adam"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        try:
-            return cls(groups, lr=lr, betas=(0.9, 0.95), fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            return cls(groups, lr=lr, betas=(0.9, 0.95), foreach=True)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, foreach=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=0.99, momentum=0.0, foreach=True)
-    if name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, foreach=True)
-    raise ConfigError(f"unknown optimizer {name!r}; choose adamw, adam, sgd, rmsprop or adagrad")
 
 
 def _flatten_state(state: Any) -> list[torch.Tensor]:
@@ -657,8 +623,8 @@ class Trainer:
         """Teacher-forced loss on the first ``eval_batches x batch_size`` validation pairs, bits per target
         character (eos counts as the line end), and exact match of greedy decoding on up to
         ``EXACT_MATCH_PAIRS`` validation pairs."""
-        from engine.models.seq2seq import strip_specials
         from engine.data.pairs import collate
+        from engine.models.seq2seq import strip_specials
 
         cfg = self.config
         srcs, tgts = self.val_pairs

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from engine.worker import protocol as P
-from engine.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
 from engine.models.registry import ARCHS
+from engine.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
+from engine.worker import protocol as P
 
 
 class _Interrupt:
@@ -300,7 +300,8 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
 @_opt("--encoder", type=click.Choice(["transformer", "lstm"]), default=None, help="[mlm] encoder type.")
 @_opt("--set", "sets", multiple=True, metavar="KEY=VALUE",
       help="Any model setting of the arch (repeatable), e.g. --set mask_prob=0.2; see `seqplay archs NAME`.")
-@_opt("--weight-decay", type=float, default=0.1, show_default=True)
+@_opt("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (default 0.1; adamw only).")
+@_opt("--l2", type=float, default=0.0, help="L2 penalty added to the gradient (sgd, adam, rmsprop, adagrad).")
 @_opt("--steps", type=int, default=None, help="Step budget (default 2000, or unlimited with --time).")
 @_opt("--time", "time_budget", type=float, default=None, help="Time budget in seconds.")
 @_opt("--eval-every", type=int, default=200, show_default=True)
@@ -321,7 +322,7 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
 @_opt("--nproc", type=int, default=1, show_default=True, help="Data-parallel processes (DDP: gloo on CPU, NCCL on GPUs).")
 def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers: int | None, width: int | None,
           embed: int | None, heads: int | None, context: int | None, batch_size: int, grad_accum: int, lr: float | None,
-          optimizer: str, schedule: str, warmup: int, clip: float, dropout: float | None, weight_decay: float,
+          optimizer: str, schedule: str, warmup: int, clip: float, dropout: float | None, weight_decay: float | None, l2: float,
           steps: int | None, time_budget: float | None, eval_every: int, sample_every: int, checkpoint_every: int | None,
           keep_last: int, device: str, precision: str, threads: int | None, compile_: str, seed: int,
           runs_dir: str | None, run_name: str | None, tensorboard: bool, auto_rollback: bool, as_json: bool,
@@ -343,11 +344,11 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
         steps = None if time_budget else 2000
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint-every must be a positive whole number, got {checkpoint_every}")
-    if warmup < 0 or weight_decay < 0 or sample_every < 0:
+    if warmup < 0 or (weight_decay or 0) < 0 or sample_every < 0:
         raise ConfigError("warmup, weight-decay and sample-every must not be negative")
     config = TrainConfig(
         source=source, tokenizer=tokenizer, vocab_size=vocab_size, arch=arch, model=model, optimizer=optimizer, lr=lr,
-        schedule=schedule, warmup=warmup, clip=clip if clip and clip > 0 else None, weight_decay=weight_decay,
+        schedule=schedule, warmup=warmup, clip=clip if clip and clip > 0 else None, weight_decay=weight_decay, l2=l2,
         batch_size=batch_size, context=context, grad_accum=grad_accum, steps=steps, time_budget=time_budget,
         eval_every=eval_every, sample_every=sample_every, checkpoint_every=checkpoint_every, keep_last=keep_last,
         device=device, precision=precision, compile=compile_, threads=threads, seed=seed, runs_dir=runs_dir,
