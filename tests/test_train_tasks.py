@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.worker import protocol as P
-from engine.training.config import TrainConfig
 from engine.data.sources import prepare
+from engine.training.config import TrainConfig
 from engine.training.trainer import Trainer
+from engine.worker import protocol as P
 
 
 def _run(events: list[P.Event] | None = None, **cfg) -> tuple[Trainer, list[P.Event]]:
@@ -67,8 +67,8 @@ def test_seq2seq_learns_to_reverse_and_generates_from_its_run(tmp_path, capsys):
     metrics = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["accuracy"] for m in metrics if m["event"] == "eval"][-1] == last.accuracy
 
-    from engine.runs.checkpoint import load_model
     from engine.generation.generate import seq2seq_decode
+    from engine.runs.checkpoint import load_model
 
     loaded = load_model(trainer.run_dir)
     assert loaded.tokenizer.decode(seq2seq_decode(loaded.model, loaded.tokenizer, "abcd")) == "dcba"
@@ -127,8 +127,8 @@ def test_mlm_loss_falls_below_unigram_and_fills_blanks_from_its_run(tmp_path):
     assert all(math.isnan(e.val_bpc) for e in evals)
     assert any(isinstance(e, P.LogLine) and "bits/char is not reported" in e.text for e in rec)
 
-    from engine.runs.checkpoint import load_model
     from engine.generation.generate import fill_blanks
+    from engine.runs.checkpoint import load_model
 
     loaded = load_model(trainer.run_dir)
     assert loaded.model.mask_token_id == loaded.tokenizer.vocab_size

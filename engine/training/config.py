@@ -84,7 +84,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds
     # evaluation, samples, checkpoints
     eval_every: int = 200
-    eval_batches: int = 20
+    eval_batches: int | None = None  # None: the whole validation split; N: a sample of N batches (said so)
     sample_every: int = 200
     sample_tokens: int = 200
     checkpoint_every: int | None = None  # None: at every evaluation
@@ -122,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"validation fraction {self.val_fraction} must be between 0 and 0.9 (e.g. 0.1)")
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batches", "keep_last", "nproc"):
             value = getattr(self, name)
+            if value is None and name == "eval_batches":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
         if self.context is not None and (not isinstance(self.context, int) or self.context < 1):
