@@ -30,7 +30,7 @@ MAX_ROLLBACKS = 5
 def bad_setting(t: Trainer, lr: float) -> str | None:
     """The first non-finite setting that reaches the optimizer, as a sentence, or None."""
     cfg = t.config
-    checks = [("learning rate", lr), ("learning rate", t.schedule.base_lr), ("weight decay", cfg.weight_decay),
+    checks = [("learning rate", t.schedule.base_lr), ("learning rate", lr), ("weight decay", cfg.weight_decay),
               ("l2", cfg.l2), ("momentum", cfg.momentum), ("clip", cfg.clip)]
     for name, value in checks:
         if value is not None and not math.isfinite(float(value)):
