@@ -6,17 +6,18 @@ import math
 
 import pytest
 
-from engine.worker import protocol as P
 from engine.runs.checkpoint import load_model, step_checkpoints
-from engine.training.config import OPTIMIZERS, TrainConfig
 from engine.runs.folders import read_metrics
+from engine.training.config import OPTIMIZERS, TrainConfig
+from engine.training.schedule import Schedule
 from engine.training.trainer import Trainer
+from engine.worker import protocol as P
 from tests.train_helpers import SHAKESPEARE, Recorder, tiny_config
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_lowers_the_loss(tmp_path, optimizer):
-    lr = {"sgd": 1.0, "adagrad": 0.05}.get(optimizer, 1e-2)
+    lr = None  # every optimizer at its default learning rate
     rec = Recorder()
     fin = Trainer(tiny_config(tmp_path, optimizer=optimizer, lr=lr, steps=30, eval_every=30, schedule="constant"), rec).run()
     assert fin.reason == "done" and fin.step == 30
@@ -26,21 +27,23 @@ def test_every_optimizer_lowers_the_loss(tmp_path, optimizer):
     assert last < first - 0.1, (optimizer, first, last)
 
 
-def test_schedules(tmp_path):
-    t = Trainer(tiny_config(tmp_path, schedule="cosine", warmup=10, steps=110, lr=1.0, min_lr_ratio=0.1), Recorder())
-    t.base_lr = 1.0
-    assert t.lr_at(0) == pytest.approx(0.1)  # warmup: (step+1)/warmup
-    assert t.lr_at(9) == pytest.approx(1.0)
-    assert t.lr_at(10) == pytest.approx(1.0)
-    assert t.lr_at(60) == pytest.approx(0.55)  # half-way down the cosine: between 1.0 and 0.1
-    assert t.lr_at(109) == pytest.approx(0.1, abs=1e-3)
-    t.config.schedule = "constant"
-    assert t.lr_at(0) == t.lr_at(100) == 1.0
-    t.config.schedule = "plateau"
-    t.config.eval_every = 1
-    for loss, improved in ((2.0, True), (2.1, False), (2.2, False)):
-        t._plateau(loss, improved)
-    assert t.lr_at(50) == pytest.approx(0.5)  # halved after two evaluations without improvement
+def test_schedules():
+    cfg = TrainConfig(schedule="cosine", warmup=10, steps=110, lr=1.0, min_lr_ratio=0.1)
+    s = Schedule.plan(cfg, 1.0)
+    assert s.lr(0) == pytest.approx(0.1)  # warmup: (step+1)/warmup
+    assert s.lr(9) == pytest.approx(1.0)
+    assert s.lr(10) == pytest.approx(1.0)
+    assert s.lr(60) == pytest.approx(0.55)  # half-way down the cosine: between 1.0 and 0.1
+    assert s.lr(109) == pytest.approx(0.1, abs=1e-3)
+    s.kind = "constant"
+    assert s.lr(0) == s.lr(100) == 1.0
+    s.kind = "plateau"
+    for improved in (True, False, False):
+        s.plateau(improved)
+    assert s.lr(50) == pytest.approx(0.5)  # halved after two evaluations without improvement
+    timed = Schedule.plan(TrainConfig(schedule="cosine", warmup=0, steps=None, time_budget=100.0), 1.0)
+    assert timed.lr(5, elapsed=50.0) == pytest.approx(0.55)  # --time: the elapsed fraction drives the cosine
+    assert timed.lr(5, elapsed=100.0) == pytest.approx(0.1)
 
 
 def test_grad_norm_is_reported_before_clipping(tmp_path):

@@ -3,7 +3,7 @@
 The convention of ``engine/models/seq2seq.py`` (pad, bos, eos are the model's last three ids). For one
 pair (x, y) the model is fed, teacher-forced::
 
-    src     = x                  padded with pad
+    src     = x                  padded with pad     (an empty x: one all-pad row, attended to as nothing)
     tgt_in  = [bos] + y          padded with pad     (the decoder sees y_<t when it predicts y_t)
     targets = y + [eos]          padded with -100    (ignored by the loss)
 
@@ -13,6 +13,7 @@ Torch-free (numpy only): the trainer, the insight code and the tests share these
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,21 +29,66 @@ def teacher_forcing(y: Sequence[int] | np.ndarray, bos: int, eos: int) -> tuple[
     return np.concatenate([[bos], y]).astype(np.int64), np.concatenate([y, [eos]]).astype(np.int64)
 
 
+@dataclass
+class PairReport:
+    """What encoding found in the pairs (0-based pair indices): empty sources, empty targets and
+    pairs cut to the context. All are encoded safely (an empty source is one all-padding row the
+    decoder attends to nothing of; an empty target is just eos), and said once when training starts."""
+
+    max_len: int
+    empty_sources: list[int] = field(default_factory=list)
+    empty_targets: list[int] = field(default_factory=list)
+    cut: list[int] = field(default_factory=list)
+    total: int = 0
+
+    def lines(self) -> list[str]:
+        def first(ix: list[int]) -> str:
+            return f"pair {ix[0] + 1}" + (f" and {len(ix) - 1} more" if len(ix) > 1 else "")
+
+        out = []
+        if self.empty_sources:
+            out.append(f"{len(self.empty_sources)} of {self.total} pairs have an empty source ({first(self.empty_sources)}); "
+                       "they train on an all-padding source")
+        if self.empty_targets:
+            out.append(f"{len(self.empty_targets)} of {self.total} pairs have an empty target ({first(self.empty_targets)}); "
+                       "the model learns to answer them with end-of-sequence")
+        if self.cut:
+            out.append(f"{len(self.cut)} of {self.total} pairs are longer than the context of {self.max_len} tokens and "
+                       f"were cut ({first(self.cut)}); use --context {self.max_len * 2}")
+        return out
+
+    def describe(self, index: int, pair: tuple[str, str]) -> str | None:
+        """Why pair ``index`` is unusual, or None."""
+        where = f"pair {index + 1} ({pair[0][:30]!r} -> {pair[1][:30]!r})"
+        if index in self.empty_sources:
+            return f"{where} has an empty source"
+        if index in self.empty_targets:
+            return f"{where} has an empty target"
+        if index in self.cut:
+            return f"{where} was cut to {self.max_len} tokens"
+        return None
+
+
 def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_len: int
-                 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], PairReport]:
     """Token ids of every (source, target); sources cut to ``max_len`` tokens and targets to
-    ``max_len - 1`` (room for eos). Returns (sources, targets, how many pairs were cut)."""
+    ``max_len - 1`` (room for eos). Returns (sources, targets, a PairReport of empty and cut pairs)."""
     if not pairs:
         raise DataError("there are no source->target pairs; give a file of 'source<TAB>target' lines")
-    srcs, tgts, cut = [], [], 0
-    for a, b in pairs:
+    srcs, tgts = [], []
+    report = PairReport(max_len, total=len(pairs))
+    for i, (a, b) in enumerate(pairs):
         x = np.asarray(tokenizer.encode(a), dtype=np.int64)
         y = np.asarray(tokenizer.encode(b), dtype=np.int64)
         if len(x) > max_len or len(y) > max_len - 1:
-            cut += 1
+            report.cut.append(i)
+        if len(x) == 0:
+            report.empty_sources.append(i)
+        if len(y) == 0:
+            report.empty_targets.append(i)
         srcs.append(x[:max_len])
         tgts.append(y[: max_len - 1])
-    return srcs, tgts, cut
+    return srcs, tgts, report
 
 
 def split_pairs(n: int, val_fraction: float) -> tuple[range, range]:
@@ -79,6 +125,7 @@ class PairBatches:
             raise DataError("no training pairs; give more source->target lines")
         self.srcs, self.tgts, self.batch_size, self.specials = srcs, tgts, batch_size, specials
         self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.last_picked: tuple[int, ...] = ()
         self._new_epoch()
 
     def _new_epoch(self) -> None:
@@ -95,6 +142,7 @@ class PairBatches:
             take = self.order[self.pos : self.pos + self.batch_size - len(picked)]
             picked.extend(int(i) for i in take)
             self.pos += len(take)
+        self.last_picked = tuple(picked)  # which pairs (indices into srcs) the batch holds
         return collate([self.srcs[i] for i in picked], [self.tgts[i] for i in picked], *self.specials)
 
     __next__ = next

@@ -6,8 +6,9 @@ For a window x_1 .. x_{T+1}, L_T = -log p(x_{T+1} | x_1..x_T) is the loss at the
   path ``forward(x_t, state=s)``; before each step a zero "probe" tensor with ``requires_grad`` is added
   to the state entering it, so after one backward pass probe.grad = dL_T/dh_t, the total derivative
   through every later step. h_t is the state after reading x_t; the distance is d = T - t (d >= 1: the
-  state that feeds the last output directly lives inside the model). For an LSTM the state is (h, c)
-  and the norm covers both, like every layer of a stacked model: the whole recurrent memory.
+  state that feeds the last output directly lives inside the model). The probe is on h only, the
+  hidden state of every layer of a stacked model; for an LSTM the cell state c is not probed (dL/dc_t
+  flows through it into the h_t of later steps, but its own norm is not part of the curve).
   In the linear case dL/dh_t = (W_h^T)^d dL/dh_T, so the norm shrinks or grows like the largest
   eigenvalue of W_h to the power d (the notes' proof sketch).
 * The Transformer has no recurrent state: the probe is added to the token embeddings, the input of the
@@ -15,7 +16,10 @@ For a window x_1 .. x_{T+1}, L_T = -log p(x_{T+1} | x_1..x_T) is the loss at the
 
 The curve is averaged over several windows (geometric mean, the right average on a log axis).
 Gradient clipping rescales the whole gradient by min(1, c/||g||), so it caps explosion but leaves the
-ratio between near and far distances -- the vanishing -- unchanged; ``clip`` reports that rescaled curve.
+ratio between near and far distances -- the vanishing -- unchanged. With ``clip`` = c the curve is also
+reported rescaled (``norm_clipped``): every distance times min(1, c/||g||), where ||g|| is the global
+norm of the parameter gradient of sum_b L_T over the measured windows (a sum, not the training
+batch's mean loss), i.e. the factor ``--clip c`` would apply to exactly that gradient.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Cells, in the notes' notation (sigma = logistic, * = Hadamard product):
     gru:   r = sigma(W_r x + U_r h + b_r); z = sigma(W_z x + U_z h + b_z)
            n = tanh(W_n x + b_n + r * (U_n h + b'_n)); h_t = (1 - z) * n + z * h_{t-1}
     lstm:  i, f, o = sigma(W_{i,f,o} x + U_{i,f,o} h + b); g = tanh(W_g x + U_g h + b_g)
-           c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)        (b_f = 1 at initialisation)
+           c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)        (b_f: torch's init, + forget_bias = 0)
 
 Two paths compute the same numbers: ``forward`` uses torch's fused kernels (nn.RNN/GRU/LSTM, cuDNN on
 GPU; UGRNN: one batched input projection, then a scripted loop), ``forward_steps`` walks cell by cell

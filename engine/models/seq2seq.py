@@ -3,7 +3,8 @@
     h_bar_1..S = Enc(x_1..S)                 LSTM/GRU, uni- or bidirectional ([fwd; bwd] halves)
     s_0 = final encoder state                the "thought vector" that starts the decoder
     c_t = sum_i a_ti h_bar_i,  a_t = softmax_i(score(s_{t-1}, h_bar_i))      (attention)
-          additive: v^T tanh(W_1 s + W_2 h_bar)   dot: s^T h_bar   bilinear: h_bar^T W s
+          additive: v^T tanh(W_1 s + W_2 h_bar)   dot: s^T h_bar   bilinear: s^T W h_bar = (W h_bar) . s
+          positions past a source's length get a_ti = 0; an empty source attends to nothing (c_t = 0)
     s_t = Dec([E y_{t-1}; c_t], s_{t-1})
     P(y_t | y_<t, x) = softmax(W_o [s_t; c_t] + b)     (without attention: softmax(W_o s_t + b))
 
@@ -89,7 +90,10 @@ class Seq2Seq(SeqModel):
             scores = torch.tanh(self.att_s(s)[:, None, :] + memory.keys) @ self.att_v
         else:  # dot: s . h_bar;  bilinear: (W h_bar) . s
             scores = (memory.keys @ s[:, :, None]).squeeze(-1)
-        weights = scores.masked_fill(~memory.mask, float("-inf")).softmax(-1)
+        # The lowest finite score, not -inf: a source with no real token (all padding) would be a
+        # softmax over all -inf (NaN); its weights become 0 instead, the context vector 0.
+        scores = scores.masked_fill(~memory.mask, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(-1) * memory.mask
         return (weights[:, None, :] @ memory.outputs).squeeze(1), weights
 
     def _top(self, state) -> Tensor:

@@ -73,7 +73,8 @@ class TrainConfig:
     warmup: int = 100
     min_lr_ratio: float = 0.1
     clip: float | None = 1.0
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # AdamW's decoupled decay (None: 0.1); other optimizers: refused
+    l2: float = 0.0  # L2 penalty added to the gradient (sgd, adam, rmsprop, adagrad; refused for adamw)
     momentum: float = 0.9
     batch_size: int = 32
     context: int | None = None  # attention/MLP window or truncated-BPTT length; None: model default
@@ -83,7 +84,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds
     # evaluation, samples, checkpoints
     eval_every: int = 200
-    eval_batches: int = 20
+    eval_batches: int | None = None  # None: the whole validation split; N: a sample of N batches (said so)
     sample_every: int = 200
     sample_tokens: int = 200
     checkpoint_every: int | None = None  # None: at every evaluation
@@ -121,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"validation fraction {self.val_fraction} must be between 0 and 0.9 (e.g. 0.1)")
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batches", "keep_last", "nproc"):
             value = getattr(self, name)
+            if value is None and name == "eval_batches":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
         if self.context is not None and (not isinstance(self.context, int) or self.context < 1):
@@ -133,6 +136,13 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
         if self.clip is not None and not (self.clip > 0):
             raise ConfigError(f"clip must be positive (or omitted to disable clipping), got {self.clip}")
+        for name in ("weight_decay", "l2"):
+            value = getattr(self, name)
+            if value is not None and not (0.0 <= value < float("inf")):
+                raise ConfigError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        from engine.training.optim import decay_settings
+
+        decay_settings(self)  # a regulariser the optimizer does not define is refused (see engine.training.optim)
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"vocabulary size must be at least 2, got {self.vocab_size}")
         return self

@@ -11,7 +11,7 @@ global mean: N processes follow the single-process run at the same global batch 
 (tests/test_ddp.py checks it), and a run may be resumed with any N that divides the batch.
 
 One run folder: rank 0 creates it, writes metrics, samples and checkpoints; other ranks write nothing.
-Stopping is agreed on every step (an all-reduce of a stop code), so a time budget or Ctrl-C never
+Stopping is agreed on every step (one all-reduce of a stop code and the wall time), so a time budget or Ctrl-C never
 leaves one rank waiting for the others. Backend: NCCL on GPUs (rank r uses cuda:r), gloo on CPU, where
 each rank gets ``cores // N`` intra-op threads so the ranks do not oversubscribe the cores.
 
@@ -32,9 +32,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from engine.worker import protocol as P
-from engine.training.config import TrainConfig
 from engine.errors import ConfigError
+from engine.training.config import TrainConfig
+from engine.worker import protocol as P
 
 _STOP_CODES = {None: 0, "done": 1, "time": 2, "stopped": 3}
 _STOP_NAMES = {v: k for k, v in _STOP_CODES.items()}
@@ -84,12 +84,12 @@ def _make_trainer_class() -> type:
             device_ids = [torch.cuda.current_device()] if self.device.startswith("cuda") else None
             self.forward_model = DDP(self.model, device_ids=device_ids, broadcast_buffers=False)
 
-        def _batch(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-            x, y, reset = super()._batch()  # the global batch; every rank draws the same one
+        def next_batch(self) -> Any:
+            batch = super().next_batch()  # the global batch; every rank draws the same one
             lo = self.rank * self.local_batch
-            return x[lo : lo + self.local_batch], y[lo : lo + self.local_batch], reset
+            return batch.slice(lo, lo + self.local_batch)
 
-        def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+        def reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
             return total / self.world
 
@@ -101,16 +101,20 @@ def _make_trainer_class() -> type:
             self.tokens_seen += tokens * (self.world - 1)  # the trainer counted this rank's share
             return loss_v, norm_v, lr, tokens * self.world
 
-        def _budget_left(self) -> str | None:
-            code = _STOP_CODES[super()._budget_left()]
-            if self._stop or self.stop_flag():
+        def stop_reason(self) -> str | None:
+            reason = super().stop_reason()
+            code = _STOP_CODES.get(reason, _STOP_CODES["stopped"])
+            if self.stop_flag():
                 code = max(code, _STOP_CODES["stopped"])
-            agreed = torch.tensor([code], dtype=torch.int64, device=self.device)
+            # One all-reduce agrees on the stop and on the wall time, which a --time schedule reads:
+            # every rank then uses the same learning rate.
+            agreed = torch.tensor([float(code), self.elapsed], dtype=torch.float64, device=self.device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-            reason = _STOP_NAMES[int(agreed.item())]
-            if reason == "stopped" and not self._stop:
-                self._stop = "stopped"
-            return reason
+            code_v, self.elapsed = agreed.tolist()
+            agreed_reason = _STOP_NAMES[int(code_v)]
+            if agreed_reason == "stopped" and not self.stop_requested:
+                self.stop_requested = "stopped"
+            return reason if reason == "error" else agreed_reason
 
         def sample(self, *args: Any, **kwargs: Any) -> Any:
             return super().sample(*args, **kwargs) if self.is_main else None

@@ -1,21 +1,25 @@
 """The Trainer: one loop for every architecture, reporting through protocol events.
 
-What one optimisation step does (LM task; grad accumulation repeats the first three lines)::
+What one optimisation step does (grad accumulation repeats the first three lines)::
 
-    x, y = batch                      # RandomWindows, or ContiguousStreams for recurrent models
-    logits, loss, state = model(x, y, state)      # recurrent: state carried, detached (truncated BPTT)
-    (loss / accum).backward()
+    batch = task.next_batch()                      engine.training.tasks: one strategy per task
+    loss = task.loss(model, batch);  (loss / accum).backward()
     g = ||grad||_2  (global, before clipping);  grad <- grad * min(1, clip / g)
-    if loss or g is NaN/inf or loss explodes: skip the update, pause (guard rail)
-    theta <- optimizer(theta, grad, lr(step))
+    if loss or g is NaN/inf or loss explodes: skip the update, diagnose, pause (engine.training.guard)
+    theta <- optimizer(theta, grad, lr(step, elapsed))     engine.training.optim, .schedule
 
 Host syncs: exactly one per step (``[loss, grad_norm].tolist()``), which is what lets a NaN be caught
 *before* the bad update is applied (within one step). On CPU a sync costs nothing; on a GPU it is one
 small transfer per step, which we accept for the guard rail.
 
-Resume is exact: checkpoints hold model + optimizer tensors, the torch RNG state, the batcher state,
-the carried recurrent state and the schedule's state. Evaluation and samples run under
-``torch.random.fork_rng`` so they never shift the training random stream.
+Resume is exact (engine.training.state): checkpoints hold model + optimizer tensors, the torch RNG
+state, the batcher state, the carried recurrent state and the schedule with its horizon. Evaluation
+and samples run under ``torch.random.fork_rng`` so they never shift the training random stream.
+``elapsed`` is the run's wall time (evaluation and checkpoints included, pauses not): what ``--time``
+budgets and what drives a time-horizon schedule.
+
+Hooks a subclass (data-parallel ranks, engine.training.distributed) overrides: ``setup``,
+``next_batch``, ``reduce_loss``, ``train_step``, ``stop_reason`` and ``sample``.
 """
 
 from __future__ import annotations
@@ -27,24 +31,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from engine.worker import protocol as P
-from engine.runs.checkpoint import (
-    atomic_write_json,
-    build_from_meta,
-    disk_error_message,
-    load_model_state,
-    read_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-    step_checkpoints,
-)
-from engine.training.config import TrainConfig
 from engine.device import (
-    autocast,
-    bits_per_char,
     check_fits,
     choose_precision,
     choose_threads,
@@ -54,26 +43,27 @@ from engine.device import (
     should_compile,
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
+from engine.runs.checkpoint import (
+    atomic_write_json,
+    build_from_meta,
+    disk_error_message,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    step_checkpoints,
+)
 from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.training import guard, state
+from engine.training.config import TrainConfig
+from engine.training.optim import build_optimizer, default_lr
+from engine.training.schedule import Schedule
+from engine.training.tasks import Batch, Evaluation, make_task
+from engine.worker import protocol as P
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
-MAX_ROLLBACKS = 5
 TASK_EXTRA_IDS = {"mlm": 1, "seq2seq": 3}
-EXACT_MATCH_PAIRS = 256  # seq2seq evaluation: greedy-decoded validation pairs scored by exact match
-EVAL_COUNT_CELLS = 200_000_000  # n-gram evaluation: at most this many (token x vocabulary) probabilities
 MLP_TRAIN_WINDOW_MIN = 64  # the MLP trains on windows of max(64, 4n) tokens (n = its context)
-
-# Default learning rates for optimizers whose scale differs from Adam's (used when --lr is not given).
-_OPT_DEFAULT_LR = {"sgd": 0.1, "adagrad": 1e-2}
-
-
-def default_lr(config: TrainConfig) -> float:
-    from engine.models.registry import get_arch
-
-    if config.lr is not None:
-        return float(config.lr)
-    return _OPT_DEFAULT_LR.get(config.optimizer, get_arch(config.arch).default_lr or 1e-3)
 
 
 def model_overrides(config: TrainConfig) -> dict[str, Any]:
@@ -92,39 +82,6 @@ def plan_model(config: TrainConfig, vocab_size: int) -> Any:
     extra = TASK_EXTRA_IDS.get(info.task, 0)  # mlm: [MASK]; seq2seq: pad, bos, eos (appended ids)
     mcfg = make_config(config.arch, vocab_size + extra, **model_overrides(config))
     return mcfg.validate()
-
-
-def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum), Adam, AdamW, RMSprop, Adagrad. Weight decay applies to matrices only (dim >= 2):
-    biases and LayerNorm gains are not decayed. Adam/AdamW use the fused kernel where available (one
-    kernel over all parameters), else foreach."""
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if name in ("adamw", "adam"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        try:
-            return cls(groups, lr=lr, betas=(0.9, 0.95), fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            return cls(groups, lr=lr, betas=(0.9, 0.95), foreach=True)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, foreach=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=0.99, momentum=0.0, foreach=True)
-    if name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, foreach=True)
-    raise ConfigError(f"unknown optimizer {name!r}; choose adamw, adam, sgd, rmsprop or adagrad")
-
-
-def _flatten_state(state: Any) -> list[torch.Tensor]:
-    if state is None:
-        return []
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, tuple | list):
-        return [t for s in state for t in _flatten_state(s)]
-    return []
 
 
 class Trainer:
@@ -160,27 +117,26 @@ class Trainer:
         self.metrics: MetricsWriter | None = None
         self.step = 0
         self.tokens_seen = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # wall time of the run, pauses excluded (saved, so it spans resumes)
         self.best_val_loss: float | None = None
         self.best_val_bpc: float | None = None
         self.last_val_loss: float | None = None
         self.paused = False
         self._single = False
-        self._stop: str | None = None
-        self._stop_save = True
+        self.stop_requested: str | None = None
+        self.stop_save = True
         self._points: list[P.StepPoint] = []
         self._last_flush = 0.0
         self._last_saved_step = -1
         self._last_eval_step = -1
         self.tainted = False  # weights after a blow-up: never checkpointed
         self.rollbacks = 0
-        self.plateau_scale = 1.0
-        self.plateau_bad = 0
-        self.state: Any = None
+        self.last_batch: Batch | None = None
         self._tb: Any = None
         self._train_text: str | None = None
         self._train_index: Any = None
         self._logged: set[str] = set()
+        self._notes: list[tuple[str, str]] = []  # (level, text) logged once the run has started
         self.is_main = True  # False on data-parallel ranks other than 0: no run folder, no checkpoints
 
     # ---------------------------------------------------------------------------------------- events
@@ -192,7 +148,15 @@ class Trainer:
     def log(self, text: str, level: str = "info") -> None:
         self.emit(P.LogLine(job=self.job, level=level, text=text))
 
-    def _flush(self, force: bool = False) -> None:
+    def emit_error(self, message: str) -> None:
+        self.emit(P.ErrorEvent(job=self.job, message=message, fatal=False))
+
+    def _log_once(self, key: str, text: str, level: str = "info") -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            self.log(text, level)
+
+    def flush(self, force: bool = False) -> None:
         now = time.perf_counter()
         if self._points and (force or now - self._last_flush >= FLUSH_SECONDS):
             self.emit(P.StepMetrics(job=self.job, points=tuple(self._points)))
@@ -234,7 +198,6 @@ class Trainer:
             raise DataError(f"{cfg.source} leaves {len(self.data.val_ids)} validation tokens; give more text or a larger validation fraction")
         mcfg = self._plan(meta)
         self.model_config = mcfg
-        self.task = self.info.task
 
         # Memory: estimate before allocating anything.
         T = self._train_window(mcfg)
@@ -246,18 +209,23 @@ class Trainer:
 
         model = build_from_meta(meta) if meta is not None else self._build(mcfg)
         self.model = model.to(self.device)
-        self.recurrent = bool(getattr(self.model, "recurrent", False))
         self.trainable = bool(getattr(self.model, "trainable", True))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.base_lr = default_lr(cfg)
-        self.optimizer = build_optimizer(cfg.optimizer, self.params, self.base_lr, cfg) if self.trainable and self.params else None
+        self.schedule = Schedule.plan(cfg, default_lr(cfg))
+        self.optimizer = (build_optimizer(cfg.optimizer, self.params, self.schedule.base_lr, cfg)
+                          if self.trainable and self.params else None)
         self.forward_model = self._maybe_compile(self.model)
-        self.batcher = self._make_batcher()
+        self.task = make_task(self)
+        self.task.setup()
+        self._notes += [("info", line) for line in self.task.notes()]
         self.explode_at = max(3.0 * math.log(max(2, mcfg.vocab_size)), 10.0)
 
         if meta is not None:
-            self._restore(meta, tensors)
+            state.restore(self, meta, tensors, self._resume_path)
+            self.mark_restored()
+            if self.schedule.beyond_horizon(cfg.steps, cfg.time_budget):
+                self._notes.append(("warning", self._extension_note()))
         elif self.is_main:  # data-parallel ranks other than 0 write nothing (engine.training.distributed)
             self.run_dir = create_run(cfg.arch, cfg.source, cfg.runs_dir, cfg.run_name)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
@@ -269,6 +237,20 @@ class Trainer:
         self.metrics = MetricsWriter(self.run_dir)
         if cfg.tensorboard:
             self._open_tensorboard()
+
+    def _extension_note(self) -> str:
+        s = self.schedule
+        horizon = " and ".join(x for x in (f"{s.total_steps} steps" if s.total_steps else "",
+                                           f"{s.time_budget:g} s" if s.time_budget else "") if x)
+        end = s.lr(10**12, 10**12)
+        return (f"the budget goes past the schedule's horizon ({horizon}, fixed when the run started): "
+                f"the schedule is not re-planned, steps past it run at its final learning rate {end:.3g}")
+
+    def mark_restored(self) -> None:
+        """The state was just loaded from a checkpoint (resume or rollback): nothing to save or evaluate."""
+        self._last_saved_step = self.step
+        self._last_eval_step = self.step
+
 
     def _plan(self, meta: dict[str, Any] | None) -> Any:
         from engine.models.registry import config_from_dict
@@ -285,7 +267,7 @@ class Trainer:
             if mcfg.context > limit:
                 if limit < 2:
                     raise DataError(f"{cfg.source} is too short for training ({len(self.data.val_ids)} validation tokens); give more text")
-                self._pending_log = f"context {mcfg.context} is longer than the data allows; clamped to {limit}"
+                self._notes.append(("warning", f"context {mcfg.context} is longer than the data allows; clamped to {limit}"))
                 mcfg = mcfg.replace(context=limit).validate()
         return mcfg
 
@@ -331,128 +313,20 @@ class Trainer:
         try:
             return torch.compile(model)
         except Exception as err:  # noqa: BLE001 - compile is an optimisation, eager always works
-            self._pending_compile = f"torch.compile failed ({type(err).__name__}); training without it"
+            self._notes.append(("warning", f"torch.compile failed ({type(err).__name__}); training without it"))
             return model
-
-    def _make_batcher(self) -> Any:
-        from engine.data.sources import ContiguousStreams, RandomWindows
-
-        cfg = self.config
-        if not self.trainable:
-            return None
-        if self.task == "seq2seq":
-            return self._pair_batcher()
-        if self.recurrent:
-            return ContiguousStreams(self.data.train_ids, cfg.batch_size, self.context)
-        return RandomWindows(self.data.train_ids, cfg.batch_size, self.context, seed=cfg.seed)
-
-    def _pair_batcher(self) -> Any:
-        """seq2seq: encode ``Source.pairs()``, keep the last ``val_fraction`` for validation, batch the rest."""
-        from engine.data.pairs import PairBatches, encode_pairs, split_pairs
-
-        cfg = self.config
-        pairs = self.data.source.pairs()
-        limit = int(self.model_config.context)
-        srcs, tgts, cut = encode_pairs(pairs, self.tokenizer, limit)
-        train, val = split_pairs(len(pairs), cfg.val_fraction)
-        self.specials = self.model.special_ids(int(self.model_config.vocab_size))
-        self.val_pairs = ([srcs[i] for i in val], [tgts[i] for i in val])
-        if cut:
-            self._pending_log = f"{cut} of {len(pairs)} pairs are longer than the context of {limit} tokens and were cut; use --context {limit * 2}"
-        self._task_note = (f"{len(train):,} training and {len(val):,} validation pairs; each evaluation also "
-                           f"greedy-decodes {min(len(val), EXACT_MATCH_PAIRS)} validation pairs for exact-match accuracy")
-        return PairBatches([srcs[i] for i in train], [tgts[i] for i in train], cfg.batch_size, self.specials, seed=cfg.seed)
 
     def _open_tensorboard(self) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self._pending_tb = "TensorBoard is not installed, so --tensorboard writes nothing; pip install 'seqplay[tensorboard]'"
+            self._notes.append(("warning", "TensorBoard is not installed, so --tensorboard writes nothing; pip install 'seqplay[tensorboard]'"))
             return
         assert self.run_dir is not None
         self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
-    # ------------------------------------------------------------------------------- checkpoint state
-    def _meta(self) -> dict[str, Any]:
-        opt_meta: dict[str, Any] = {}
-        if self.optimizer is not None:
-            sd = self.optimizer.state_dict()
-            opt_meta["param_groups"] = sd["param_groups"]
-            opt_meta["scalars"] = {
-                str(pid): {k: v for k, v in st.items() if not isinstance(v, torch.Tensor)} for pid, st in sd["state"].items()
-            }
-            opt_meta["tensor_keys"] = {str(pid): [k for k, v in st.items() if isinstance(v, torch.Tensor)] for pid, st in sd["state"].items()}
-        return {
-            "arch": self.config.arch,
-            "model_config": self.model_config.to_dict(),
-            "train_config": self.config.to_dict(),
-            "tokenizer": self.tokenizer.to_dict(),
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "elapsed": self.elapsed,
-            "best_val_loss": self.best_val_loss,
-            "best_val_bpc": self.best_val_bpc,
-            "last_val_loss": self.last_val_loss,
-            "schedule": {"base_lr": self.base_lr, "plateau_scale": self.plateau_scale, "plateau_bad": self.plateau_bad},
-            "optimizer": opt_meta,
-            "batcher": self.batcher.state_dict() if self.batcher is not None else None,
-            "carried_state": len(_flatten_state(self.state)) if self.state is not None else None,
-            "params": self.n_params,
-            "device": self.device,
-            "precision": self.precision,
-            "saved": time.time(),
-        }
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.optimizer is not None:
-            for pid, st in self.optimizer.state_dict()["state"].items():
-                for k, v in st.items():
-                    if isinstance(v, torch.Tensor):
-                        out[f"optim.{pid}.{k}"] = v
-        out["rng.torch"] = torch.get_rng_state()
-        if self.device.startswith("cuda"):
-            out["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        for i, t in enumerate(_flatten_state(self.state)):
-            out[f"state.{i}"] = t
-        return out
-
-    def _restore(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        """Put model, optimizer, RNG, batcher, carried state and schedule back as they were saved."""
-        load_model_state(self.model, tensors, self._resume_path)
-        try:
-            if self.optimizer is not None and meta.get("optimizer"):
-                om = meta["optimizer"]
-                state: dict[int, dict[str, Any]] = {}
-                for pid, keys in om.get("tensor_keys", {}).items():
-                    state[int(pid)] = {k: tensors[f"optim.{pid}.{k}"] for k in keys}
-                for pid, scalars in om.get("scalars", {}).items():
-                    state.setdefault(int(pid), {}).update(scalars)
-                self.optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
-            torch.set_rng_state(tensors["rng.torch"])
-            if "rng.cuda" in tensors and self.device.startswith("cuda"):
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-            if self.batcher is not None and meta.get("batcher") is not None:
-                self.batcher.load_state_dict(meta["batcher"])
-            n_state = meta.get("carried_state")
-            if n_state:
-                parts = tuple(tensors[f"state.{i}"].to(self.device) for i in range(int(n_state)))
-                self.state = parts
-            self.step = int(meta["step"])
-            self.tokens_seen = int(meta.get("tokens_seen", 0))
-            self.elapsed = float(meta.get("elapsed", 0.0))
-            self.best_val_loss = meta.get("best_val_loss")
-            self.best_val_bpc = meta.get("best_val_bpc")
-            self.last_val_loss = meta.get("last_val_loss")
-            sched = meta.get("schedule") or {}
-            self.base_lr = float(sched.get("base_lr", self.base_lr))
-            self.plateau_scale = float(sched.get("plateau_scale", 1.0))
-            self.plateau_bad = int(sched.get("plateau_bad", 0))
-        except (KeyError, ValueError, TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{self._resume_path.name} cannot be resumed ({type(err).__name__}: {str(err)[:80]}); use an earlier checkpoint") from None
-        self._last_saved_step = self.step
-        self._last_eval_step = self.step
-
+    # ------------------------------------------------------------------------------------ checkpoints
     def save(self, best: bool = False, force: bool = False) -> Path | None:
         """Write step-NNNNNN (and best) checkpoints; prune old ones. Never after a blow-up."""
         if self.tainted or self.run_dir is None:
@@ -464,13 +338,13 @@ class Trainer:
             if force or self._last_saved_step != self.step or not path.exists():
                 if path.exists():  # re-reached after a resume from an earlier checkpoint
                     path.unlink()
-                meta, tensors = self._meta(), self._tensors()
+                meta, tensors = state.capture(self)
                 save_checkpoint(path, tensors, meta)
                 self._last_saved_step = self.step
                 written = path
                 self._prune(folder)
             if best:
-                meta, tensors = self._meta(), self._tensors()
+                meta, tensors = state.capture(self)
                 name = f"best-{self.step:06d}.safetensors"
                 save_checkpoint(folder / "best.json", tensors, meta, tensors_name=name)
                 for old in folder.glob("best-*.safetensors"):
@@ -482,7 +356,7 @@ class Trainer:
             self.emit(P.CheckpointWritten(job=self.job, step=self.step, path=str(written), best=best))
         elif best:
             self.emit(P.CheckpointWritten(job=self.job, step=self.step, path=str(folder / "best.json"), best=True))
-        self._summary("running" if self._stop is None else "stopping")
+        self._summary("running" if self.stop_requested is None else "stopping")
         return written
 
     def _prune(self, folder: Path) -> None:
@@ -498,62 +372,42 @@ class Trainer:
             write_summary(
                 self.run_dir, arch=self.config.arch, source=self.config.source, params=self.n_params, steps=self.step,
                 best_val_loss=self.best_val_loss, best_val_bpc=self.best_val_bpc, wall_time=self.elapsed,
-                status=status, tokenizer=self.config.tokenizer, device=self.device, **process_identity(),
+                status=status, tokenizer=self.config.tokenizer, device=self.device,
+                val_scored=getattr(self, "_val_scored", None), **process_identity(),
             )
         except OSError:
             pass
 
     # ------------------------------------------------------------------------------------- schedule
+    @property
+    def base_lr(self) -> float:
+        return self.schedule.base_lr
+
+    @base_lr.setter
+    def base_lr(self, value: float) -> None:
+        self.schedule.base_lr = float(value)
+
     def total_steps(self) -> int | None:
         return self.config.steps if self.config.steps else None
 
     def lr_at(self, step: int) -> float:
-        """Learning rate for the step about to be taken (0-based)."""
-        cfg = self.config
-        base = self.base_lr * self.plateau_scale
-        if cfg.schedule == "constant":
-            return base
-        total = self.total_steps()
-        warm = min(cfg.warmup, total // 10) if total else cfg.warmup
-        if warm > 0 and step < warm:
-            return base * (step + 1) / warm
-        if cfg.schedule == "cosine" and total:
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            low = base * cfg.min_lr_ratio
-            return low + (base - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return base
-
-    def _plateau(self, val_loss: float, improved: bool) -> None:
-        if self.config.schedule != "plateau":
-            return
-        self.plateau_bad = 0 if improved else self.plateau_bad + 1
-        if self.plateau_bad >= 2:
-            self.plateau_scale *= 0.5
-            self.plateau_bad = 0
-            self.log(f"validation loss has not improved for 2 evaluations: learning rate halved to {self.base_lr * self.plateau_scale:.3g}")
+        """Learning rate for the step about to be taken (0-based), at the run's wall time so far."""
+        return self.schedule.lr(step, self.elapsed)
 
     # ----------------------------------------------------------------------------------------- steps
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        if self.task == "seq2seq":  # x = src; y = [tgt_in | targets] (same width), split in train_step
-            src, tgt_in, targets = self.batcher.next()
-            x, y, reset = src, np.concatenate([tgt_in, targets], 1), False
-        elif self.recurrent:
-            x, y, reset = self.batcher.next()
-        else:
-            x, y = self.batcher.next()
-            reset = False
-        return self._to_device(x), self._to_device(y), reset
+    def next_batch(self) -> Batch:
+        """The next micro-batch (data-parallel ranks take their rows of it)."""
+        return self.task.next_batch()
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        """Host batch -> device. On CUDA through pinned memory, asynchronously (no host sync)."""
-        t = torch.from_numpy(array)
-        if self.device.startswith("cuda"):
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+    def reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
+        """The step's summed loss as every rank should see it (data-parallel ranks average it)."""
+        return total
 
     def train_step(self) -> tuple[float, float, float, int] | None:
         """One optimisation step. Returns (loss, grad_norm, lr, tokens), or None if it blew up (the
-        update was not applied)."""
+        update was not applied; ``self.blowup`` holds (loss, grad_norm, lr))."""
+        from engine.device import autocast
+
         cfg = self.config
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -561,27 +415,18 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         tokens = 0
         for _ in range(cfg.grad_accum):
-            x, y, reset = self._batch()
-            if self.recurrent and reset:
-                self.state = None
+            batch = self.last_batch = self.next_batch()
             with autocast(self.device, self.precision):
-                if self.task == "seq2seq":  # teacher forcing: (src, [bos]+y, y+[eos])
-                    _, loss, _ = self.forward_model(x, *y.chunk(2, dim=1))
-                elif self.task == "mlm":  # 15% of positions masked 80/10/10 (training RNG: resumable)
-                    _, loss, _ = self.forward_model(*self.model.masking(x))
-                else:
-                    _, loss, state = self.forward_model(x, y, state=self.state) if self.recurrent else self.forward_model(x, y)
+                loss = self.task.loss(self.forward_model, batch)
             (loss / cfg.grad_accum).backward()
             total += loss.detach().float()
-            tokens += x.numel() + (y.size(1) // 2 * y.size(0) if self.task == "seq2seq" else 0)  # seq2seq: + target positions
-            if self.recurrent:
-                self.state = self.model.detach_state(state)
-        total = self._reduce_loss(total)
+            tokens += batch.tokens
+        total = self.reduce_loss(total)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip else float("inf"), foreach=True)
         loss_v, norm_v = torch.stack([total / cfg.grad_accum, norm.float()]).tolist()  # the step's one sync
-        if not (math.isfinite(loss_v) and math.isfinite(norm_v)) or loss_v > self.explode_at:
+        if not (math.isfinite(loss_v) and math.isfinite(norm_v) and math.isfinite(lr)) or loss_v > self.explode_at:
             self.optimizer.zero_grad(set_to_none=True)
-            self._blowup = (loss_v, norm_v, lr)
+            self.blowup = (loss_v, norm_v, lr)
             return None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -589,226 +434,52 @@ class Trainer:
         self.tokens_seen += tokens
         return loss_v, norm_v, lr, tokens
 
-    def _reduce_loss(self, total: torch.Tensor) -> torch.Tensor:
-        """The step's summed loss as every rank should see it (data-parallel ranks average it)."""
-        return total
-
     # ------------------------------------------------------------------------------------ evaluation
-    def _rng_guard(self) -> Any:
+    def rng_guard(self) -> Any:
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         return torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu")
 
-    @torch.no_grad()
     def evaluate(self) -> P.EvalMetrics:
-        """Mean validation loss over ``eval_batches`` batches (fixed windows / contiguous streams);
-        count models (n-gram) over the whole validation split."""
-        if not self.trainable:
-            return self._record_eval(self._count_model_val_loss())
-        if self.task == "seq2seq":
-            return self._evaluate_seq2seq()
-        cfg = self.config
-        val = self.data.val_ids
-        T, B = self.context, cfg.batch_size
-        was_training = self.model.training
-        self.model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
-        with self._rng_guard():
-            if self.recurrent:
-                n_streams = max(1, min(B, (len(val) - 1) // max(T, 1)))
-                length = (len(val) - 1) // n_streams
-                xs = torch.from_numpy(np.asarray(val[: n_streams * length], dtype=np.int64)).view(n_streams, length)
-                ys = torch.from_numpy(np.asarray(val[1 : n_streams * length + 1], dtype=np.int64)).view(n_streams, length)
-                state = None
-                for i, start in enumerate(range(0, length, T)):
-                    if i >= cfg.eval_batches:
-                        break
-                    x, y = xs[:, start : start + T].to(self.device), ys[:, start : start + T].to(self.device)
-                    with autocast(self.device, self.precision):
-                        _, loss, state = self.model(x, y, state=state)
-                    loss_sum += loss.double() * y.numel()
-                    count += y.numel()
-            else:
-                n_windows = max(1, min(cfg.eval_batches * B, (len(val) - 1) // T))
-                starts = np.linspace(0, len(val) - 1 - T, n_windows).astype(np.int64)
-                offsets = np.arange(T + 1)
-                masks = torch.Generator(device="cpu").manual_seed(cfg.seed)  # mlm: the same masks every evaluation
-                for i in range(0, n_windows, B):
-                    w = torch.from_numpy(np.asarray(val[starts[i : i + B, None] + offsets], dtype=np.int64)).to(self.device)
-                    if self.task == "mlm":
-                        inputs, targets = self.model.masking(w[:, :-1], generator=masks)
-                        with autocast(self.device, self.precision):
-                            _, loss, _ = self.model(inputs, targets)
-                        n = int((targets != -100).sum())
-                    else:
-                        with autocast(self.device, self.precision):
-                            _, loss, _ = self.model(w[:, :-1], w[:, 1:])
-                        n = w[:, 1:].numel()
-                    loss_sum += loss.double() * n
-                    count += n
-        if was_training:
-            self.model.train()
-        val_loss = float(loss_sum.item() / max(count, 1))
-        # bits/char needs a next-token distribution over the whole text; a masked LM predicts 15% of it
-        return self._record_eval(val_loss, val_bpc=float("nan") if self.task == "mlm" else None)
+        """Validation over the whole split (``--eval-batches N``: a sample of N batches, said so)."""
+        ev = self.task.evaluate(self.config.eval_batches if self.task.trainable else None)
+        return self._record_eval(ev)
 
-    @torch.no_grad()
-    def _evaluate_seq2seq(self) -> P.EvalMetrics:
-        """Teacher-forced loss on the first ``eval_batches x batch_size`` validation pairs, bits per target
-        character (eos counts as the line end), and exact match of greedy decoding on up to
-        ``EXACT_MATCH_PAIRS`` validation pairs."""
-        from engine.models.seq2seq import strip_specials
-        from engine.data.pairs import collate
-
-        cfg = self.config
-        srcs, tgts = self.val_pairs
-        B, V = cfg.batch_size, int(self.model_config.vocab_size)
-        n_loss = min(len(srcs), cfg.eval_batches * B)
-        was_training = self.model.training
-        self.model.eval()
-        loss_sum, count, hits = 0.0, 0, 0
-        with self._rng_guard():
-            for i in range(0, n_loss, B):
-                batch = [torch.from_numpy(a).to(self.device) for a in collate(srcs[i : i + B], tgts[i : i + B], *self.specials)]
-                with autocast(self.device, self.precision):
-                    _, loss, _ = self.model(*batch)
-                n = int((batch[2] != -100).sum())
-                loss_sum += float(loss.double()) * n
-                count += n
-            n_match = min(len(srcs), EXACT_MATCH_PAIRS)
-            for i in range(0, n_match, 64):
-                src = torch.from_numpy(collate(srcs[i : i + 64], tgts[i : i + 64], *self.specials)[0]).to(self.device)
-                longest = max(len(y) for y in tgts[i : i + 64]) + 1  # room for eos: a longer output is wrong anyway
-                with autocast(self.device, self.precision):
-                    out = self.model.greedy_decode(src, max_len=longest).tolist()
-                hits += sum(strip_specials(row, V) == y.tolist() for row, y in zip(out, tgts[i : i + 64]))
-        if was_training:
-            self.model.train()
-        val_loss = loss_sum / max(count, 1)
-        chars = sum(len(self.tokenizer.decode(y)) + 1 for y in tgts[:n_loss])
-        return self._record_eval(val_loss, val_bpc=bits_per_char(val_loss, count, chars), accuracy=hits / max(n_match, 1))
-
-    @torch.no_grad()
-    def _count_model_val_loss(self) -> float:
-        """Exact mean loss of a count model over the validation split: one contiguous stream, read in
-        chunks that carry the model's state (its last n-1 tokens), so every position sees its full
-        history. Very large splits x vocabularies are cut to about ``EVAL_COUNT_CELLS`` probabilities."""
-        val = self.data.val_ids
-        V = int(self.model_config.vocab_size)
-        n = len(val) - 1
-        limit = max(4096, EVAL_COUNT_CELLS // max(V, 1))
-        if n > limit:
-            self._log_once("count_eval", f"validation uses the first {limit:,} of {n:,} tokens (vocabulary {V:,})")
-            n = limit
-        chunk = max(16, min(1024, EVAL_COUNT_CELLS // 50 // max(V, 1)))
-        state = None
-        loss_sum, count = 0.0, 0
-        for start in range(0, n, chunk):
-            w = torch.from_numpy(np.asarray(val[start : min(start + chunk, n) + 1], dtype=np.int64))[None].to(self.device)
-            _, loss, state = self.model(w[:, :-1], w[:, 1:], state=state)
-            loss_sum += float(loss.double()) * (w.size(1) - 1)
-            count += w.size(1) - 1
-        return loss_sum / max(count, 1)
-
-    def _log_once(self, key: str, text: str, level: str = "info") -> None:
-        """A log line emitted once per Trainer (e.g. why a figure is not reported)."""
-        if key not in self._logged:
-            self._logged.add(key)
-            self.log(text, level)
-
-    def _record_eval(self, val_loss: float, train_loss: float | None = None, val_bpc: float | None = None,
-                     accuracy: float | None = None) -> P.EvalMetrics:
-        """Emit EvalMetrics, track the best loss. ``val_bpc``: given by task-specific evaluations (NaN: not
-        meaningful), else computed over the validation split; ``accuracy``: seq2seq exact match."""
-        if val_bpc is None:
-            val_bpc = bits_per_char(val_loss, len(self.data.val_ids), self.data.val_chars)
+    def _record_eval(self, ev: Evaluation, train_loss: float | None = None) -> P.EvalMetrics:
+        """Emit EvalMetrics (with how much of the split it scored), track the best loss."""
+        val_loss = ev.loss
         improved = math.isfinite(val_loss) and (self.best_val_loss is None or val_loss < self.best_val_loss)
         if improved:
-            self.best_val_loss, self.best_val_bpc = val_loss, (val_bpc if math.isfinite(val_bpc) else None)
+            self.best_val_loss, self.best_val_bpc = val_loss, (ev.bpc if math.isfinite(ev.bpc) else None)
         self.last_val_loss = val_loss
-        self._plateau(val_loss, improved)
+        if self.schedule.plateau(improved):
+            self.log("validation loss has not improved for 2 evaluations: learning rate halved to "
+                     f"{self.schedule.base_lr * self.schedule.plateau_scale:.3g}")
         self._last_eval_step = self.step
+        self._val_scored = {"tokens": ev.tokens, "of": ev.split_tokens, "sampled": ev.sampled,
+                            "accuracy_pairs": ev.accuracy_pairs}
         ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
-        event = P.EvalMetrics(job=self.job, step=self.step, val_loss=val_loss, val_ppl=ppl, val_bpc=val_bpc,
-                              train_loss=train_loss, best=improved, accuracy=accuracy)
+        event = P.EvalMetrics(job=self.job, step=self.step, val_loss=val_loss, val_ppl=ppl, val_bpc=ev.bpc,
+                              train_loss=train_loss, best=improved, accuracy=ev.accuracy, val_tokens=ev.tokens,
+                              val_split_tokens=ev.split_tokens, val_sampled=ev.sampled,
+                              accuracy_pairs=ev.accuracy_pairs)
         self.emit(event)
         if self._tb is not None:
             self._tb.add_scalar("val/loss", val_loss, self.step)
-            if math.isfinite(val_bpc):
-                self._tb.add_scalar("val/bpc", val_bpc, self.step)
-            if accuracy is not None:
-                self._tb.add_scalar("val/exact_match", accuracy, self.step)
+            if math.isfinite(ev.bpc):
+                self._tb.add_scalar("val/bpc", ev.bpc, self.step)
+            if ev.accuracy is not None:
+                self._tb.add_scalar("val/exact_match", ev.accuracy, self.step)
         return event
 
     # --------------------------------------------------------------------------------------- samples
-    @torch.no_grad()
-    def sample(self, prompt: str = "", max_tokens: int | None = None, temperature: float = 0.8) -> P.SampleText:
+    def sample(self, prompt: str = "", max_tokens: int | None = None) -> P.SampleText | None:
         """A short sample from the current model (own RNG: the training stream is untouched)."""
-        if self.task != "lm":
-            return self._task_sample(prompt)
-        n = max_tokens or self.config.sample_tokens
-        tok = self.tokenizer
-        ids = list(tok.encode(prompt)) if prompt else [int(self.data.val_ids[0])]
-        start = len(ids)
-        was_training = self.model.training
-        self.model.eval()
-        gen = torch.Generator(device="cpu").manual_seed(self.config.seed + self.step)
-        with self._rng_guard():
-            state = None
-            x = torch.tensor([ids], dtype=torch.long, device=self.device)
-            for _ in range(n):
-                if self.recurrent:
-                    logits, _, state = self.model(x, state=state)
-                else:
-                    window = self.model.max_context or self.context
-                    logits, _, _ = self.model(torch.tensor([ids[-window:]], dtype=torch.long, device=self.device))
-                probs = torch.softmax(logits[0, -1].float().cpu() / temperature, dim=-1)
-                nxt = int(torch.multinomial(probs, 1, generator=gen))
-                ids.append(nxt)
-                x = torch.tensor([[nxt]], dtype=torch.long, device=self.device)
-        if was_training:
-            self.model.train()
-        text = tok.decode(ids[start:])
-        event = P.SampleText(job=self.job, step=self.step, prompt=prompt, text=text, copied=self._copied(text))
-        self.emit(event)
+        event = self.task.sample(prompt, max_tokens or self.config.sample_tokens)
+        if event is not None:
+            self.emit(event)
         return event
 
-    @torch.no_grad()
-    def _task_sample(self, prompt: str = "") -> P.SampleText | None:
-        """seq2seq: greedy output for ``prompt`` (default: the first validation source). mlm: blanks
-        (``_``) filled greedily in ``prompt`` (default: every 7th token of the validation text blanked)."""
-        from engine.generation.generate import fill_blanks, seq2seq_decode
-        from engine.generation.processors import SamplingSettings
-
-        tok = self.tokenizer
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self._rng_guard():
-                if self.task == "seq2seq":
-                    shown = prompt or tok.decode(self.val_pairs[0][0])
-                    out = seq2seq_decode(self.model, tok, shown, SamplingSettings(temperature=0.0))
-                    text = tok.decode(out)
-                elif prompt:
-                    shown, text = prompt, fill_blanks(self.model, tok, prompt)[0]
-                else:
-                    ids = np.asarray(self.data.val_ids[: min(self.context, 64)], dtype=np.int64)
-                    blank = np.arange(len(ids)) % 7 == 3
-                    x = torch.from_numpy(ids)[None].to(self.device)
-                    filled = self.model.fill_mask(x, torch.from_numpy(blank)[None].to(self.device))[0].tolist()
-                    shown = "".join("_" if b else tok.decode([int(i)]) for i, b in zip(ids, blank))
-                    text = tok.decode(filled)
-        except SeqplayError as err:  # a bad prompt from the user: report it, keep training
-            self.emit(P.ErrorEvent(job=self.job, message=str(err), fatal=False))
-            return None
-        finally:
-            if was_training:
-                self.model.train()
-        event = P.SampleText(job=self.job, step=self.step, prompt=shown, text=text)
-        self.emit(event)
-        return event
-
-    def _copied(self, text: str, minimum: int = 20) -> str:
+    def copied(self, text: str, minimum: int = 20) -> str:
         """Longest span of ``text`` (>= ``minimum`` chars) found verbatim in the training text."""
         if len(text) < minimum:
             return ""
@@ -843,14 +514,17 @@ class Trainer:
         for cmd in self.control(timeout):
             self.handle(cmd)
 
+    def pause(self, reason: str = "paused by you") -> None:
+        if not self.paused:
+            self.paused = True
+            self.flush(force=True)
+            self.emit(P.StateChanged(job=self.job, state="paused", reason=reason))
+            self._summary("paused")
+
     def handle(self, cmd: P.Command) -> None:
         """Apply one control command (between steps)."""
         if isinstance(cmd, P.Pause):
-            if not self.paused:
-                self.paused = True
-                self._flush(force=True)
-                self.emit(P.StateChanged(job=self.job, state="paused", reason="paused by you"))
-                self._summary("paused")
+            self.pause()
         elif isinstance(cmd, P.Resume):
             if self.paused:
                 self.paused = False
@@ -859,64 +533,20 @@ class Trainer:
         elif isinstance(cmd, P.SingleStep):
             self._single = True
         elif isinstance(cmd, P.Stop | P.Shutdown):
-            self._stop = "stopped"
-            self._stop_save = getattr(cmd, "save", True)
+            self.stop_requested = "stopped"
+            self.stop_save = getattr(cmd, "save", True)
         elif isinstance(cmd, P.SaveNow):
             self.save(force=False)
         elif isinstance(cmd, P.SetLearningRate):
             if not (cmd.lr > 0 and math.isfinite(cmd.lr)):
-                self.emit(P.ErrorEvent(job=self.job, message=f"learning rate must be a positive number, got {cmd.lr}"))
+                self.emit_error(f"learning rate must be a positive number, got {cmd.lr}")
                 return
-            self.base_lr, self.plateau_scale = float(cmd.lr), 1.0
+            self.schedule.base_lr, self.schedule.plateau_scale = float(cmd.lr), 1.0
             self.log(f"learning rate set to {cmd.lr:.3g} (the schedule continues from it)")
         elif isinstance(cmd, P.SampleNow):
             self.sample(cmd.prompt, cmd.max_tokens)
         elif self.on_command is not None:
             self.on_command(cmd)
-
-    # ------------------------------------------------------------------------------------ guard rail
-    def _on_blowup(self) -> bool:
-        """Handle a NaN/inf/exploding step. True: carry on (rolled back); False: paused or ending."""
-        loss_v, norm_v, lr = self._blowup
-        what = "NaN" if math.isnan(loss_v) else ("infinite" if math.isinf(loss_v) else f"{loss_v:.3g}")
-        if math.isfinite(loss_v) and not math.isfinite(norm_v):
-            what = f"{loss_v:.3g} with an infinite gradient"
-        steps = step_checkpoints(self.run_dir) if self.run_dir else []
-        last = steps[-1][1].name if steps else None
-        self.state = None if self.recurrent else self.state
-        if self.config.auto_rollback and last and self.rollbacks < MAX_ROLLBACKS:
-            self.rollbacks += 1
-            self._rollback(steps[-1][1])
-            self.base_lr *= 0.5
-            self.log(f"loss became {what} at step {self.step + 1}: rolled back to {last} and halved the learning rate to {self.base_lr:.3g}", "warning")
-            return True
-        self.tainted = self.tainted or math.isfinite(loss_v)
-        remedy = (
-            "training paused; lower the learning rate (l) and resume (p), or train again with auto-rollback"
-            if self.pause_on_error
-            else "training stopped; train again with a lower --lr, or add --auto-rollback"
-        )
-        message = (
-            f"loss became {what} at step {self.step + 1} (learning rate {lr:.3g} is probably too high): {remedy}"
-            + (f"; the last good checkpoint {last} is kept" if last else "")
-        )
-        self._flush(force=True)
-        self.emit(P.ErrorEvent(job=self.job, message=message, fatal=False))
-        if self.pause_on_error:
-            self.paused = True
-            self.emit(P.StateChanged(job=self.job, state="paused", reason=message))
-            self._summary("paused")
-            return False
-        self._stop, self._stop_save = "error", False
-        return False
-
-    def _rollback(self, json_path: Path) -> None:
-        meta, tensors = read_checkpoint(json_path)
-        self._resume_path = json_path
-        base = self.base_lr
-        self._restore(meta, tensors)
-        self.base_lr = min(base, self.base_lr)
-        self.tainted = False
 
     # ------------------------------------------------------------------------------------------- run
     def run(self) -> P.Finished:
@@ -948,8 +578,8 @@ class Trainer:
                 self._tb.close()
 
     def _fail(self, message: str) -> P.Finished:
-        self._flush(force=True)
-        self.emit(P.ErrorEvent(job=self.job, message=message, fatal=False))
+        self.flush(force=True)
+        self.emit_error(message)
         self._summary("error")
         fin = P.Finished(job=self.job, step=self.step, reason="error", best_val_loss=self.best_val_loss,
                          run_dir=str(self.run_dir or ""))
@@ -964,18 +594,15 @@ class Trainer:
             vocab_size=self.model_config.vocab_size, total_steps=self.total_steps(), time_budget=cfg.time_budget,
             start_step=self.step,
         ))
-        for attr in ("_pending_log", "_pending_compile", "_pending_tb"):
-            if hasattr(self, attr):
-                self.log(getattr(self, attr), "warning")
-        if hasattr(self, "_task_note"):
-            self.log(self._task_note)
-        if self.task == "mlm":
-            self.log("masked LM: validation loss is over masked positions (same masks every evaluation); "
-                     "bits/char is not reported (NaN): the model never predicts the text left to right")
+        for level, text in self._notes:
+            self.log(text, level)
         self.log(f"{cfg.arch}: {self.n_params:,} parameters on {self.device} ({self.precision}, {self.threads} threads)")
         self._summary("running")
 
-    def _budget_left(self) -> str | None:
+    def stop_reason(self) -> str | None:
+        """Why the loop should stop now: a stop request, or the budget ("done": steps, "time")."""
+        if self.stop_requested:
+            return self.stop_requested
         cfg = self.config
         if cfg.steps and self.step >= cfg.steps:
             return "done"
@@ -987,24 +614,23 @@ class Trainer:
         self._started()
         if not self.trainable:
             return self._fit_counts()
-        fresh = self.step == 0
-        if fresh:
+        if self.step == 0:
             self.save()  # a step-0 checkpoint: something good to fall back to from the very first step
         self.model.train()
-        self._last_flush = time.perf_counter()
-        reason: str | None = None
+        self._last_flush = clock = time.perf_counter()
         while True:
             self._poll(0.0)
             if self.idle is not None:
                 self.idle()
-            if self._stop:
-                reason = self._stop
-                break
-            reason = self._budget_left()
+            now = time.perf_counter()
+            if not self.paused:
+                self.elapsed += now - clock  # wall time: steps, evaluations, checkpoints, samples
+            clock = now
+            reason = self.stop_reason()
             if reason:
                 break
             if self.paused and not self._single:
-                self._flush(force=True)
+                self.flush(force=True)
                 self._poll(0.05)
                 if self.control is None:
                     time.sleep(0.05)
@@ -1013,30 +639,30 @@ class Trainer:
             t0 = time.perf_counter()
             result = self.train_step()
             dt = time.perf_counter() - t0
-            self.elapsed += dt
             if result is None:
-                if not self._on_blowup() and self._stop:
-                    reason = self._stop
+                if not guard.on_blowup(self, *self.blowup) and self.stop_requested:
+                    reason = self.stop_requested
                     break
                 continue
             loss_v, norm_v, lr, tokens = result
             if self.tainted and loss_v < self.explode_at:
                 self.tainted = False
             self._points.append(P.StepPoint(step=self.step, loss=loss_v, lr=lr, grad_norm=norm_v,
-                                            tokens_per_s=tokens / dt if dt > 0 else 0.0, elapsed=self.elapsed,
+                                            tokens_per_s=tokens / dt if dt > 0 else 0.0,
+                                            elapsed=self.elapsed + (time.perf_counter() - clock),
                                             tokens_seen=self.tokens_seen))
             if self._tb is not None:
                 self._tb.add_scalar("train/loss", loss_v, self.step)
                 self._tb.add_scalar("train/lr", lr, self.step)
-            self._flush()
-            self._periodic(loss_v)
+            self.flush()
+            self._periodic()
         return self._finish(reason)
 
-    def _periodic(self, train_loss: float) -> None:
+    def _periodic(self) -> None:
         cfg = self.config
         at_eval = self.step % cfg.eval_every == 0
         if at_eval:
-            self._flush(force=True)
+            self.flush(force=True)
             before = self.best_val_loss
             ev = self.evaluate()
             if cfg.checkpoint_every is None:
@@ -1044,18 +670,16 @@ class Trainer:
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save(best=at_eval and self._last_eval_step == self.step and self.best_val_loss == self.last_val_loss)
         if cfg.sample_every and self.step % cfg.sample_every == 0:
-            self._flush(force=True)
+            self.flush(force=True)
             self.sample()
 
     def _finish(self, reason: str) -> P.Finished:
-        self._flush(force=True)
+        self.flush(force=True)
         if reason != "error" and not self.tainted:
+            best = False
             if self._last_eval_step != self.step and self.step > 0:
-                ev = self.evaluate()
-                best = ev.best
-            else:
-                best = False
-            if self._stop_save:
+                best = self.evaluate().best
+            if self.stop_save:
                 self.save(best=best)
         status = {"done": "finished", "time": "finished", "stopped": "stopped", "error": "error"}.get(reason, reason)
         self._summary(status)
@@ -1067,9 +691,9 @@ class Trainer:
     def _fit_counts(self) -> P.Finished:
         """Count-based models (n-gram): ``fit`` on the training ids, one evaluation, one checkpoint."""
         t0 = time.perf_counter()
-        self.model.fit(self.data.train_ids)
+        self.tokens_seen = self.task.fit()
         self.elapsed += time.perf_counter() - t0
-        self.step, self.tokens_seen = 1, len(self.data.train_ids)
+        self.step = 1
         ev = self.evaluate()
         self.save(best=ev.best)
         self._summary("finished")

@@ -195,7 +195,9 @@ class StepMetrics(Event):
 class EvalMetrics(Event):
     """Validation after ``step``: mean loss (nats/token), perplexity and bits per character (NaN for a
     masked LM, where it is not meaningful). ``accuracy``: seq2seq exact match of greedy decoding on
-    validation pairs (fraction in [0, 1]); None for other tasks."""
+    validation pairs (fraction in [0, 1]); None for other tasks. What was scored: ``val_tokens``
+    positions of the ``val_split_tokens`` the split has (``val_sampled``: a sample, ``--eval-batches``);
+    ``accuracy_pairs``: how many pairs the exact match decoded."""
 
     kind: ClassVar[str] = "eval"
     step: int = 0
@@ -205,6 +207,10 @@ class EvalMetrics(Event):
     train_loss: float | None = None
     best: bool = False
     accuracy: float | None = None
+    val_tokens: int = 0
+    val_split_tokens: int = 0
+    val_sampled: bool = False
+    accuracy_pairs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from engine.worker import protocol as P
-from engine.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
 from engine.models.registry import ARCHS
+from engine.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
+from engine.worker import protocol as P
 
 
 class _Interrupt:
@@ -105,10 +105,13 @@ class _Display:
         elif isinstance(event, P.EvalMetrics):
             self.val_ppl = event.val_ppl
             self.progress.update(self.task, ppl=_fmt(event.val_ppl))
+            scored = (f"sample of {event.val_tokens:,} of {event.val_split_tokens:,} tokens" if event.val_sampled
+                      else f"whole split, {event.val_split_tokens:,} tokens")
             self.print(f"step {event.step}: val loss {event.val_loss:.4f}, ppl {_fmt(event.val_ppl)}"
                        + (f", {event.val_bpc:.3f} bits/char" if math.isfinite(event.val_bpc) else "")
-                       + (f", exact match {event.accuracy:.1%}" if event.accuracy is not None else "")
-                       + (" (best)" if event.best else ""))
+                       + (f", exact match {event.accuracy:.1%} of {event.accuracy_pairs:,} pairs"
+                          if event.accuracy is not None and event.accuracy_pairs else "")
+                       + f" ({scored})" + (" (best)" if event.best else ""))
         elif isinstance(event, P.SampleText):
             shown = f"{event.prompt[:80]!r} -> " if event.prompt else ""
             self.print(f"sample @ {event.step}: {shown}{event.text[:160]!r}" + (f"  [copied: {event.copied[:40]!r}]" if event.copied else ""))
@@ -300,10 +303,15 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
 @_opt("--encoder", type=click.Choice(["transformer", "lstm"]), default=None, help="[mlm] encoder type.")
 @_opt("--set", "sets", multiple=True, metavar="KEY=VALUE",
       help="Any model setting of the arch (repeatable), e.g. --set mask_prob=0.2; see `seqplay archs NAME`.")
-@_opt("--weight-decay", type=float, default=0.1, show_default=True)
+@_opt("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (default 0.1; adamw only).")
+@_opt("--l2", type=float, default=0.0, help="L2 penalty added to the gradient (sgd, adam, rmsprop, adagrad).")
 @_opt("--steps", type=int, default=None, help="Step budget (default 2000, or unlimited with --time).")
-@_opt("--time", "time_budget", type=float, default=None, help="Time budget in seconds.")
+@_opt("--time", "time_budget", type=float, default=None,
+      help="Time budget: seconds of wall time of the run (evaluations and checkpoints included); with "
+           "cosine, the elapsed fraction of it drives the schedule.")
 @_opt("--eval-every", type=int, default=200, show_default=True)
+@_opt("--eval-batches", type=int, default=None,
+      help="Evaluate on a sample of N batches (default: the whole validation split).")
 @_opt("--sample-every", type=int, default=200, show_default=True, help="Print a sample every N steps (0: never).")
 @_opt("--checkpoint-every", type=int, default=None, help="Checkpoint every N steps (default: at each evaluation).")
 @_opt("--keep-last", type=int, default=3, show_default=True, help="Step checkpoints kept (plus the best).")
@@ -321,8 +329,8 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
 @_opt("--nproc", type=int, default=1, show_default=True, help="Data-parallel processes (DDP: gloo on CPU, NCCL on GPUs).")
 def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers: int | None, width: int | None,
           embed: int | None, heads: int | None, context: int | None, batch_size: int, grad_accum: int, lr: float | None,
-          optimizer: str, schedule: str, warmup: int, clip: float, dropout: float | None, weight_decay: float,
-          steps: int | None, time_budget: float | None, eval_every: int, sample_every: int, checkpoint_every: int | None,
+          optimizer: str, schedule: str, warmup: int, clip: float, dropout: float | None, weight_decay: float | None, l2: float,
+          steps: int | None, time_budget: float | None, eval_every: int, eval_batches: int | None, sample_every: int, checkpoint_every: int | None,
           keep_last: int, device: str, precision: str, threads: int | None, compile_: str, seed: int,
           runs_dir: str | None, run_name: str | None, tensorboard: bool, auto_rollback: bool, as_json: bool,
           use_worker: bool, nproc: int, order: int | None, nonlinearity: str | None, identity_init: bool | None,
@@ -343,13 +351,13 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
         steps = None if time_budget else 2000
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint-every must be a positive whole number, got {checkpoint_every}")
-    if warmup < 0 or weight_decay < 0 or sample_every < 0:
+    if warmup < 0 or (weight_decay or 0) < 0 or sample_every < 0:
         raise ConfigError("warmup, weight-decay and sample-every must not be negative")
     config = TrainConfig(
         source=source, tokenizer=tokenizer, vocab_size=vocab_size, arch=arch, model=model, optimizer=optimizer, lr=lr,
-        schedule=schedule, warmup=warmup, clip=clip if clip and clip > 0 else None, weight_decay=weight_decay,
+        schedule=schedule, warmup=warmup, clip=clip if clip and clip > 0 else None, weight_decay=weight_decay, l2=l2,
         batch_size=batch_size, context=context, grad_accum=grad_accum, steps=steps, time_budget=time_budget,
-        eval_every=eval_every, sample_every=sample_every, checkpoint_every=checkpoint_every, keep_last=keep_last,
+        eval_every=eval_every, eval_batches=eval_batches, sample_every=sample_every, checkpoint_every=checkpoint_every, keep_last=keep_last,
         device=device, precision=precision, compile=compile_, threads=threads, seed=seed, runs_dir=runs_dir,
         run_name=run_name, tensorboard=tensorboard, auto_rollback=auto_rollback, nproc=nproc,
     ).validate()
@@ -367,8 +375,11 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
 
 @click.command("resume")
 @click.argument("run")
-@_opt("--steps", type=int, default=None, help="New total step budget (default: the run's).")
-@_opt("--time", "time_budget", type=float, default=None, help="New time budget in seconds.")
+@_opt("--steps", type=int, default=None,
+      help="New total step budget (default: the run's). Past the schedule's horizon, fixed when the run "
+           "started, the learning rate holds at the schedule's final value (docs/training.md).")
+@_opt("--time", "time_budget", type=float, default=None,
+      help="New time budget: seconds of wall time of the whole run, earlier sessions included.")
 @_opt("--device", default=None, help="Device to continue on (default: the run's).")
 @_opt("--runs-dir", default=None)
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
