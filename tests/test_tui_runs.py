@@ -87,7 +87,7 @@ async def test_diff_of_two_runs_and_overlay_axes():
     make_run(root, "beta", lr=3e-3)
     app = SeqplayApp(engine_factory=FakeEngine)
     async with app.run_test(size=SIZE) as pilot:
-        runs = await open_runs(pilot, app)
+        await open_runs(pilot, app)
         await pilot.press("D")
         await pilot.pause()
         assert not isinstance(app.screen, ShowDiff)  # needs two selected
