@@ -89,7 +89,7 @@ def test_ui_side_of_insight_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, tui.insight, engine.insight.render, engine.insight.memorization, engine.insight.table\n"
+    code = ("import sys, tui.panes.insight, engine.insight.params, engine.insight.analyses, engine.insight.render, engine.insight.memorization, engine.insight.table\n"
             "print('torch' in sys.modules, 'textual' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -97,12 +97,3 @@ def test_ui_side_of_insight_imports_no_torch():
     code = "import sys, engine.insight.gradients, engine.insight.render\nprint('textual' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "False", res.stderr
-
-
-def test_tui_runs_an_analysis_in_a_subprocess(runs):
-    from tui.insight import run_analysis
-
-    data = run_analysis("memorization", f"--corpus {runs['corpus']} --text 'ZZ the cat sat on the mat ZZ'")
-    assert data["samples"][0]["span"] == "the cat sat on the mat"  # the corpus has it after a newline
-    with pytest.raises(RuntimeError, match="neither a file nor a built-in corpus"):
-        run_analysis("memorization", "--corpus no-such-corpus --text abc")

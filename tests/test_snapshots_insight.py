@@ -1,4 +1,5 @@
-"""Snapshot tests of every Insight view, fed scripted analysis results (no torch, no subprocess).
+"""Snapshot tests of every Insight view at 80x24 and 160x48, fed scripted ``AnalysisDone`` events (no
+torch, no worker).
 
 Update the baselines after an intended change with `pytest tests/test_snapshots_insight.py --snapshot-update`.
 """
@@ -9,7 +10,8 @@ import pytest
 from textual.app import App, ComposeResult
 
 from engine.insight.memorization import memorization_report
-from tui.insight import InsightPane
+from engine.worker import protocol as P
+from tui.panes.insight import InsightPane
 
 TEXT = 'he said "hi" to\nme, "ok"'
 
@@ -87,6 +89,9 @@ VIEWS = {
 }
 
 
+SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
+
+
 class InsightApp(App):
     """Just the Insight pane, showing one scripted result."""
 
@@ -97,17 +102,25 @@ class InsightApp(App):
     def compose(self) -> ComposeResult:
         yield InsightPane(id="insight")
 
-    def on_mount(self) -> None:
-        pane = self.query_one(InsightPane)
-        pane.show_result(InsightPane.Result(self.analysis, self.data, self.error))
+    def show(self) -> None:
+        done = P.AnalysisDone(job="j", analysis=self.analysis, reason="error" if self.error else "done",
+                              data=self.data, message=self.error or "", seconds=1.5)
+        self.query_one(InsightPane).show_done(done)
 
 
+async def _show(pilot) -> None:
+    await pilot.pause()
+    pilot.app.show()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("view", list(VIEWS))
-def test_insight_view(snap_compare, view):
+def test_insight_view(snap_compare, view, size):
     analysis = "surprisal" if view == "surprisal_diff" else view
-    assert snap_compare(InsightApp(analysis, VIEWS[view]()), terminal_size=(110, 36))
+    assert snap_compare(InsightApp(analysis, VIEWS[view]()), terminal_size=SIZES[size], run_before=_show)
 
 
 def test_insight_error_view(snap_compare):
     assert snap_compare(InsightApp("attention", None, "a lstm has no self-attention; pick a Transformer run"),
-                        terminal_size=(110, 12))
+                        terminal_size=(80, 24), run_before=_show)

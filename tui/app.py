@@ -64,7 +64,7 @@ PANES: list[PaneSpec] = [
     PaneSpec("train", "Train", "3", "tui.panes.train:TrainPane"),
     PaneSpec("generate", "Generate", "4", "tui.panes.generate:GeneratePane"),
     PaneSpec("runs", "Runs", "5", "tui.panes.runs:RunsPane"),
-    PaneSpec("insight", "Insight", "6", "tui.insight:InsightPane"),
+    PaneSpec("insight", "Insight", "6", "tui.panes.insight:InsightPane"),
 ]
 
 
@@ -281,9 +281,12 @@ class SeqplayApp(App):
         self._batch_slots.release()
         train_events: list[P.Event] = []
         gen_events: list[P.Event] = []
+        insight_events: list[P.Event] = []
         for ev in message.events:
             self.events_seen += 1
-            if isinstance(ev, (P.GeneratedToken, P.GenerationDone)):
+            if isinstance(ev, (P.AnalysisProgress, P.AnalysisDone)):
+                insight_events.append(ev)  # the Insight pane follows its own job
+            elif isinstance(ev, (P.GeneratedToken, P.GenerationDone)):
                 if ev.job == self.gen_id:
                     gen_events.append(ev)
                     if isinstance(ev, P.GenerationDone):
@@ -318,6 +321,8 @@ class SeqplayApp(App):
             self.pane("train").apply(train_events)
         if gen_events:
             self.pane("generate").apply(gen_events)
+        if insight_events:
+            self.pane("insight").apply(insight_events)
         self._update_subtitle()
 
     def _error_event(self, ev: P.ErrorEvent) -> None:

@@ -105,6 +105,7 @@ class FakeEngine:
         else:
             self._advance_training()
             self._advance_generation()
+            self.advance_analysis()
         out, self._out = self._out, []
         if timeout > 0:  # like a queue read: a little wait (never busy-loop the caller)
             time.sleep(min(timeout, self.poll_sleep if out else 0.01))
@@ -290,6 +291,67 @@ class FakeEngine:
         return P.GeneratedToken(job=g.gen_id, index=i, token=ord(ch), text=ch, prob=prob, raw_prob=prob * 0.9,
                                 entropy=1.0 + (i % 5) / 5, top=tuple(top))
 
+
+    # -- analyses (Analyze / CancelAnalysis) -------------------------------------------------------
+    analysis_polls = 3  # polls an analysis takes: one AnalysisProgress each, then AnalysisDone
+
+    def _on_analyze(self, cmd: P.Analyze) -> None:
+        self._analysis = {"cmd": cmd, "done": 0}
+
+    def _on_cancel_analysis(self, cmd: P.CancelAnalysis) -> None:
+        a = getattr(self, "_analysis", None)
+        if a is not None and a["cmd"].job == cmd.job:
+            self._analysis = None
+            self._out.append(P.AnalysisDone(job=cmd.job, analysis=a["cmd"].params.analysis, reason="cancelled"))
+
+    def advance_analysis(self) -> None:
+        a = getattr(self, "_analysis", None)
+        if a is None:
+            return
+        cmd, total = a["cmd"], self.analysis_polls
+        if a["done"] < total:
+            self._out.append(P.AnalysisProgress(job=cmd.job, done=a["done"], total=total, message=f"unit {a['done'] + 1}"))
+            a["done"] += 1
+            return
+        self._analysis = None
+        self._out.append(P.AnalysisDone(job=cmd.job, analysis=cmd.params.analysis, reason="done",
+                                        data=fake_analysis(cmd), seconds=0.1 * total))
+
+
+def fake_analysis(cmd: P.Analyze) -> dict:
+    """A small, plausible result dict for each analysis (what engine.insight.render draws)."""
+    kind = cmd.params.analysis
+    tokens = list(SAMPLE_TEXT[:24])
+    if kind == "gradients":
+        d = list(range(1, 31))
+        return {"analysis": kind, "mode": "at initialisation", "source": "grammar", "curves": [
+            {"label": a, "distances": d, "norm": [0.5 * r**k for k in d]} for a, r in (("rnn", 0.6), ("lstm", 0.85))]}
+    if kind == "attention":
+        n = 8
+        return {"analysis": kind, "kind": "self", "tokens": tokens[:n], "prompt": "".join(tokens[:n]), "layers": [[
+            [[1.0 / (i + 1) if j <= i else 0.0 for j in range(n)] for i in range(n)] for _ in range(4)]]}
+    if kind == "gates":
+        wave = [round(math.sin(i / 3), 4) for i in range(len(tokens))]
+        return {"analysis": kind, "arch": "lstm", "layer": 0, "width": 8, "tokens": tokens, "pattern_chosen": True,
+                "gates": {"f": [round(0.5 + 0.4 * w, 4) for w in wave]}, "units": {"h0": wave},
+                "search": {"pattern": "words", "signal": [float(c.isalpha()) for c in tokens],
+                           "best": [{"unit": "h0", "corr": 0.8}]}}
+    if kind == "surprisal":
+        return {"analysis": kind, "run": "fake", "tokens": tokens, "losses": [None] + [1.0 + (i % 4) for i in range(1, len(tokens))],
+                "mean_loss": 2.5, "perplexity": math.exp(2.5), "bits_per_char": 3.6}
+    if kind == "table":
+        base = cmd.params.train == "ngram"
+        rows = [{"run": "fake-lstm", "arch": "lstm", "tokenizer": "char", "params": 123456, "steps": 100,
+                 "tokens_seen": 51200, "wall_time": 2.0, "val_loss": 1.4, "val_ppl": 4.05, "val_bpc": 2.02,
+                 "status": "finished", "baseline": False, "beats_baseline": True if base else None}]
+        if base:
+            rows.append({**rows[0], "run": "fake-ngram", "arch": "ngram", "params": 0, "val_bpc": 2.5,
+                         "baseline": True, "beats_baseline": None})
+        return {"analysis": kind, "corpus": cmd.params.corpus, "groups": [
+            {"source": cmd.params.corpus or "grammar", "baseline_bpc": 2.5 if base else None, "rows": rows}]}
+    return {"analysis": "memorization", "source": "fake", "training_chars": 1000, "n": 8, "mean_ngram_share": 0.5,
+            "max_span_length": 4, "samples": [{"sample": "the cat", "copied_mask": "1111000", "span_start": 0,
+                                                "span_length": 4, "ngram_share": 0.5}]}
 
 def _default_runs_dir() -> Path:
     from tui.catalog import runs_dir

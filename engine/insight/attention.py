@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.data.pairs import teacher_forcing
 from engine.errors import ConfigError
 from engine.insight.common import encode_text, model_device, token_strings
-from engine.data.pairs import teacher_forcing
 
 
 def attention_maps(model: Any, tokenizer: Any, prompt: str, digits: int = 4) -> dict[str, Any]:

@@ -64,6 +64,19 @@ def char_signal(text: str, pattern: str) -> np.ndarray:
     return out
 
 
+SUGGESTED = ("quotes", "parens", "brackets", "upper", "digits", "line-start", "words")
+
+
+def suggest_pattern(text: str, least: float = 0.02, most: float = 0.8) -> str:
+    """A preset that suits ``text``: the first of ``SUGGESTED`` that covers between ``least`` and
+    ``most`` of its characters (quotes fail on a text without any), else ``line-position``."""
+    for name in SUGGESTED:
+        share = float(char_signal(text, name).mean()) if text else 0.0
+        if least <= share <= most:
+            return name
+    return "line-position"
+
+
 def token_signal(tokens: list[str], pattern: str) -> np.ndarray:
     """The character signal averaged over the characters of each token."""
     text = "".join(tokens)

@@ -24,7 +24,11 @@ batch's mean loss), i.e. the factor ``--clip c`` would apply to exactly that gra
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -209,36 +213,56 @@ def curve(model: nn.Module, ids: np.ndarray, distance: int, windows: int, seed: 
     return out
 
 
-def gradients_report(archs: list[str], run: str | None = None, source: str = "grammar", distance: int = 100,
+def gradients_report(archs: list[str], run: Any = None, source: str = "grammar", distance: int = 100,
                      windows: int = 8, seeds: int = 1, clip: float | None = None, identity_init: bool = False,
+                     progress: Callable[[int, int, str], None] | None = None, cancel: threading.Event | None = None,
                      **overrides: Any) -> dict[str, Any]:
     """The ``seqplay gradients --json`` dict: one curve per fresh architecture (averaged over ``seeds``
-    initialisations) or, with ``run``, the trained model and a fresh one of the same config."""
+    initialisations) or, with ``run`` (a run path, or a loaded model with ``model``, ``tokenizer``,
+    ``config``; it is converted to float64 in place), the trained model and a fresh one of the same
+    config. ``progress(done, total, message)`` reports each model; ``cancel`` is checked between them."""
     from engine.data.sources import prepare
+    from engine.insight.analyses import check
 
+    report = progress or (lambda _d, _t, _m: None)
     if distance < 2:
         raise ConfigError(f"--distance must be at least 2, got {distance}")
     curves = []
     if run is not None:
-        from engine.runs.checkpoint import build_from_meta, load_model
+        from engine.models.registry import build_model
 
-        loaded = load_model(run)
-        cfg = loaded.config
+        if isinstance(run, str | os.PathLike):
+            from engine.runs.checkpoint import load_model
+
+            label_run = str(run)
+            run = load_model(run)
+        else:
+            label_run = str(getattr(run, "path", "") or getattr(run, "run_dir", "") or "live model")
+        cfg = run.config
+        arch = getattr(run, "meta", {}).get("arch", cfg.arch)
+        report(0, 3, f"tokenising {cfg.source}")
         data = prepare(cfg.source, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction)
         ids = data.val_ids if len(data.val_ids) > distance + 1 else data.train_ids
-        if getattr(loaded.model, "task", "lm") != "lm":
+        if getattr(run.model, "task", "lm") != "lm":
             raise ConfigError("gradients through time need a language-model run (not seq2seq or masked LM)")
-        label = f"{loaded.meta.get('arch', cfg.arch)} trained"
-        curves.append({"label": label, **curve(loaded.model, ids, distance, windows, 0, clip)})
+        check(cancel)
+        report(1, 3, f"{arch} trained")
+        curves.append({"label": f"{arch} trained", **curve(run.model, ids, distance, windows, 0, clip)})
+        check(cancel)
+        report(2, 3, f"{arch} at init")
         torch.manual_seed(0)
-        fresh = build_from_meta(loaded.meta)
-        curves.append({"label": f"{loaded.meta.get('arch', cfg.arch)} at init", **curve(fresh, ids, distance, windows, 0, clip)})
-        return {"analysis": "gradients", "mode": f"run {run}", "source": cfg.source, "curves": curves}
+        fresh = build_model(arch, copy.deepcopy(run.model.config))
+        curves.append({"label": f"{arch} at init", **curve(fresh, ids, distance, windows, 0, clip)})
+        report(3, 3, "done")
+        return {"analysis": "gradients", "mode": f"run {label_run}", "source": cfg.source, "curves": curves}
+    report(0, len(archs) * seeds + 1, f"tokenising {source}")
     data = prepare(source)
     ids, vocab = data.train_ids, data.tokenizer.vocab_size
-    for name in archs:
+    for k, name in enumerate(archs):
         per_seed = []
         for seed in range(seeds):
+            check(cancel)
+            report(1 + k * seeds + seed, len(archs) * seeds + 1, f"{name} seed {seed}")
             arch, model = fresh_model(name, vocab, seed, identity_init, **overrides)
             per_seed.append(curve(model, ids, distance, windows, seed, clip))
         stacked = np.asarray([c["norm"] for c in per_seed])
@@ -246,4 +270,5 @@ def gradients_report(archs: list[str], run: str | None = None, source: str = "gr
                            float(np.mean([c["param_grad_norm"] for c in per_seed])), clip)
         label = name + (" +identity" if identity_init and ARCH_ALIASES[name][0] == "rnn" and name != "irnn" else "")
         curves.append({"label": label, **merged})
+    report(len(archs) * seeds + 1, len(archs) * seeds + 1, "done")
     return {"analysis": "gradients", "mode": "at initialisation", "source": source, "curves": curves}

@@ -92,22 +92,46 @@ def _scale_legend(kind: str, lo: str, hi: str) -> Text:
 
 
 # ------------------------------------------------------------------------------------------- views
+# One colour per curve: xterm-256 indices (plotext takes them as ints, Rich as "color(N)").
+PALETTE = (1, 6, 2, 5, 3, 4, 208, 13, 10, 14)
+
+
+def legend(labels: list[str], colors: list[int] | None = None) -> Text:
+    """A one-line legend, outside the plot: a coloured bar then each label."""
+    out = Text()
+    for k, label in enumerate(labels):
+        color = (colors or PALETTE)[k % len(colors or PALETTE)]
+        out.append("━━ ", style=f"bold color({color})")
+        out.append(label + "   ")
+    return out
+
+
 def render_gradients(data: dict[str, Any], width: int = 78, height: int = 20) -> RenderableType:
-    """Log-scale plot of ||dL_T/dh_t|| against distance, one line per architecture, plus a table."""
+    """Log-scale plot of ||dL_T/dh_t|| against distance, one coloured line per model (clipped curves
+    dotted in the same colour), the legend below the plot, then a table."""
     import plotext as plt
 
     curves = data.get("curves", [])
     plt.clear_figure()
-    plt.plotsize(width, height)
+    plt.plotsize(max(width, 30), max(height, 8))
     plt.theme("clear")
-    for c in curves:
+    labels, colors = [], []
+    for k, c in enumerate(curves):
+        color = PALETTE[k % len(PALETTE)]
         ys = [max(v, 1e-300) for v in c["norm"]]
-        plt.plot(c["distances"], [math.log10(v) for v in ys], label=c["label"], marker="braille")
+        plt.plot(c["distances"], [math.log10(v) for v in ys], marker="braille", color=color)
+        labels.append(c["label"])
+        colors.append(color)
         if c.get("norm_clipped") is not None and c.get("clip_scale", 1.0) < 1.0:
-            plt.plot(c["distances"], [math.log10(max(v, 1e-300)) for v in c["norm_clipped"]],
-                     label=f"{c['label']} clipped", marker="braille")
+            plt.plot(c["distances"], [math.log10(max(v, 1e-300)) for v in c["norm_clipped"]], marker="dot", color=color)
+            labels.append(f"{c['label']} clipped (dots)")
+            colors.append(color)
     plt.title("log10 ||dL_T / dh_t||  vs  distance T - t")
     plt.xlabel("distance")
+    every = [d for c in curves for d in c["distances"]]
+    if every:
+        lo, hi = min(every), max(every)
+        plt.xticks(sorted({round(lo + k * (hi - lo) / 4) for k in range(5)}))  # whole distances only
     chart = Text.from_ansi(plt.build())
     table = Table(title=f"gradient norm by distance ({data.get('mode', '')})", header_style="bold")
     table.add_column("model")
@@ -115,12 +139,13 @@ def render_gradients(data: dict[str, Any], width: int = 78, height: int = 20) ->
     for d in marks:
         table.add_column(f"d={d}", justify="right")
     table.add_column("far/near", justify="right")
-    for c in curves:
+    for k, c in enumerate(curves):
         by_d = dict(zip(c["distances"], c["norm"]))
         near, far = by_d.get(marks[0]) if marks else None, by_d.get(marks[-1]) if marks else None
         ratio = f"{far / near:.1e}" if near and far is not None else "-"
-        table.add_row(c["label"], *[f"{by_d[d]:.1e}" if d in by_d else "-" for d in marks], ratio)
-    return Group(chart, table)
+        table.add_row(Text(c["label"], style=f"color({PALETTE[k % len(PALETTE)]})"),
+                      *[f"{by_d[d]:.1e}" if d in by_d else "-" for d in marks], ratio)
+    return Group(chart, legend(labels, colors), table)
 
 
 def _marks(curves: list[dict[str, Any]]) -> list[int]:
@@ -133,28 +158,39 @@ def _marks(curves: list[dict[str, Any]]) -> list[int]:
     return sorted({d for d in (1, 10, top // 2, top) if d in common})
 
 
-def render_attention(data: dict[str, Any], layer: int | None = None, head: int | None = None) -> RenderableType:
-    """Token x token heatmaps (rows: queries, columns: keys), two block characters per cell."""
+def render_attention(data: dict[str, Any], layer: int | None = None, head: int | None = None,
+                     width: int | None = None) -> RenderableType:
+    """Token x token heatmaps (rows: queries, columns: keys), two block characters per cell; the heads
+    tiled side by side to fill ``width`` (default: one per row)."""
     layers = data["layers"]
     keys = data["tokens"]
     queries = data.get("query_tokens") or keys
+    layer = data.get("layer", layer) if layer is None else layer
+    head = data.get("head", head) if head is None else head
     picks = range(len(layers)) if layer is None else [layer % len(layers)]
-    parts: list[RenderableType] = []
+    grids: list[Text] = []
     for li in picks:
         heads = layers[li]
         for hi in (range(len(heads)) if head is None else [head % len(heads)]):
             rows = heads[hi]
             title = "cross-attention" if data.get("kind") == "cross" else f"layer {li} head {hi}"
             grid = Text(f"{title}\n", style="bold")
-            grid.append("     " + "".join(_visible(k)[:1] + " " for k in keys) + "\n")
+            grid.append("      " + "".join(_visible(k)[:1] + " " for k in keys) + "\n")
             for qi, row in enumerate(rows):
-                grid.append(f"{qi:>3} {_visible(queries[qi])[:1]}")
+                grid.append(f"{qi:>3} {_visible(queries[qi])[:1]} ")
                 for w in row:
                     grid.append("██", style=Style(color=heat(w)))
                 grid.append("\n")
-            parts.append(grid)
-    parts.append(_scale_legend("heat", "0", "1 (attention weight)"))
-    return Group(*parts)
+            grids.append(grid)
+    cell = 6 + 2 * len(keys) + 2
+    per_row = max(1, (width or cell) // cell)
+    tiled = Table.grid(padding=(0, 2))
+    for _ in range(min(per_row, len(grids))):
+        tiled.add_column(no_wrap=True)
+    for start in range(0, len(grids), per_row):
+        chunk = grids[start : start + per_row]
+        tiled.add_row(*chunk, *([""] * (min(per_row, len(grids)) - len(chunk))))
+    return Group(tiled, _scale_legend("heat", "0", "1 (attention weight)"))
 
 
 def render_gates(data: dict[str, Any]) -> RenderableType:
@@ -219,7 +255,7 @@ def render_table(data: dict[str, Any]) -> RenderableType:
     tables = []
     for g in data["groups"]:
         t = Table(title=f"{g['source']}" + (f"  (n-gram baseline {g['baseline_bpc']:.3f} bpc)"
-                                             if g.get("baseline_bpc") is not None else "  (no n-gram baseline)"),
+                                             if g.get("baseline_bpc") is not None else "  (no n-gram baseline yet)"),
                   header_style="bold")
         for col, just in (("run", "left"), ("arch", "left"), ("tok", "left"), ("params", "right"),
                           ("tokens seen", "right"), ("wall time", "right"), ("val ppl", "right"),
@@ -267,6 +303,12 @@ RENDERERS = {
 }
 
 
-def render(data: dict[str, Any]) -> RenderableType:
-    """The view of any analysis dict (dispatch on its ``analysis`` key)."""
-    return RENDERERS[data["analysis"]](data)
+def render(data: dict[str, Any], width: int | None = None, height: int | None = None) -> RenderableType:
+    """The view of any analysis dict (dispatch on its ``analysis`` key), fitted to ``width`` columns
+    where the view can use it (the gradient plot, the tiled attention heads) and the plot to ``height``."""
+    kind = data["analysis"]
+    if width is not None and kind == "gradients":
+        return render_gradients(data, width=max(width - 2, 30), height=height or 20)
+    if width is not None and kind == "attention":
+        return render_attention(data, width=width)
+    return RENDERERS[kind](data)

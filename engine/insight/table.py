@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,17 @@ def width_for_params(arch: str, vocab_size: int, target: int, **overrides: Any) 
 
 def train_table(corpus: str, archs: list[str], time_budget: float | None = None, params: int | None = None,
                 steps: int | None = None, tokenizer: str = "char", runs_dir: str | None = None,
-                baseline: bool = True, progress: Callable[[str], None] | None = None,
-                **train_overrides: Any) -> dict[str, Any]:
+                baseline: bool = True, progress: Callable[[int, int, str], None] | None = None,
+                cancel: threading.Event | None = None, **train_overrides: Any) -> dict[str, Any]:
     """Train each architecture on ``corpus`` one after another (same budget), plus the n-gram baseline
-    if the corpus has none, then return the corpus's table."""
-    from engine.training.config import TrainConfig
+    if the corpus has none, then return the corpus's table. ``progress(done, total, message)`` reports
+    each run (and its steps); ``cancel`` stops the run being trained (it keeps its checkpoint) and
+    ends with ``AnalysisCancelled``."""
+    from engine.insight.analyses import check
     from engine.models.registry import ARCHS
+    from engine.training.config import TrainConfig
     from engine.training.trainer import Trainer
+    from engine.worker.protocol import StepMetrics, Stop
 
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
@@ -145,16 +150,28 @@ def train_table(corpus: str, archs: list[str], time_budget: float | None = None,
         from engine.data.sources import prepare
 
         vocab = prepare(corpus, tokenizer).tokenizer.vocab_size
-    for arch in todo:
+    for k, arch in enumerate(todo):
+        check(cancel)
         model: dict[str, Any] = {}
         if params and arch != BASELINE_ARCH and "width" in ARCHS[arch].config_cls.__dataclass_fields__:
             model["width"] = width_for_params(arch, vocab or 0, params)
         config = TrainConfig(source=corpus, arch=arch, tokenizer=tokenizer, model=model, runs_dir=runs_dir,
                              steps=steps, time_budget=time_budget, **train_overrides)
+        label = f"training {arch}" + (f" (width {model['width']})" if "width" in model else "")
         if progress:
-            progress(f"training {arch}" + (f" (width {model['width']})" if "width" in model else "") + " ...")
-        finished = Trainer(config.validate(), emit=lambda _event: None).run()
+            progress(k, len(todo), label + " ...")
+
+        def emit(event: Any, k: int = k, label: str = label) -> None:
+            if progress and isinstance(event, StepMetrics) and event.points:
+                progress(k, len(todo), f"{label}: step {event.points[-1].step}")
+
+        def control(_timeout: float) -> list[Any]:
+            return [Stop(save=True)] if cancel is not None and cancel.is_set() else []
+
+        finished = Trainer(config.validate(), emit=emit, control=control if cancel is not None else None,
+                           pause_on_error=False).run()
+        check(cancel)
         if progress:
-            progress(f"{arch}: {finished.reason} after {finished.step} steps, best val loss "
+            progress(k + 1, len(todo), f"{arch}: {finished.reason} after {finished.step} steps, best val loss "
                      f"{finished.best_val_loss if finished.best_val_loss is None else round(finished.best_val_loss, 4)}")
     return perplexity_table(corpus, runs_dir)

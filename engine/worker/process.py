@@ -23,6 +23,7 @@ from typing import Any
 from engine.worker import protocol as P
 
 _GEN_COMMANDS = (P.Generate, P.GenerateStep, P.CancelGeneration)
+_ANALYSIS_COMMANDS = (P.Analyze, P.CancelAnalysis)
 
 
 class _Worker:
@@ -31,6 +32,7 @@ class _Worker:
         self.event_queue = event_queue
         self.trainer: Any = None
         self.jobs: Any = None
+        self.analyses: Any = None
         self.shutdown = False
 
     def emit(self, event: P.Event) -> None:
@@ -80,6 +82,19 @@ class _Worker:
             if was_training:
                 model.train()
 
+    # -------------------------------------------------------------------------------------- analyses
+    def _analysis(self, cmd: P.Command) -> None:
+        """Analyze / CancelAnalysis: ``engine.worker.analyses.AnalysisJobs`` (a thread per job)."""
+        if self.analyses is None:
+            from engine.worker.analyses import AnalysisJobs
+
+            self.analyses = AnalysisJobs(self.emit)
+        self.analyses.handle(cmd, live=self.trainer)
+
+    def _end_analyses(self) -> None:
+        if self.analyses is not None:
+            self.analyses.cancel_all()
+
     # -------------------------------------------------------------------------------------- training
     def control(self, timeout: float) -> list[P.Command]:
         """The trainer's view of the command queue: training commands are returned, generation
@@ -96,6 +111,8 @@ class _Worker:
             block = False
             if isinstance(cmd, _GEN_COMMANDS):
                 self._generation(cmd)
+            elif isinstance(cmd, _ANALYSIS_COMMANDS):
+                self._analysis(cmd)
             elif isinstance(cmd, P.Shutdown):
                 self.shutdown = True
                 out.append(P.Stop(save=True))
@@ -147,6 +164,8 @@ class _Worker:
                 self.train(cmd)
             elif isinstance(cmd, _GEN_COMMANDS):
                 self._generation(cmd)
+            elif isinstance(cmd, _ANALYSIS_COMMANDS):
+                self._analysis(cmd)
             elif isinstance(cmd, P.Shutdown):
                 break
             elif isinstance(cmd, P.Pause | P.Resume | P.SingleStep | P.Stop | P.SaveNow | P.SetLearningRate | P.SampleNow):
@@ -173,6 +192,7 @@ def main(cmd_queue: Any, event_queue: Any) -> None:
     worker = _Worker(cmd_queue, event_queue)
     try:
         worker.loop()
+        worker._end_analyses()
     finally:
         event_queue.close()
         event_queue.join_thread()  # every event reaches the caller before the process ends

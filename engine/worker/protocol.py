@@ -26,6 +26,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine.insight.params import AnalysisParams, GradientsParams, params_from_dict
+
 # --------------------------------------------------------------------------------------------------
 # Commands (caller -> worker)
 # --------------------------------------------------------------------------------------------------
@@ -126,6 +128,35 @@ class GenerateStep(Command):
 class CancelGeneration(Command):
     kind: ClassVar[str] = "cancel_generation"
     gen_id: str = ""
+
+
+@dataclass(frozen=True)
+class Analyze(Command):
+    """Run one Insight analysis as a job (``job`` names it; its events carry it).
+
+    ``params`` are the analysis's typed settings (``engine.insight.params``; ``params.analysis`` names
+    it). The model looked at: ``run`` (a run folder or checkpoint, loaded once and kept), or with
+    ``live`` the model being trained (a copy taken between two steps). Progress arrives as
+    ``AnalysisProgress``; the job ends with exactly one ``AnalysisDone``.
+    """
+
+    kind: ClassVar[str] = "analyze"
+    job: str = ""
+    params: AnalysisParams = field(default_factory=GradientsParams)
+    run: str | None = None
+    live: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"command": self.kind, "job": self.job, "analysis": self.params.analysis,
+                           "params": self.params.to_dict(), "run": self.run, "live": self.live})
+
+
+@dataclass(frozen=True)
+class CancelAnalysis(Command):
+    """End the analysis ``job`` at its next check (a table run being trained keeps its checkpoint)."""
+
+    kind: ClassVar[str] = "cancel_analysis"
+    job: str = ""
 
 
 @dataclass(frozen=True)
@@ -300,6 +331,29 @@ class GenerationDone(Event):
     tokens_per_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class AnalysisProgress(Event):
+    """An analysis job advanced: ``done`` of ``total`` units (models, samples, runs), and what it does."""
+
+    kind: ClassVar[str] = "analysis_progress"
+    done: int = 0
+    total: int = 1
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AnalysisDone(Event):
+    """The end of an analysis job. ``reason``: "done" (``data`` is the analysis dict that
+    ``engine.insight.render`` draws), "cancelled" or "error" (``message`` says what and what to do)."""
+
+    kind: ClassVar[str] = "analysis_done"
+    analysis: str = ""
+    reason: str = "done"
+    data: dict[str, Any] | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -314,6 +368,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Finished,
         GeneratedToken,
         GenerationDone,
+        AnalysisProgress,
+        AnalysisDone,
     )
 }
 
@@ -331,6 +387,8 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         Generate,
         GenerateStep,
         CancelGeneration,
+        Analyze,
+        CancelAnalysis,
         Shutdown,
     )
 }
@@ -354,4 +412,6 @@ def event_from_json(line: str) -> Event:
 def command_from_json(line: str) -> Command:
     data = json.loads(line)
     cls = COMMAND_TYPES[data.pop("command")]
+    if cls is Analyze:
+        data["params"] = params_from_dict(data.pop("analysis"), data.get("params"))
     return cls(**data)

@@ -1,7 +1,8 @@
 """Looking inside models: ``seqplay gradients | attention | gates | surprisal | table | memorization``.
 
 Each command computes one analysis (``engine.insight``) and prints it rendered with Rich, or as one
-JSON object with ``--json`` (what the TUI's insight views read from a subprocess).
+JSON object with ``--json``. The computing is ``engine.insight.analyses.run_analysis``, which the
+app's Insight pane reaches through the worker protocol (``Analyze``).
 """
 
 from __future__ import annotations
@@ -54,14 +55,18 @@ def _text(text: str | None, file: str | None, default: str | None = None) -> str
     raise DataError("no text given; pass --text 'some text' or --file PATH")
 
 
-def _val_text(loaded: Any, chars: int = 1000) -> str:
-    """The first ``chars`` characters of a run's validation text (the tail of its corpus)."""
-    from engine.data.sources import resolve_source
+def _run(params: Any, run: str | None, quiet: bool) -> dict[str, Any]:
+    """Run one analysis through the engine's single entry point (progress lines go to stderr)."""
+    from engine.insight.analyses import run_analysis
 
-    cfg = loaded.config
-    text = resolve_source(cfg.source).text()
-    start = int(len(text) * (1.0 - cfg.val_fraction))
-    return text[start : start + chars] or text[:chars]
+    seen: set[int] = set()
+
+    def progress(done: int, total: int, message: str) -> None:
+        if not quiet and total > 1 and done not in seen:
+            seen.add(done)
+            click.echo(f"[{done}/{total}] {message}", err=True)
+
+    return run_analysis(params, run, progress=progress)
 
 
 text_options = [
@@ -99,17 +104,11 @@ def gradients(run: str | None, arch: str, distance: int, windows: int, seeds: in
     Without RUN: fresh models of each --arch at initialisation. With RUN: the trained model and the
     same model at initialisation, on its validation text.
     """
-    from engine.insight.gradients import gradients_report
+    from engine.insight import params as IP
 
-    if windows < 1 or seeds < 1:
-        raise ConfigError("--windows and --seeds must be at least 1")
-    archs = [a.strip() for a in arch.split(",") if a.strip()]
-    overrides = {"width": width, "layers": layers, "context": max(distance + 1, 8)}
-    if "transformer" in archs:
-        overrides["heads"] = next(h for h in (4, 2, 1) if width % h == 0)
-    data = gradients_report(archs, run=run, source=source, distance=distance, windows=windows, seeds=seeds,
-                            clip=clip, identity_init=identity_init, **overrides)
-    _emit(data, as_json)
+    p = IP.GradientsParams(fresh=run is None, archs=arch, distance=distance, windows=windows, seeds=seeds,
+                           source=source, width=width, layers=layers, clip=clip, identity_init=identity_init)
+    _emit(_run(p, run, as_json), as_json)
 
 
 @click.command()
@@ -122,18 +121,9 @@ def gradients(run: str | None, arch: str, distance: int, windows: int, seeds: in
 def attention(run: str, prompt: str | None, target: str | None, layer: int | None, head: int | None,
               as_json: bool) -> None:
     """Attention weights as a token x token heatmap (seq2seq: cross-attention alignment)."""
-    from engine.runs.checkpoint import load_model
-    from engine.insight.attention import attention_maps, cross_attention
+    from engine.insight import params as IP
 
-    loaded = load_model(run)
-    if getattr(loaded.model, "task", "") == "seq2seq":
-        if prompt is None or target is None:
-            from engine.data.sources import resolve_source
-
-            prompt, target = resolve_source(loaded.config.source).pairs()[0]
-        data = cross_attention(loaded.model, loaded.tokenizer, prompt, target)
-    else:
-        data = attention_maps(loaded.model, loaded.tokenizer, prompt or _val_text(loaded, 32))
+    data = _run(IP.AttentionParams(prompt=prompt, target=target), run, as_json)
     if as_json:
         _emit(data, True)
     else:
@@ -152,13 +142,10 @@ def attention(run: str, prompt: str | None, target: str | None, layer: int | Non
 def gates(run: str, text: str | None, file: str | None, layer: int, units: tuple[str, ...], pattern: str | None,
           top: int, as_json: bool) -> None:
     """Gate activations and hidden units over a text, as coloured character strips."""
-    from engine.runs.checkpoint import load_model
-    from engine.insight.gates import gate_report
+    from engine.insight import params as IP
 
-    loaded = load_model(run)
-    body = _text(text, file, default=_val_text(loaded, 400))
-    data = gate_report(loaded.model, loaded.tokenizer, body, layer=layer, units=list(units), pattern=pattern, top=top)
-    _emit(data, as_json)
+    p = IP.GatesParams(text=_text(text, file, default=""), layer=layer, units=",".join(units), pattern=pattern, top=top)
+    _emit(_run(p, run, as_json), as_json)
 
 
 @click.command()
@@ -169,17 +156,10 @@ def gates(run: str, text: str | None, file: str | None, layer: int, units: tuple
 @json_option
 def surprisal(run: str, other: str | None, text: str | None, file: str | None, chars: int, as_json: bool) -> None:
     """Per-token loss over a text; with OTHER, the per-character difference RUN - OTHER."""
-    from engine.runs.checkpoint import load_model
-    from engine.insight.surprisal import surprisal as surprisal_of
-    from engine.insight.surprisal import surprisal_diff
+    from engine.insight import params as IP
 
-    loaded = load_model(run)
-    body = _text(text, file, default=_val_text(loaded, chars))
-    data = surprisal_of(loaded.model, loaded.tokenizer, body, label=run)
-    if other is not None:
-        second = load_model(other)
-        data = surprisal_diff(data, surprisal_of(second.model, second.tokenizer, body, label=other))
-    _emit(data, as_json)
+    p = IP.SurprisalParams(other=other, text=_text(text, file, default=""), chars=chars)
+    _emit(_run(p, run, as_json), as_json)
 
 
 @click.command()
@@ -201,7 +181,7 @@ def table(corpus: str | None, train_archs: str | None, time_budget: float | None
             raise ConfigError("--train needs a CORPUS to train on, e.g. `seqplay table grammar --train rnn,lstm --time 60`")
         archs = [a.strip() for a in train_archs.split(",") if a.strip()]
         data = train_table(corpus, archs, time_budget=time_budget, params=params, steps=steps, tokenizer=tokenizer,
-                           runs_dir=runs_dir, progress=None if as_json else (lambda m: click.echo(m, err=True)))
+                           runs_dir=runs_dir, progress=None if as_json else (lambda _d, _t, m: None if ": step " in m else click.echo(m, err=True)))
     else:
         data = perplexity_table(corpus, runs_dir)
     _emit(data, as_json)
@@ -243,16 +223,7 @@ def memorization(run: str | None, corpus: str | None, texts: tuple[str, ...], fi
     if not sample_texts:
         if loaded is None:
             raise ConfigError("nothing to check: pass --text/--file, or a RUN to generate samples from")
-        sample_texts = _generate(loaded, samples, tokens, temperature, seed)
+        from engine.insight.analyses import generate_samples
+
+        sample_texts = generate_samples(loaded, samples, tokens, temperature, seed)
     _emit(memorization_report(sample_texts, training, n=n, source=spec), as_json)
-
-
-def _generate(loaded: Any, count: int, tokens: int, temperature: float, seed: int) -> list[str]:
-    from engine.generation.generate import stream
-    from engine.generation.processors import SamplingSettings
-
-    out = []
-    for i in range(count):
-        settings = SamplingSettings(temperature=temperature, seed=seed + i, max_tokens=tokens)
-        out.append("".join(t.text for t in stream(loaded.model, loaded.tokenizer, "", settings)))
-    return out

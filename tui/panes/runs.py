@@ -1,13 +1,14 @@
-"""Runs pane: past runs in a table; open one to generate from it or continue training it; select
-several to overlay their validation curves in bits per character.
+"""Runs pane: past runs in a table you can manage, and an overlay chart of their validation curves.
 
-Extensible: ``RUN_ACTIONS`` maps a key to (label, method name) and other views (insight) may add
-entries whose method they attach to ``RunsPane`` or handle via ``RunOpened(action=...)``.
+The listing is ``engine.runs.folders.list_runs``; the extra columns (wall time, tokens seen, final LR,
+size, note) and every change (rename, note, delete to the trash and undo, config diff, curves by step,
+tokens or time) are ``engine.runs.manage``. Both are torch-free and run in a thread worker.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,46 +17,84 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tui import catalog
+from engine.errors import SeqplayError
+from engine.runs import manage
 from tui.messages import RunOpened
+from tui.widgets.ask_text import AskText, ShowDiff
 from tui.widgets.curve import LinePlot
+
+X_LABELS = {"step": "step", "tokens": "tokens seen", "time": "seconds"}
+
+
+def human(n: float | None, unit: str = "") -> str:
+    if n is None:
+        return "--"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def duration(s: float | None) -> str:
+    if s is None:
+        return "--"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 class RunsPane(Vertical):
     """The table of runs under $SEQPLAY_HOME/runs and an overlay chart."""
 
+    DEFAULT_CSS = """
+    RunsPane #runs-help { height: auto; color: $text-muted; }
+    RunsPane #runs-table { height: 1fr; min-height: 5; }
+    RunsPane #overlay { height: 1fr; min-height: 8; }
+    """
     BINDINGS = [
         Binding("space", "toggle_select", "Select", id="runs_select"),
         Binding("enter", "open_run", "Open", id="runs_open"),
         Binding("c", "continue_run", "Continue", id="runs_continue"),
         Binding("o", "overlay", "Overlay", id="runs_overlay"),
+        Binding("a", "cycle_axis", "x: step/tokens/time", id="runs_axis"),
+        Binding("e", "rename", "Rename", id="runs_rename"),
+        Binding("n", "note", "Note", id="runs_note"),
+        Binding("d", "delete", "Delete", id="runs_delete"),
+        Binding("u", "undo_delete", "Undo delete", id="runs_undo"),
+        Binding("D", "diff", "Diff configs", id="runs_diff"),
         Binding("r", "refresh_runs", "Refresh", id="runs_refresh"),
     ]
 
     class Listed(Message):
-        def __init__(self, runs: list[catalog.RunInfo]) -> None:
+        def __init__(self, runs: list[Any], figures: dict[str, manage.RunFigures]) -> None:
             super().__init__()
             self.runs = runs
+            self.figures = figures
 
     class Curves(Message):
-        def __init__(self, curves: dict[str, list[tuple[int, float]]]) -> None:
+        def __init__(self, curves: dict[str, list[tuple[float, float]]], axis: str) -> None:
             super().__init__()
             self.curves = curves
+            self.axis = axis
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.runs: list[catalog.RunInfo] = []
+        self.runs: list[Any] = []
+        self.figures: dict[str, manage.RunFigures] = {}
         self.selected: set[str] = set()
+        self.axis = "step"
+        self.trashed: list[Path] = []  # undo stack of deletions
+        self.overlaid: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("space: select · enter: open for generation · c: continue training · o: overlay selected · r: refresh",
-                     id="runs-help")
+        yield Static("space select · enter open · c continue · o overlay · a x-axis · e rename · n note · "
+                     "d delete · u undo · D diff two", id="runs-help")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield LinePlot(title="validation bits per character", ylabel="bits/char", id="overlay")
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)
-        table.add_columns("✓", "run", "arch", "source", "params", "steps", "best val bpc", "status", "updated")
+        table.add_columns("✓", "run", "arch", "source", "params", "steps", "tokens", "time", "final lr", "size",
+                          "val bpc", "status", "note")
         self.refresh_runs()
 
     def focus_default(self) -> None:
@@ -64,15 +103,20 @@ class RunsPane(Vertical):
     def refresh_runs(self) -> None:
         self._list_worker()
 
+    def action_refresh_runs(self) -> None:
+        self.refresh_runs()
+
     @work(thread=True, exclusive=True, group="runs-list", exit_on_error=False)
     def _list_worker(self) -> None:
-        self.post_message(self.Listed(catalog.list_runs()))
+        from engine.runs.folders import list_runs
+
+        runs = list_runs()
+        self.post_message(self.Listed(runs, {str(r.path): manage.run_figures(r.path) for r in runs}))
 
     @on(Listed)
     def _listed(self, message: Listed) -> None:
-        self.runs = message.runs
-        names = {str(r.path) for r in self.runs}
-        self.selected &= names
+        self.runs, self.figures = message.runs, message.figures
+        self.selected &= {str(r.path) for r in self.runs}
         self._fill()
 
     def _fill(self) -> None:
@@ -80,26 +124,37 @@ class RunsPane(Vertical):
         row = table.cursor_row
         table.clear()
         for r in self.runs:
-            bpc = f"{r.best_val_bpc:.3f}" if isinstance(r.best_val_bpc, (int, float)) else "--"
-            table.add_row("✓" if str(r.path) in self.selected else "", r.name, r.arch, Path(r.source).name or r.source,
-                          catalog.human_count(r.params), str(r.steps if r.steps is not None else "--"), bpc,
-                          r.status, r.updated[:19].replace("T", " "), key=str(r.path))
+            f = self.figures.get(str(r.path))
+            bpc = f"{r.best_val_bpc:.3f}" if isinstance(r.best_val_bpc, int | float) else "--"
+            status = r.status + (f" ({r.problem})" if r.problem else "")
+            table.add_row("✓" if str(r.path) in self.selected else "", r.name, r.arch or "?",
+                          Path(r.source).name or r.source or "?", human(r.params or None), str(r.steps or "--"),
+                          human(f.tokens_seen if f else None), duration(f.wall_time if f else None),
+                          f"{f.final_lr:.2g}" if f and f.final_lr is not None else "--",
+                          human(f.size_bytes if f else None, "B"), bpc, status, (f.note if f else "")[:30],
+                          key=str(r.path))
         if self.runs:
-            table.move_cursor(row=min(row, len(self.runs) - 1))
+            table.move_cursor(row=min(max(row, 0), len(self.runs) - 1))
 
-    def _current(self) -> catalog.RunInfo | None:
+    def _current(self) -> Any | None:
         table = self.query_one("#runs-table", DataTable)
         if not self.runs or table.cursor_row < 0 or table.cursor_row >= len(self.runs):
             return None
         return self.runs[table.cursor_row]
 
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (SeqplayError, OSError) as err:
+            self.app.notify(str(err), title="Runs", severity="error", timeout=6)
+            return None
+
+    # -- selection, open, continue -----------------------------------------------------------------
     def action_toggle_select(self) -> None:
         run = self._current()
-        if run is None:
-            return
-        key = str(run.path)
-        self.selected ^= {key}
-        self._fill()
+        if run is not None:
+            self.selected ^= {str(run.path)}
+            self._fill()
 
     def action_open_run(self) -> None:
         run = self._current()
@@ -116,28 +171,96 @@ class RunsPane(Vertical):
         if run is not None:
             self.post_message(RunOpened(str(run.path), "continue"))
 
+    # -- managing ----------------------------------------------------------------------------------
+    def action_rename(self) -> None:
+        run = self._current()
+        if run is None:
+            return
+
+        def done(name: str | None) -> None:
+            if name and self._guard(manage.rename_run, run.path, name) is not None:
+                self.app.notify(f"renamed to {name.strip()}", timeout=3)
+                self.refresh_runs()
+
+        self.app.push_screen(AskText(f"Rename {run.name}", run.name), done)
+
+    def action_note(self) -> None:
+        run = self._current()
+        if run is None:
+            return
+        old = self.figures.get(str(run.path))
+
+        def done(note: str | None) -> None:
+            if note is not None:
+                self._guard(manage.set_note, run.path, note)
+                self.refresh_runs()
+
+        self.app.push_screen(AskText(f"Note for {run.name} (empty removes it)", old.note if old else "",
+                                     allow_empty=True), done)
+
+    def action_delete(self) -> None:
+        run = self._current()
+        if run is None:
+            return
+        trashed = self._guard(manage.delete_run, run.path)
+        if trashed is not None:
+            self.trashed.append(trashed)
+            self.selected.discard(str(run.path))
+            self.app.notify(f"{run.name} moved to the trash; u undoes", timeout=5)
+            self.refresh_runs()
+
+    def action_undo_delete(self) -> None:
+        if not self.trashed:
+            self.app.notify("nothing to undo", severity="warning", timeout=3)
+            return
+        restored = self._guard(manage.restore_run, self.trashed[-1])
+        if restored is not None:
+            self.trashed.pop()
+            self.app.notify(f"{restored.name} restored", timeout=3)
+            self.refresh_runs()
+
+    def action_diff(self) -> None:
+        paths = sorted(self.selected)
+        if len(paths) != 2:
+            self.app.notify("select exactly two runs with space, then D", severity="warning", timeout=4)
+            return
+        rows = self._guard(manage.config_diff, paths[0], paths[1])
+        if rows is not None:
+            self.app.push_screen(ShowDiff(Path(paths[0]).name, Path(paths[1]).name, rows))
+
+    # -- overlay -----------------------------------------------------------------------------------
     def action_overlay(self) -> None:
         paths = sorted(self.selected) or ([str(self._current().path)] if self._current() else [])
         if not paths:
             self.app.notify("select runs with space first", severity="warning", timeout=3)
             return
-        self._curves_worker(paths)
+        self.overlaid = paths
+        self._curves_worker(paths, self.axis)
 
     def overlay(self) -> None:
         self.action_overlay()
 
+    def action_cycle_axis(self) -> None:
+        axes = list(manage.X_AXES)
+        self.axis = axes[(axes.index(self.axis) + 1) % len(axes)]
+        self.app.notify(f"overlay x axis: {X_LABELS[self.axis]}", timeout=2)
+        if self.overlaid:
+            self._curves_worker(self.overlaid, self.axis)
+
     @work(thread=True, exclusive=True, group="runs-curves", exit_on_error=False)
-    def _curves_worker(self, paths: list[str]) -> None:
-        self.post_message(self.Curves({Path(p).name: catalog.val_curve(Path(p)) for p in paths}))
+    def _curves_worker(self, paths: list[str], axis: str) -> None:
+        curves = {Path(p).name: manage.val_curve(p, axis) for p in paths}
+        self.post_message(self.Curves(curves, axis))
 
     @on(Curves)
     def _curves(self, message: Curves) -> None:
         plot = self.query_one("#overlay", LinePlot)
         plot.clear()
+        plot.xlabel = X_LABELS[message.axis]
         empty = [name for name, pts in message.curves.items() if not pts]
         for name, pts in message.curves.items():
             if pts:
-                plot.add_points(name, [(float(s), v) for s, v in pts])
+                plot.add_points(name, pts)
         plot.redraw_now()
         if empty:
             self.app.notify(f"no validation points in {', '.join(empty)}", severity="warning", timeout=4)

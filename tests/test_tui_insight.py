@@ -1,0 +1,159 @@
+"""Pilot tests of the Insight pane in the real app on the scripted FakeEngine: typed forms (no CLI
+flags), values kept per analysis, Analyze through the protocol, progress, cancel, the n-gram offer."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+from pathlib import Path
+
+from textual.widgets import Input, ProgressBar, Select, Static
+
+from engine.insight import params as IP
+from engine.worker import protocol as P
+from tui.app import SeqplayApp
+from tui.fake import FakeEngine
+from tui.panes.insight import InsightPane
+
+SIZE = (100, 34)
+
+
+def sync(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def analyses(engine: FakeEngine) -> list[P.Analyze]:
+    return [c for c in engine.sent if isinstance(c, P.Analyze)]
+
+
+async def open_insight(pilot, app: SeqplayApp) -> InsightPane:
+    await pilot.press("6")
+    pane = app.query_one(InsightPane)
+    await wait_for(pilot, lambda: pane.is_mounted and pane.children, what="the Insight pane")
+    await pilot.pause()
+    return pane
+
+
+def output(pane: InsightPane) -> str:
+    """The result view as plain text (what the user reads)."""
+    from rich.console import Console
+
+    console = Console(width=120, color_system=None, record=True, file=io.StringIO())
+    console.print(pane.query_one("#insight-output", Static).content)
+    return console.export_text()
+
+
+@sync
+async def test_gradients_run_as_a_typed_job_with_progress():
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        pane.form("gradients").control("distance").value = "40"
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: pane.last is not None, what="the result")
+        (cmd,) = analyses(engine)
+        assert isinstance(cmd.params, IP.GradientsParams) and cmd.params.distance == 40 and cmd.params.fresh
+        assert cmd.run is None and not cmd.live
+        assert pane.query_one(ProgressBar).percentage == 1.0
+        assert "rnn" in output(pane) and "lstm" in output(pane)
+        assert "gradients done" in str(pane.query_one("#insight-status", Static).render())
+
+
+@sync
+async def test_form_values_survive_switching_analysis_and_bad_values_are_refused():
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        kind = pane.query_one("#insight-kind", Select)
+        kind.value = "gates"
+        await pilot.pause()
+        pane.form("gates").control("pattern").value = "[aeiou]"
+        kind.value = "attention"
+        await pilot.pause()
+        kind.value = "gates"
+        await pilot.pause()
+        assert pane.form("gates").control("pattern").value == "[aeiou]"
+        kind.value = "gradients"
+        await pilot.pause()
+        pane.form("gradients").control("distance").value = "1"
+        pane.action_run_analysis()
+        await pilot.pause()
+        assert not analyses(engine)
+        assert any("distance must be at least 2" in n.message for n in app._notifications)
+
+
+@sync
+async def test_an_analysis_that_needs_a_run_asks_for_one():
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        pane.query_one("#insight-kind", Select).value = "surprisal"
+        await pilot.pause()
+        pane.action_run_analysis()
+        await pilot.pause()
+        assert not analyses(engine)
+        assert any("pick a run" in n.message for n in app._notifications)
+
+
+@sync
+async def test_escape_cancels_a_running_analysis():
+    engine = FakeEngine()
+    engine.analysis_polls = 10_000
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: pane.query_one(ProgressBar).progress > 2, what="progress")
+        assert pane.running and "unit" in str(pane.query_one("#insight-status", Static).render())
+        pane.query_one("#insight-go").focus()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not pane.running, what="the cancel")
+        assert any(isinstance(c, P.CancelAnalysis) for c in engine.sent)
+        assert pane.last.reason == "cancelled"
+
+
+@sync
+async def test_table_offers_to_train_the_ngram_baseline_in_one_key():
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        pane.query_one("#insight-kind", Select).value = "table"
+        await pilot.pause()
+        pane.form("table").control("corpus").value = "grammar"
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: pane.last is not None, what="the table")
+        assert "press b to train it" in str(pane.query_one("#insight-status", Static).render())
+        pane.query_one("#insight-go").focus()
+        await pilot.press("b")
+        await wait_for(pilot, lambda: len(analyses(engine)) == 2 and not pane.running, what="the baseline run")
+        cmd = analyses(engine)[-1]
+        assert isinstance(cmd.params, IP.TableParams) and cmd.params.train == "ngram" and cmd.params.corpus == "grammar"
+        assert pane.baseline_corpus is None and "base" in output(pane)
+
+
+def test_tui_starts_no_subprocess():
+    sources = {p: p.read_text(encoding="utf-8") for p in Path("tui").rglob("*.py")}
+    assert sources
+    offenders = [str(p) for p, text in sources.items()
+                 if "import subprocess" in text or "-m seqplay" in text or "Popen(" in text]
+    assert offenders == []
+    assert not Path("tui/insight.py").exists()
+    assert isinstance(Input, type)
