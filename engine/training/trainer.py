@@ -55,6 +55,7 @@ from engine.device import (
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
 from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.runs.checks import check_resume_state, resume_config
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
@@ -213,9 +214,7 @@ class Trainer:
         if self.resume_from is not None:
             ckpt = resolve_checkpoint(self.resume_from, prefer_best=False)
             meta, tensors = read_checkpoint(ckpt)
-            saved = dict(meta.get("train_config") or {})
-            saved.update({k: v for k, v in self.overrides.items() if v is not None})
-            self.config = TrainConfig.from_dict(saved)
+            self.config = resume_config(meta, self.overrides, ckpt)  # same bounds as the CLI; no unnamed file read
             self.run_dir = ckpt.parent.parent
             self._resume_path = ckpt
         cfg = self.config.validate()
@@ -419,6 +418,8 @@ class Trainer:
 
     def _restore(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         """Put model, optimizer, RNG, batcher, carried state and schedule back as they were saved."""
+        check_resume_state(meta, tensors, self._resume_path, model=self.model, optimizer=self.optimizer,
+                           batcher=self.batcher, batch_size=self.config.batch_size, device=self.device)
         load_model_state(self.model, tensors, self._resume_path)
         try:
             if self.optimizer is not None and meta.get("optimizer"):

@@ -374,8 +374,10 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @_opt("--worker", "use_worker", is_flag=True, help="Train in the worker process (as the TUI does).")
 @_opt("--nproc", type=int, default=None, help="Data-parallel processes (default: the run's).")
+@_opt("--source", default=None, metavar="PATH_OR_CORPUS",
+      help="The run's data, named by you: needed when seqplay has not read the run's file on this machine.")
 def resume(run: str, steps: int | None, time_budget: float | None, device: str | None, runs_dir: str | None,
-           as_json: bool, use_worker: bool, nproc: int | None) -> None:
+           as_json: bool, use_worker: bool, nproc: int | None, source: str | None) -> None:
     """Continue RUN (a run name, folder or checkpoint file) exactly where it stopped."""
     from engine.runs.checkpoint import read_meta, resolve_checkpoint
     from engine.runs.folders import find_run
@@ -387,7 +389,8 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
         target = str(find_run(run, runs_dir))
     ckpt = resolve_checkpoint(target, prefer_best=False)
     saved = read_meta(ckpt).get("train_config") or {}
-    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc,
+                                       source=source).items() if v is not None}
     total = steps or saved.get("steps")
     code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
     if code:
