@@ -54,7 +54,7 @@ from engine.device import (
     should_compile,
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
-from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
 from engine.runs.checks import check_resume_state, resume_config
 
 Control = Callable[[float], Iterable[P.Command]]
@@ -213,6 +213,7 @@ class Trainer:
         meta = tensors = None
         if self.resume_from is not None:
             ckpt = resolve_checkpoint(self.resume_from, prefer_best=False)
+            self._lock = lock_run(ckpt.parent.parent) if self.is_main else None  # one writer per run
             meta, tensors = read_checkpoint(ckpt)
             self.config = resume_config(meta, self.overrides, ckpt)  # same bounds as the CLI; no unnamed file read
             self.run_dir = ckpt.parent.parent
@@ -259,6 +260,7 @@ class Trainer:
             self._restore(meta, tensors)
         elif self.is_main:  # data-parallel ranks other than 0 write nothing (engine.training.distributed)
             self.run_dir = create_run(cfg.arch, cfg.source, cfg.runs_dir, cfg.run_name)
+            self._lock = lock_run(self.run_dir)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
             self.tokenizer.save(self.run_dir / "tokenizer.json")
         if not self.is_main:
@@ -945,6 +947,8 @@ class Trainer:
         finally:
             if self.metrics is not None:
                 self.metrics.close()
+            if getattr(self, "_lock", None) is not None:
+                self._lock.release()
             if self._tb is not None:
                 self._tb.close()
 
