@@ -355,8 +355,13 @@ def inspect_run(path: Path) -> RunInfo:
     info = RunInfo(name=_text(path.name), path=path)
     try:
         _inspect(path, info)
+    except PermissionError as err:
+        where = Path(err.filename).name if err.filename else "a file"
+        info.problem = info.problem or f"{where} unreadable (permission denied)"
     except Exception as err:  # noqa: BLE001 - a listing survives any single bad run
-        info.problem = info.problem or f"unreadable ({_text(err, 120) or type(err).__name__})"
+        info.problem = info.problem or f"unreadable ({_text(err, 200) or type(err).__name__})"
+    if info.problem:  # short: paths inside the run are shown relative to it
+        info.problem = info.problem.replace(str(path) + os.sep, "")
     return info
 
 
@@ -373,7 +378,7 @@ def _inspect(path: Path, info: RunInfo) -> None:
         info.problem = "run.json unreadable (permission denied)"
         return
     except (OSError, BadJSON, CheckpointError) as err:
-        info.problem = f"run.json unreadable ({_text(err, 120)})"
+        info.problem = f"run.json unreadable ({_text(err, 200)})"
         return
     for key in ("arch", "source", "status", "tokenizer", "device"):
         setattr(info, key, _text(summary.get(key)))
@@ -385,9 +390,9 @@ def _inspect(path: Path, info: RunInfo) -> None:
     now = time.time()
     for key in ("created", "updated"):
         value = _number(summary.get(key))
-        if value is None:
+        if value is None and summary.get(key) is None:
             continue
-        if not EARLIEST <= value <= now + LATEST_AHEAD:
+        if value is None or not EARLIEST <= value <= now + LATEST_AHEAD:
             info.problem = f"run.json has an impossible {key} time ({_text(summary.get(key), 30)})"
             continue
         setattr(info, key, value)
@@ -430,8 +435,10 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
     root = runs_root(runs_dir)
     try:
         entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()]
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise CheckpointError(f"the runs folder {root} is a file or under a file; point SEQPLAY_HOME (or --runs-dir) at a folder") from None
     except OSError as err:
         raise CheckpointError(f"cannot list the runs folder {root}: {err.strerror}; check its permissions") from None
     runs = [inspect_run(p) for p in entries]
