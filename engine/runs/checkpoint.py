@@ -300,8 +300,7 @@ def tokenizer_from_meta(meta: dict[str, Any], json_path: Path) -> Any:
     try:
         if isinstance(tok, dict):
             return Tokenizer.from_dict(tok)
-        run_tok = Path(json_path).parent.parent / "tokenizer.json"
-        return Tokenizer.load(run_tok)
+        return Tokenizer.from_dict(read_json(Path(json_path).parent.parent / "tokenizer.json"))  # through the jail
     except SeqplayError:
         raise
     except Exception as err:  # noqa: BLE001

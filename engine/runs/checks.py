@@ -87,7 +87,7 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
     if not isinstance(groups, list) or len(groups) != len(live["param_groups"]):
         raise _bad(where, f"the optimizer has {len(live['param_groups'])} parameter groups, the checkpoint another number")
     for i, (g, ref) in enumerate(zip(groups, live["param_groups"], strict=True)):
-        if not isinstance(g, dict) or "params" not in g or set(g) - set(ref):
+        if not isinstance(g, dict) or set(g) != set(ref):
             raise _bad(where, f"optimizer parameter group {i} has other settings than this optimizer's")
         if g["params"] != ref["params"]:
             raise _bad(where, f"optimizer parameter group {i} names other parameters than the model's")

@@ -371,7 +371,9 @@ class Trainer:
             self._pending_tb = "TensorBoard is not installed, so --tensorboard writes nothing; pip install 'seqplay[tensorboard]'"
             return
         assert self.run_dir is not None
-        self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        from engine.runs.paths import real_dir  # a linked tensorboard/ would write outside the run
+
+        self._tb = SummaryWriter(log_dir=str(real_dir(self.run_dir / "tensorboard")))
 
     # ------------------------------------------------------------------------------- checkpoint state
     def _meta(self) -> dict[str, Any]:
