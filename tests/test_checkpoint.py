@@ -60,6 +60,7 @@ def _hijack(json_path, data: bytes):
     meta = json.loads(json_path.read_text())
     (json_path.parent / meta["tensors_file"]).write_bytes(data)
     meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+    meta["tensors_bytes"] = len(data)
     json_path.write_text(json.dumps(meta))
 
 

@@ -555,8 +555,12 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def _copy_run(trained_run: Path, tmp_path: Path, name: str = "good") -> Path:
+    """A copy of the trained run, with the trainer's data cache copied into this test's home (so the
+    run's corpus counts as read here, as for the user who trained it)."""
     import shutil
 
+    cache = trained_run.parents[1] / "home" / "cache"
+    shutil.copytree(cache, Path(os.environ["SEQPLAY_HOME"]) / "cache", dirs_exist_ok=True)
     return Path(shutil.copytree(trained_run, tmp_path / "runs" / name))
 
 
@@ -577,6 +581,7 @@ def _retarget(json_path: Path, data: bytes) -> None:
     meta = json.loads(json_path.read_text())
     (json_path.parent / meta["tensors_file"]).write_bytes(data)
     meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+    meta["tensors_bytes"] = len(data)
     json_path.write_text(json.dumps(meta))
 
 

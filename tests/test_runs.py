@@ -26,7 +26,7 @@ def test_runs_lists_good_and_corrupt_runs(tmp_path):
     assert rows["good"].best_val_loss is not None
     assert "does not match its hash" in rows["tampered"].problem
     assert rows["empty"].problem == "run.json missing"
-    assert rows["badjson"].problem == "run.json unreadable"
+    assert rows["badjson"].problem == "run.json unreadable (not valid JSON)"
     result = CliRunner().invoke(cli, ["runs", "--runs-dir", str(runs), "--json"])
     assert result.exit_code == 0
     listed = {d["name"]: d for d in map(json.loads, result.output.splitlines())}

@@ -32,28 +32,23 @@ CACHE_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------- dirs
 def home_dir() -> Path:
-    """``$SEQPLAY_HOME`` or the platform's user data directory (created on demand)."""
-    env = os.environ.get("SEQPLAY_HOME")
-    if env:
-        path = Path(env).expanduser()
-    else:
-        from platformdirs import user_data_dir
+    """``$SEQPLAY_HOME`` or the platform's user data directory (created on demand; computed once, by
+    ``engine.runs.paths.home_dir``)."""
+    from engine.runs.paths import home_dir as _home_dir
 
-        path = Path(user_data_dir("seqplay", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _home_dir()
 
 
 def runs_dir() -> Path:
-    path = home_dir() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from engine.runs.paths import ensure_dir
+
+    return ensure_dir(home_dir() / "runs", "the runs folder")
 
 
 def cache_dir() -> Path:
-    path = home_dir() / "cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from engine.runs.paths import ensure_dir
+
+    return ensure_dir(home_dir() / "cache", "the data cache folder")
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -199,9 +194,8 @@ def check_learnable(chars: set[str] | str, name: str) -> None:
 
 def _file_hash(path: Path) -> str:
     """Content hash of a file, memoised per (path, size, mtime) so a re-open does not re-read it."""
-    st = path.stat()
-    memo_dir = cache_dir() / "hashes"
-    memo = memo_dir / hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = _hash_memo(path)
+    memo_dir = memo.parent
     if memo.exists():
         return memo.read_text().strip()
     h = hashlib.blake2b(digest_size=20)
@@ -220,6 +214,20 @@ def _file_hash(path: Path) -> str:
     except OSError:
         pass
     return digest
+
+
+def _hash_memo(path: Path) -> Path:
+    st = path.stat()
+    return cache_dir() / "hashes" / hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+
+
+def read_before(path: str | os.PathLike[str]) -> bool:
+    """Whether this user's cache shows the file was already read here, unchanged (stat only: the
+    file itself is not opened). Resume reads a run's saved source only then, or when the user names it."""
+    try:
+        return _hash_memo(Path(path).expanduser()).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _atomic_write(path: Path, text: str) -> None:

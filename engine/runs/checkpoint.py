@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError, SeqplayError
+from engine.runs.paths import BadJSON, open_regular, read_bytes, read_json, real_dir
 
 FORMAT = "seqplay-checkpoint"
 VERSION = 1
+MAX_TENSORS_BYTES = 1 << 40  # a declared tensors size above this is refused (the model limit is far below)
 _STEP_RE = re.compile(r"^step-(\d+)\.json$")
 
 
@@ -44,6 +46,8 @@ def _write_file(fh: Any, data: bytes) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` holds either the old content or all of ``data``."""
     path = Path(path)
+    if path.parent.name == "checkpoints":
+        real_dir(path.parent)  # never write through a linked checkpoints/ folder
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -129,18 +133,24 @@ def read_meta(json_path: Path) -> dict[str, Any]:
     """The checkpoint's JSON, checked to be a seqplay checkpoint (does not read the tensors)."""
     json_path = Path(json_path)
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        meta = read_json(json_path)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {json_path} does not exist; pick another with `seqplay runs`") from None
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, BadJSON):
         raise CheckpointError(f"{json_path} is not a readable checkpoint (corrupt JSON); use another checkpoint") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not a seqplay checkpoint; pass a run folder or a step-*.json file")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{json_path} has checkpoint version {meta.get('version')}, this seqplay reads {VERSION}")
     name = meta.get("tensors_file")
-    if not isinstance(name, str) or "/" in name or "\\" in name or not name.endswith(".safetensors"):
+    if (not isinstance(name, str) or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
+            or not name.endswith(".safetensors")):
         raise CheckpointError(f"{json_path} names no valid tensors file; the checkpoint is corrupt")
+    size = meta.get("tensors_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_TENSORS_BYTES:
+        raise CheckpointError(f"{json_path} declares no valid tensors size ({str(size)[:40]}); the checkpoint is corrupt")
+    if not isinstance(meta.get("tensors_sha256"), str):
+        raise CheckpointError(f"{json_path} carries no tensors hash; the checkpoint is corrupt")
     return meta
 
 
@@ -156,7 +166,7 @@ def read_checkpoint(json_path: Path, verify: bool = True) -> tuple[dict[str, Any
     meta = read_meta(json_path)
     tensors_path = json_path.parent / meta["tensors_file"]
     try:
-        data = tensors_path.read_bytes()
+        data = read_bytes(tensors_path, MAX_TENSORS_BYTES, exact=meta["tensors_bytes"])
     except OSError:
         raise CheckpointError(f"tensors file {tensors_path} is missing or unreadable; use an earlier checkpoint") from None
     if verify and hashlib.sha256(data).hexdigest() != meta.get("tensors_sha256"):
@@ -176,7 +186,11 @@ def verify_checkpoint(json_path: Path) -> str | None:
         meta = read_meta(json_path)
         tensors_path = Path(json_path).parent / meta["tensors_file"]
         h = hashlib.sha256()
-        with open(tensors_path, "rb") as fh:
+        fd = open_regular(tensors_path)
+        with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fd).st_size
+            if size != meta["tensors_bytes"]:
+                return f"{tensors_path.name} does not match its hash ({size:,} bytes, {meta['tensors_bytes']:,} declared)"
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         if h.hexdigest() != meta.get("tensors_sha256"):
@@ -190,7 +204,7 @@ def verify_checkpoint(json_path: Path) -> str | None:
 
 def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(step, json path) of a run's step checkpoints, oldest first (unverified)."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = real_dir(Path(run_dir) / "checkpoints")
     found = []
     if folder.is_dir():
         for p in folder.iterdir():
@@ -211,10 +225,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def resolve_checkpoint(path_or_run: str | Path, prefer_best: bool = True) -> Path:
     """A checkpoint JSON from: a ``.json``/``.safetensors`` file, a run folder (best, else latest), or
     a run name under the runs directory."""
+    from engine.runs.paths import find_run
+
+    if "\0" in str(path_or_run):
+        raise CheckpointError("a checkpoint path cannot contain a NUL character; see `seqplay runs`")
     p = Path(path_or_run)
     if not p.exists():
-        from engine.runs.folders import find_run
-
         p = find_run(str(path_or_run))
     if p.is_file():
         if p.suffix == ".safetensors":
@@ -265,7 +281,11 @@ def build_from_meta(meta: dict[str, Any]) -> Any:
 
 
 def load_model_state(model: Any, tensors: dict[str, Any], where: Path) -> None:
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    """Load the ``model.*`` tensors into ``model``, each checked first for the shape and dtype the
+    model expects (``engine.runs.checks``): a wrong one is a one-line error naming it."""
+    from engine.runs.checks import check_model_tensors
+
+    state = check_model_tensors(model, tensors, where)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, ValueError) as err:
@@ -280,8 +300,7 @@ def tokenizer_from_meta(meta: dict[str, Any], json_path: Path) -> Any:
     try:
         if isinstance(tok, dict):
             return Tokenizer.from_dict(tok)
-        run_tok = Path(json_path).parent.parent / "tokenizer.json"
-        return Tokenizer.load(run_tok)
+        return Tokenizer.from_dict(read_json(Path(json_path).parent.parent / "tokenizer.json"))  # through the jail
     except SeqplayError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -321,9 +340,9 @@ def load_model(path_or_run: str | Path, device: str = "cpu") -> Loaded:
     model.to(device)
     model.eval()
     tokenizer = tokenizer_from_meta(meta, json_path)
-    try:
-        config = TrainConfig.from_dict(meta.get("train_config") or {})
-    except (SeqplayError, TypeError):
+    try:  # saved settings pass the same bounds as the CLI's, or are not used at all
+        config = TrainConfig.from_dict(meta.get("train_config") or {}).validate()
+    except (SeqplayError, TypeError, ValueError):
         config = TrainConfig(arch=meta["arch"])
     return Loaded(model=model, tokenizer=tokenizer, config=config, meta=meta, path=json_path)
 

@@ -71,7 +71,12 @@ def capture(t: Trainer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def restore(t: Trainer, meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Put model, optimizer, RNG, batcher, carried state and schedule back as ``path`` saved them."""
+    """Put model, optimizer, RNG, batcher, carried state and schedule back as ``path`` saved them.
+    Every tensor is checked against what the live objects expect first (engine.runs.checks)."""
+    from engine.runs.checks import check_resume_state
+
+    check_resume_state(meta, tensors, path, model=t.model, optimizer=t.optimizer, batcher=t.task.batcher,
+                       batch_size=t.config.batch_size, device=t.device)
     load_model_state(t.model, tensors, path)
     broken = [name for name, p in t.model.named_parameters() if not bool(torch.isfinite(p).all())]
     if broken:

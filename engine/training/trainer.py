@@ -52,7 +52,8 @@ from engine.runs.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.runs.checks import check_resume_state, resume_config
+from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
 from engine.training import guard, state
 from engine.training.config import TrainConfig
 from engine.training.optim import build_optimizer, default_lr
@@ -176,10 +177,9 @@ class Trainer:
         meta = tensors = None
         if self.resume_from is not None:
             ckpt = resolve_checkpoint(self.resume_from, prefer_best=False)
+            self._lock = lock_run(ckpt.parent.parent) if self.is_main else None  # one writer per run
             meta, tensors = read_checkpoint(ckpt)
-            saved = dict(meta.get("train_config") or {})
-            saved.update({k: v for k, v in self.overrides.items() if v is not None})
-            self.config = TrainConfig.from_dict(saved)
+            self.config = resume_config(meta, self.overrides, ckpt)  # same bounds as the CLI; no unnamed file read
             self.run_dir = ckpt.parent.parent
             self._resume_path = ckpt
         cfg = self.config.validate()
@@ -228,6 +228,7 @@ class Trainer:
                 self._notes.append(("warning", self._extension_note()))
         elif self.is_main:  # data-parallel ranks other than 0 write nothing (engine.training.distributed)
             self.run_dir = create_run(cfg.arch, cfg.source, cfg.runs_dir, cfg.run_name)
+            self._lock = lock_run(self.run_dir)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
             self.tokenizer.save(self.run_dir / "tokenizer.json")
         if not self.is_main:
@@ -323,7 +324,9 @@ class Trainer:
             self._notes.append(("warning", "TensorBoard is not installed, so --tensorboard writes nothing; pip install 'seqplay[tensorboard]'"))
             return
         assert self.run_dir is not None
-        self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        from engine.runs.paths import real_dir  # a linked tensorboard/ would write outside the run
+
+        self._tb = SummaryWriter(log_dir=str(real_dir(self.run_dir / "tensorboard")))
 
 
     # ------------------------------------------------------------------------------------ checkpoints
@@ -574,6 +577,8 @@ class Trainer:
         finally:
             if self.metrics is not None:
                 self.metrics.close()
+            if getattr(self, "_lock", None) is not None:
+                self._lock.release()
             if self._tb is not None:
                 self._tb.close()
 

@@ -8,13 +8,15 @@
 The worker runs ``engine.worker.process.main`` in a ``spawn``ed process (a fresh interpreter: no forked torch
 threads, same behaviour on Linux, macOS and Windows). ``poll`` drains every event that has arrived;
 when the process has died (SIGKILL, the out-of-memory killer, a crash) and its last events are read,
-``poll`` yields exactly one ``ErrorEvent(fatal=True)`` saying so, and the caller carries on.
+``poll`` yields exactly one ``ErrorEvent(fatal=True)`` saying so, and the caller carries on. The worker
+has one owner: if the process that started it dies, it saves a checkpoint and exits by itself.
 For ``resume``: ``StartTraining(resume_from=RUN, config={only the settings to change, e.g. steps})``.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 from typing import Any
@@ -51,7 +53,7 @@ class WorkerClient:
 
         self._cmd = self._ctx.Queue()
         self._ev = self._ctx.Queue()
-        self._proc = self._ctx.Process(target=main, args=(self._cmd, self._ev), name="seqplay-worker", daemon=True)
+        self._proc = self._ctx.Process(target=main, args=(self._cmd, self._ev, os.getpid()), name="seqplay-worker", daemon=True)
         self._proc.start()
         return self
 

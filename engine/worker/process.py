@@ -9,7 +9,8 @@ command queue between steps (non-blocking while running, so pause/stop/set-lr ac
 model being trained as the live model, if any) and ``pump()`` streams their tokens between training
 steps or while idle. ``Shutdown`` stops any job (saving a checkpoint) and ends the process. SIGINT is
 ignored here: Ctrl-C in a terminal reaches the whole process group, and the caller decides (it sends
-``Stop``), so the worker always gets to write its checkpoint.
+``Stop``), so the worker always gets to write its checkpoint. A worker whose parent dies (TERM, KILL)
+stops its job with a checkpoint and exits within about a second (``_watch_parent``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class _Worker:
         self.jobs: Any = None
         self.analyses: Any = None
         self.shutdown = False
+        self.orphaned = False  # the parent died (``_watch_parent``)
 
     def emit(self, event: P.Event) -> None:
         self.event_queue.put(event)
@@ -174,12 +176,37 @@ class _Worker:
 
 
 WORKER_NICENESS = 10
+ORPHAN_POLL_S = 0.25  # how often the worker checks that its parent is alive
+ORPHAN_SAVE_S = 20.0  # after the parent died: time left to save a checkpoint before exiting anyway
 
 
-def main(cmd_queue: Any, event_queue: Any) -> None:
-    """Entry point of the worker process (``multiprocessing`` spawn target)."""
+def _watch_parent(parent: int, worker: _Worker, cmd_queue: Any, event_queue: Any) -> None:
+    """Processes have one owner: when the process that started the worker dies (TERM, KILL, a
+    crash), the worker is re-parented; it then stops its job, saving a checkpoint, and exits."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_S)
+        worker.orphaned = True
+        event_queue.cancel_join_thread()  # nobody reads events any more: never block on them
+        try:
+            cmd_queue.put(P.Shutdown())  # acted on between steps: Stop(save=True), then the loop ends
+        except (OSError, ValueError):
+            pass
+        time.sleep(ORPHAN_SAVE_S)
+        os._exit(3)  # the save did not finish in time: give up rather than outlive the owner
+
+    threading.Thread(target=watch, name="seqplay-parent-watch", daemon=True).start()
+
+
+def main(cmd_queue: Any, event_queue: Any, parent: int | None = None) -> None:
+    """Entry point of the worker process (``multiprocessing`` spawn target); ``parent`` is the pid of
+    the process that owns it (default: the parent at start)."""
     import signal
 
+    parent = parent or os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Yield the CPU to the caller (the app's UI thread) whenever it has work: training may then use
     # every core without making key presses wait; an idle UI costs the worker nothing.
@@ -190,9 +217,12 @@ def main(cmd_queue: Any, event_queue: Any) -> None:
     import torch  # noqa: F401 - the child pays the import, never the UI
 
     worker = _Worker(cmd_queue, event_queue)
+    _watch_parent(parent, worker, cmd_queue, event_queue)
     try:
         worker.loop()
         worker._end_analyses()
     finally:
         event_queue.close()
+        if worker.orphaned:  # the checkpoint is on disk (fsynced); skip the interpreter's slow teardown
+            os._exit(0)
         event_queue.join_thread()  # every event reaches the caller before the process ends

@@ -23,24 +23,30 @@ from engine.worker import protocol as P
 
 
 class _Interrupt:
-    """SIGINT -> a Stop request (the step finishes, a checkpoint is written). A second Ctrl-C aborts."""
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, a service manager) -> a Stop request: the step finishes,
+    a checkpoint is written, the exit code is 130. A second one aborts."""
+
+    SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
-        self._previous = signal.signal(signal.SIGINT, self._handler)
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
+        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        click.echo(f"\nstopping after this step and saving a checkpoint ({again} again to abort)", err=True)
 
     def __exit__(self, *exc: Any) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class _Display:
@@ -385,12 +391,19 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @_opt("--worker", "use_worker", is_flag=True, help="Train in the worker process (as the TUI does).")
 @_opt("--nproc", type=int, default=None, help="Data-parallel processes (default: the run's).")
+@_opt("--source", default=None, metavar="PATH_OR_CORPUS",
+      help="The run's data, named by you: needed when seqplay has not read the run's file on this machine.")
 def resume(run: str, steps: int | None, time_budget: float | None, device: str | None, runs_dir: str | None,
-           as_json: bool, use_worker: bool, nproc: int | None) -> None:
+           as_json: bool, use_worker: bool, nproc: int | None, source: str | None) -> None:
     """Continue RUN (a run name, folder or checkpoint file) exactly where it stopped."""
-    from engine.runs.checkpoint import read_meta, resolve_checkpoint
-    from engine.runs.folders import find_run
+    from pathlib import Path
 
+    from engine.runs.checkpoint import read_meta, resolve_checkpoint
+    from engine.runs.folders import RunLock, find_run
+
+    given = Path(run)
+    with RunLock(given.parent.parent if given.is_file() else find_run(run, runs_dir)):
+        pass  # a run still training elsewhere: one line naming the process that holds it
     target = run
     try:
         resolve_checkpoint(run, prefer_best=False)
@@ -398,7 +411,8 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
         target = str(find_run(run, runs_dir))
     ckpt = resolve_checkpoint(target, prefer_best=False)
     saved = read_meta(ckpt).get("train_config") or {}
-    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc,
+                                       source=source).items() if v is not None}
     total = steps or saved.get("steps")
     code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
     if code:
