@@ -205,8 +205,16 @@ def check_resume_state(meta: dict[str, Any], tensors: dict[str, Any], where: Pat
     sched = meta.get("schedule") or {}
     if not isinstance(sched, dict):
         raise _bad(where, "the schedule state is not a JSON object")
-    for key, v in sched.items():
-        if not _finite_number(v) or v < 0 or (key != "plateau_bad" and v == 0):
+    for key, v in sched.items():  # the fields of engine.training.schedule.Schedule
+        if key == "kind":
+            from engine.training.config import SCHEDULES
+
+            if v not in SCHEDULES:
+                raise _bad(where, f"schedule kind={str(v)[:30]} is not one of {', '.join(SCHEDULES)}")
+            continue
+        if v is None and key in ("total_steps", "time_budget"):  # no horizon of that kind
+            continue
+        if not _finite_number(v) or v < 0 or (key in ("base_lr", "plateau_scale") and v == 0):
             raise _bad(where, f"schedule {str(key)[:30]}={str(v)[:30]} is not a usable value")
     for key in ("step", "tokens_seen"):
         v = meta.get(key, 0)
