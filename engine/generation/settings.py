@@ -12,11 +12,15 @@ after the listed ones, in the default order, so ``order`` can name only the ones
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.settings import check_fields, setting
+
+MAX_SEED = 2**32 - 1  # as TrainConfig's seed
+MAX_TOKENS = 1_000_000
+MAX_VOCAB = 10_000_000
 
 DEFAULT_ORDER: tuple[str, ...] = (
     "repetition_penalty",  # CTRL / Hugging Face: divide positive logits, multiply negative ones
@@ -38,25 +42,26 @@ DEFAULT_ORDER: tuple[str, ...] = (
 class SamplingSettings:
     """Every knob of next-token choice. Neutral values switch a processor off."""
 
-    temperature: float = 1.0  # 0 = greedy (arg-max, first index on ties)
-    top_k: int = 0  # 0 = off; ties at the k-th value are kept (as Hugging Face)
-    top_p: float = 1.0  # nucleus mass; 1 = off
-    min_p: float = 0.0  # keep p >= min_p * max p; 0 = off
-    typical_p: float = 1.0  # locally typical mass; 1 = off
-    epsilon: float = 0.0  # keep p >= epsilon; 0 = off
-    eta: float = 0.0  # keep p >= min(eta, sqrt(eta) * exp(-entropy)); 0 = off
-    repetition_penalty: float = 1.0  # > 1 discourages tokens seen in the last repetition_window tokens
-    repetition_window: int = 64  # tokens looked at by the three penalties; 0 = the whole text
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    no_repeat_ngram: int = 0  # 0 = off
+    temperature: float = setting(1.0, lo=0.0, help="0 = greedy (arg-max, first index on ties).")
+    top_k: int = setting(0, lo=0, hi=MAX_VOCAB, help="Keep the k most likely tokens (0 = off; ties kept, as Hugging Face).")
+    top_p: float = setting(1.0, lo=0.0, hi=1.0, lo_open=True, help="Nucleus mass (1 = off).")
+    min_p: float = setting(0.0, lo=0.0, hi=1.0, help="Keep p >= min_p * max p (0 = off).")
+    typical_p: float = setting(1.0, lo=0.0, hi=1.0, lo_open=True, help="Locally typical mass (1 = off).")
+    epsilon: float = setting(0.0, lo=0.0, hi=1.0, hi_open=True, help="Keep p >= epsilon (0 = off; try 3e-4).")
+    eta: float = setting(0.0, lo=0.0, hi=1.0, hi_open=True, help="Keep p >= min(eta, sqrt(eta) exp(-H)) (0 = off; try 4e-3).")
+    repetition_penalty: float = setting(1.0, lo=0.0, lo_open=True, help="CTRL penalty (> 1 discourages repeats).")
+    repetition_window: int = setting(64, lo=0, hi=MAX_TOKENS, help="Tokens the penalties look back over (0 = all).")
+    presence_penalty: float = setting(0.0, lo=-2.0, hi=2.0, help="OpenAI presence penalty, -2 to 2.")
+    frequency_penalty: float = setting(0.0, lo=-2.0, hi=2.0, help="OpenAI frequency penalty, -2 to 2.")
+    no_repeat_ngram: int = setting(0, lo=0, hi=1000, help="Never repeat an n-gram of this size (0 = off).")
     logit_bias: dict[int, float] = field(default_factory=dict)
     banned: list[int] = field(default_factory=list)
     order: list[str] = field(default_factory=lambda: list(DEFAULT_ORDER))
-    seed: int | None = None  # None: a fresh random seed each generation
-    max_tokens: int = 200
+    seed: int | None = setting(None, lo=0, hi=MAX_SEED, none_means="a fresh random seed each generation",
+                               help="Seed for reproducible sampling.")
+    max_tokens: int = setting(200, lo=1, hi=MAX_TOKENS, flag="--max-tokens", help="New tokens at most.")
     stop: list[str] = field(default_factory=list)
-    top_alternatives: int = 5  # alternatives reported with each token
+    top_alternatives: int = setting(5, lo=0, hi=1000, flag="--alternatives", help="Alternatives reported with each token.")
 
     @property
     def greedy(self) -> bool:
@@ -89,29 +94,7 @@ class SamplingSettings:
     def validate(self, vocab_size: int | None = None) -> SamplingSettings:
         """Refuse settings that cannot work with a one-line ConfigError."""
 
-        def number(name: str, lo: float, hi: float, lo_open: bool = False) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-                raise ConfigError(f"{name.replace('_', '-')} must be a number, got {value!r}")
-            if value < lo or value > hi or (lo_open and value == lo):
-                bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-                raise ConfigError(f"{name.replace('_', '-')} must be in {bound}, got {value}")
-
-        number("temperature", 0.0, math.inf)
-        number("top_p", 0.0, 1.0, lo_open=True)
-        number("min_p", 0.0, 1.0)
-        number("typical_p", 0.0, 1.0, lo_open=True)
-        number("epsilon", 0.0, 1.0)
-        number("eta", 0.0, 1.0)
-        number("repetition_penalty", 0.0, math.inf, lo_open=True)
-        number("presence_penalty", -math.inf, math.inf)
-        number("frequency_penalty", -math.inf, math.inf)
-        for name in ("top_k", "no_repeat_ngram", "repetition_window", "top_alternatives", "max_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be a whole number >= 0, got {value!r}")
-        if self.epsilon >= 1.0 or self.eta >= 1.0:
-            raise ConfigError("epsilon and eta cut-offs must be below 1 (try 3e-4 to 4e-3)")
+        check_fields(self)  # every number against its bounds (engine.settings)
         unknown = [name for name in self.order if name not in DEFAULT_ORDER]
         if unknown or len(set(self.order)) != len(self.order):
             raise ConfigError(
