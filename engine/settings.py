@@ -59,9 +59,12 @@ class Setting:
 
     @property
     def subject(self) -> str:
-        """How messages name the setting: the CLI spelling without dashes, plus the flag if that differs."""
+        """How messages name the setting: the CLI spelling without dashes, plus the flag if that differs
+        (else the label, if one is given)."""
         base = self.name.replace("_", "-")
-        return base if self.cli_flag == "--" + base else f"{base} ({self.cli_flag})"
+        if self.cli_flag != "--" + base:
+            return f"{base} ({self.cli_flag})"
+        return f"{base} ({self.label})" if self.label and self.label != self.name.replace("_", " ") else base
 
     @property
     def type_name(self) -> str:

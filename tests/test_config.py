@@ -69,7 +69,7 @@ def test_model_config_refuses_wrong_types_and_unknown_names(data, words):
 
 def test_train_config_refuses_wrong_types_but_takes_ints_for_floats():
     assert TrainConfig.from_dict({"lr": 1, "clip": None}).lr == 1
-    assert refused(lambda: TrainConfig.from_dict({"lr": "x"})).startswith("lr must be positive and finite")
+    assert refused(lambda: TrainConfig.from_dict({"lr": "x"})).startswith("lr (learning rate) must be positive and finite")
     assert "must be a JSON object" in refused(lambda: TrainConfig.from_dict(["lr", 1]))
 
 
@@ -77,7 +77,7 @@ def test_train_config_refuses_wrong_types_but_takes_ints_for_floats():
 SAME = [
     ("--weight-decay", "-1", "weight_decay", -1, "weight-decay must be >= 0 and finite, got -1"),
     ("--weight-decay", "nan", "weight_decay", math.nan, "weight-decay must be >= 0 and finite, got nan"),
-    ("--lr", "inf", "lr", math.inf, "lr must be positive and finite"),
+    ("--lr", "inf", "lr", math.inf, "lr (learning rate) must be positive and finite"),
     ("--clip", "nan", "clip", math.nan, "clip must be positive and finite"),
     ("--seed", "-1", "seed", -1, "seed must be a whole number from 0 to 4294967295, got -1"),
     ("--seed", str(2**70), "seed", 2**70, f"got {2**70}"),
