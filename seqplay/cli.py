@@ -102,11 +102,31 @@ def _split_source(argv: list[str]) -> tuple[list[str], str | None]:
     return argv, None
 
 
+def _check_source(source: str) -> None:
+    """``seqplay X``: X must be a file or a built-in corpus; else it is a mistyped or unknown command
+    (one line, exit code 2) rather than the app opened on nothing."""
+    import difflib
+    import os
+
+    from corpora import CORPORA
+    from engine.errors import ConfigError
+
+    if os.path.exists(source) or source.split(":", 1)[0] in CORPORA:
+        return
+    close = difflib.get_close_matches(source, list(COMMANDS), n=1, cutoff=0.6)
+    if close:
+        raise ConfigError(f"no such command {source!r}; did you mean {close[0]!r}?")
+    raise ConfigError(f"no such command, file or corpus {source!r}; see `seqplay --help` for the commands "
+                      "and `seqplay corpora` for the built-in corpora")
+
+
 def main(argv: list[str] | None = None) -> None:
     from engine.errors import SeqplayError
 
     args, source = _split_source(list(sys.argv[1:] if argv is None else argv))
     try:
+        if source is not None:
+            _check_source(source)
         code = cli.main(args=args, prog_name="seqplay", standalone_mode=False, obj={"source": source})
     except SeqplayError as err:
         click.echo(f"error: {err}", err=True)

@@ -15,10 +15,13 @@ from typing import Any
 
 import click
 
+from engine.generation.settings import SamplingSettings
+from engine.settings import Setting, settings_of
+from engine.training.config import TrainConfig
+from seqplay.commands.options import option
+
 
 def _settings(opts: dict[str, Any]) -> Any:
-    from engine.generation.settings import SamplingSettings
-
     s = SamplingSettings(
         temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"], min_p=opts["min_p"],
         typical_p=opts["typical_p"], epsilon=opts["epsilon"], eta=opts["eta"],
@@ -26,9 +29,22 @@ def _settings(opts: dict[str, Any]) -> Any:
         presence_penalty=opts["presence_penalty"], frequency_penalty=opts["frequency_penalty"],
         no_repeat_ngram=opts["no_repeat_ngram"], banned=list(opts["ban"]), seed=opts["seed"],
         max_tokens=opts["max_tokens"], stop=[s.encode().decode("unicode_escape") for s in opts["stop"]],
-        top_alternatives=opts["alternatives"],
+        top_alternatives=opts["top_alternatives"],
     )
     return s.validate()
+
+
+def warn_unknown(tok: Any, text: str, what: str = "the prompt") -> int:
+    """Say on stderr how many pieces of ``text`` are outside the vocabulary (they become ``<unk>``)."""
+    unk = getattr(tok, "unk_id", None)
+    if unk is None or not text:
+        return 0
+    n = sum(1 for i in tok.encode(text) if int(i) == unk)
+    if n:
+        piece = {"char": "character", "word": "word"}.get(getattr(tok, "name", ""), "piece")
+        click.echo(f"warning: {n} {piece}{'s' if n != 1 else ''} of {what} {'is' if n == 1 else 'are'} not in the "
+                   f"model's vocabulary and became <unk>", err=True)
+    return n
 
 
 def _out(text: str) -> None:
@@ -40,33 +56,45 @@ def _json_line(obj: dict[str, Any]) -> None:
     _out(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
+_S = {s.name: s for s in settings_of(SamplingSettings)}
+_T = {s.name: s for s in settings_of(TrainConfig)}
+# Beam search's exponent (as Hugging Face's generate: score = logprob / len**length_penalty); finite.
+LENGTH_PENALTY = Setting(name="length_penalty", kind=float, default=1.0,
+                         help="Beam score = logprob / len**this (> 0 favours longer, < 0 shorter).")
+BEAMS = Setting(name="beams", kind=int, default=1, lo=1, hi=1024, help="Beam width (> 1: beam search).")
+_SAMPLING_FLAGS = ("top_k", "top_p", "min_p", "typical_p", "epsilon", "eta", "repetition_penalty", "repetition_window",
+                   "presence_penalty", "frequency_penalty", "no_repeat_ngram")
+
+
+def _s(name: str, *names: str, **kw: Any):
+    return option(_S[name], *names, **kw)
+
+
+def _with(*decorators: Any):
+    def wrap(fn: Any) -> Any:
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return wrap
+
+
 @click.command("generate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run")
 @click.option("--prompt", "-p", default="", help="Text to continue (seq2seq: lines to map; mlm: text with _ blanks; - reads stdin).")
-@click.option("--max-tokens", "-n", default=200, show_default=True, type=click.IntRange(0), help="New tokens at most.")
-@click.option("--temperature", "-t", default=None, type=float,
-              help="0 = greedy. Default: 1 for language models, 0 for seq2seq and mlm.")
-@click.option("--top-k", default=0, show_default=True, type=int, help="Keep the k most likely tokens (0 = off).")
-@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus mass (1 = off).")
-@click.option("--min-p", default=0.0, show_default=True, type=float, help="Keep p >= min_p * max p (0 = off).")
-@click.option("--typical-p", default=1.0, show_default=True, type=float, help="Locally typical mass (1 = off).")
-@click.option("--epsilon", default=0.0, show_default=True, type=float, help="Epsilon cut-off (0 = off).")
-@click.option("--eta", default=0.0, show_default=True, type=float, help="Eta cut-off (0 = off).")
-@click.option("--repetition-penalty", default=1.0, show_default=True, type=float, help="CTRL penalty (> 1 discourages repeats).")
-@click.option("--repetition-window", default=64, show_default=True, type=int, help="Tokens the penalties look back over (0 = all).")
-@click.option("--presence-penalty", default=0.0, show_default=True, type=float)
-@click.option("--frequency-penalty", default=0.0, show_default=True, type=float)
-@click.option("--no-repeat-ngram", default=0, show_default=True, type=int, help="Never repeat an n-gram of this size (0 = off).")
+@_s("max_tokens", "-n")
+@_s("temperature", "-t", default=None, help="0 = greedy. Default: 1 for language models, 0 for seq2seq and mlm.")
+@_with(*[_s(name) for name in _SAMPLING_FLAGS])
 @click.option("--ban", multiple=True, type=int, help="Token id never to produce (repeatable).")
 @click.option("--stop", multiple=True, help="Stop before this text (repeatable; \\n allowed).")
-@click.option("--beams", "-b", default=1, show_default=True, type=click.IntRange(1), help="Beam width (> 1: beam search).")
-@click.option("--length-penalty", default=1.0, show_default=True, type=float, help="Beam score = logprob / len**this.")
-@click.option("--seed", "-s", default=None, type=int, help="Seed for reproducible sampling.")
-@click.option("--alternatives", default=5, show_default=True, type=click.IntRange(0), help="Top alternatives per token in --json.")
+@option(BEAMS, "-b")
+@option(LENGTH_PENALTY)
+@_s("seed", "-s")
+@_s("top_alternatives", help="Top alternatives per token in --json.")
 @click.option("--window", type=click.Choice(["slide", "exact"]), default="slide", show_default=True,
               help="Transformer past its context: slide the KV cache (fast) or recompute the last context (exact).")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Torch threads (1 is fastest for small models).")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps")
+@option(_T["threads"], default=1, help="Torch threads (1 is fastest for small models; at most the cores).")
+@option(_T["device"], default="cpu", help="cpu | cuda | cuda:N | mps")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
 @click.pass_context
 def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penalty: float, window: str,
@@ -76,17 +104,21 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
         prompt = sys.stdin.read()
     temperature = opts["temperature"]
     _settings({**opts, "temperature": 1.0 if temperature is None else temperature})  # refuse bad flags early
+    LENGTH_PENALTY.check(length_penalty)
 
     import torch
 
+    from engine.device import choose_threads, pick_device
     from engine.runs.checkpoint import load_model
 
-    torch.set_num_threads(threads)
+    device = pick_device(device)  # a device that is not there: one line, before loading anything
+    torch.set_num_threads(choose_threads(threads))
     loaded = load_model(run, device=device)
     model, tok = loaded.model, loaded.tokenizer
     if temperature is None:
         temperature = 1.0 if model.task == "lm" else 0.0
     settings = _settings({**opts, "temperature": temperature})
+    warn_unknown(tok, prompt)
     try:
         if model.task == "seq2seq":
             _seq2seq(model, tok, prompt, settings, beams, length_penalty, as_json)

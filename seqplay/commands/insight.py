@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from engine.errors import ConfigError, DataError
+from seqplay.commands.generate import warn_unknown
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON object.")
 
@@ -122,8 +123,8 @@ def gradients(run: str | None, arch: str, distance: int, windows: int, seeds: in
 def attention(run: str, prompt: str | None, target: str | None, layer: int | None, head: int | None,
               as_json: bool) -> None:
     """Attention weights as a token x token heatmap (seq2seq: cross-attention alignment)."""
+    from engine.insight.attention import attention_maps, check_layer_head, cross_attention
     from engine.runs.checkpoint import load_model
-    from engine.insight.attention import attention_maps, cross_attention
 
     loaded = load_model(run)
     if getattr(loaded.model, "task", "") == "seq2seq":
@@ -134,6 +135,8 @@ def attention(run: str, prompt: str | None, target: str | None, layer: int | Non
         data = cross_attention(loaded.model, loaded.tokenizer, prompt, target)
     else:
         data = attention_maps(loaded.model, loaded.tokenizer, prompt or _val_text(loaded, 32))
+    check_layer_head(data, layer, head)
+    warn_unknown(loaded.tokenizer, prompt or "")
     if as_json:
         _emit(data, True)
     else:
@@ -152,11 +155,12 @@ def attention(run: str, prompt: str | None, target: str | None, layer: int | Non
 def gates(run: str, text: str | None, file: str | None, layer: int, units: tuple[str, ...], pattern: str | None,
           top: int, as_json: bool) -> None:
     """Gate activations and hidden units over a text, as coloured character strips."""
-    from engine.runs.checkpoint import load_model
     from engine.insight.gates import gate_report
+    from engine.runs.checkpoint import load_model
 
     loaded = load_model(run)
     body = _text(text, file, default=_val_text(loaded, 400))
+    warn_unknown(loaded.tokenizer, body, "the text")
     data = gate_report(loaded.model, loaded.tokenizer, body, layer=layer, units=list(units), pattern=pattern, top=top)
     _emit(data, as_json)
 
@@ -169,12 +173,13 @@ def gates(run: str, text: str | None, file: str | None, layer: int, units: tuple
 @json_option
 def surprisal(run: str, other: str | None, text: str | None, file: str | None, chars: int, as_json: bool) -> None:
     """Per-token loss over a text; with OTHER, the per-character difference RUN - OTHER."""
-    from engine.runs.checkpoint import load_model
     from engine.insight.surprisal import surprisal as surprisal_of
     from engine.insight.surprisal import surprisal_diff
+    from engine.runs.checkpoint import load_model
 
     loaded = load_model(run)
     body = _text(text, file, default=_val_text(loaded, chars))
+    warn_unknown(loaded.tokenizer, body, "the text")
     data = surprisal_of(loaded.model, loaded.tokenizer, body, label=run)
     if other is not None:
         second = load_model(other)
