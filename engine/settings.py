@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     archs: tuple[str, ...] | None = None
     flag: str = ""
+    pattern: str = ""  # text settings: a regular expression the whole value must match
     advice: str = ""  # what to do when the value is refused (default: an example value)
 
     # -- naming -------------------------------------------------------------------------------------
@@ -87,6 +89,8 @@ class Setting:
         """What a valid value is, in words: 'a positive whole number', 'in (0, 1)', 'one of a, b'."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
+        if self.pattern and self.help:
+            return self.help.rstrip(".")
         if self.kind is bool:
             return "true or false"
         if self.kind is int:
@@ -139,6 +143,8 @@ class Setting:
         if value is None:
             return value
         if self.choices and value not in self.choices:
+            raise self.refuse(value)
+        if self.pattern and isinstance(value, str) and not re.fullmatch(self.pattern, value):
             raise self.refuse(value)
         if self.kind in (int, float):
             if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not self.allow_inf)):

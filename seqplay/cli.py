@@ -84,7 +84,11 @@ def cli(ctx: click.Context, device: str) -> None:
     text file. The commands below run the same engine headless.
     """
     if ctx.invoked_subcommand is None:
+        from engine.settings import setting_of
+        from engine.training.config import TrainConfig
         from tui.app import run_app
+
+        setting_of(TrainConfig, "device").check(device)  # the same words as `seqplay train --device`
 
         run_app(source=(ctx.obj or {}).get("source"), device=device)
 

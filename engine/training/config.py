@@ -11,11 +11,9 @@ config refuse the same values with the same words.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConfigError
 from engine.settings import check_fields, setting, strict_from_dict
 
 __all__ = ["TrainConfig", "strict_from_dict", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "TOKENIZERS"]
@@ -35,7 +33,6 @@ MAX_STEPS = 10**9
 MAX_SECONDS = 10**7  # ~116 days
 MAX_BATCH = 2**20
 MAX_CONTEXT = 2**20
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -81,7 +78,8 @@ class TrainConfig:
                                            help="Checkpoint every N steps (default: at each evaluation).")
     keep_last: int = setting(3, lo=1, hi=10_000, help="Step checkpoints kept (plus the best).")
     # machinery
-    device: str = setting("auto", help="auto | cpu | cuda | cuda:N | mps")
+    device: str = setting("auto", pattern=r"(?i)auto|cpu|mps|cuda(:\d+)?", help="auto, cpu, cuda, cuda:N or mps",
+                          advice="e.g. auto")
     precision: str = setting("auto", choices=PRECISIONS, help="Autocast precision.")
     compile: str = setting("auto", choices=COMPILE, help="torch.compile the model.")
     threads: int | None = setting(None, lo=1, hi=MAX_THREADS, none_means="the idle cores",
@@ -105,8 +103,6 @@ class TrainConfig:
         """Refuse settings that cannot work, before anything is allocated: every field against its
         type and bounds (``engine.settings``), then the checks that involve more than one field."""
         check_fields(self)
-        if not _DEVICE.match(self.device.lower()):
-            raise ConfigError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
         from engine.models.registry import get_arch
 
         get_arch(self.arch)

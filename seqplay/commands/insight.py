@@ -6,6 +6,7 @@ JSON object with ``--json`` (what the TUI's insight views read from a subprocess
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -13,8 +14,14 @@ from typing import Any
 import click
 
 from engine.errors import ConfigError, DataError
+from engine.generation.settings import SamplingSettings
+from engine.models.registry import MAX_PARAMS, model_settings
+from engine.settings import Setting, setting_of
+from engine.training.config import TrainConfig
 from seqplay.commands.generate import warn_unknown
+from seqplay.commands.options import option
 
+_M = {s.name: s for s in model_settings("transformer")}
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON object.")
 
 
@@ -84,13 +91,13 @@ def _with(options: list) -> Any:
 @click.argument("run", required=False)
 @click.option("--arch", default="rnn,rnn-relu,ugrnn,gru,lstm,transformer", show_default=True,
               help="Fresh architectures to compare (also rnn-tanh, irnn = ReLU RNN with W_h = I).")
-@click.option("--distance", default=100, show_default=True, help="Longest distance T - t measured.")
-@click.option("--windows", default=8, show_default=True, help="Text windows averaged per model.")
-@click.option("--seeds", default=3, show_default=True, help="Initialisations averaged per fresh model.")
+@option(Setting(name="distance", kind=int, default=100, lo=1, hi=10_000, help="Longest distance T - t measured."))
+@option(Setting(name="windows", kind=int, default=8, lo=1, hi=10_000, help="Text windows averaged per model."))
+@option(Setting(name="seeds", kind=int, default=3, lo=1, hi=1000, help="Initialisations averaged per fresh model."))
 @click.option("--source", default="grammar", show_default=True, help="Corpus for fresh models' windows.")
-@click.option("--width", type=int, default=64, show_default=True, help="Fresh models' width.")
-@click.option("--layers", type=int, default=1, show_default=True, help="Fresh models' layers.")
-@click.option("--clip", type=float, default=None, help="Also show the curve after clipping the gradient norm to this.")
+@option(_M["width"], default=64, help="Fresh models' width.")
+@option(_M["layers"], default=1, help="Fresh models' layers.")
+@option(setting_of(TrainConfig, "clip"), default=None, help="Also show the curve after clipping the gradient norm to this.")
 @click.option("--identity-init", is_flag=True, help="Initialise RNNs with W_h = I (Le et al. 2015).")
 @json_option
 def gradients(run: str | None, arch: str, distance: int, windows: int, seeds: int, source: str, width: int,
@@ -102,8 +109,6 @@ def gradients(run: str | None, arch: str, distance: int, windows: int, seeds: in
     """
     from engine.insight.gradients import gradients_report
 
-    if windows < 1 or seeds < 1:
-        raise ConfigError("--windows and --seeds must be at least 1")
     archs = [a.strip() for a in arch.split(",") if a.strip()]
     overrides = {"width": width, "layers": layers, "context": max(distance + 1, 8)}
     if "transformer" in archs:
@@ -190,10 +195,11 @@ def surprisal(run: str, other: str | None, text: str | None, file: str | None, c
 @click.command()
 @click.argument("corpus", required=False)
 @click.option("--train", "train_archs", default=None, help="Train these architectures first, e.g. rnn,lstm,transformer.")
-@click.option("--time", "time_budget", type=float, default=None, help="Seconds of training per architecture.")
-@click.option("--steps", type=int, default=None, help="Steps per architecture (instead of / besides --time).")
-@click.option("--params", type=int, default=None, help="Match every model to about this many parameters (sets width).")
-@click.option("--tokenizer", default="char", show_default=True, help="char | byte | word | bpe for the trained runs.")
+@option(setting_of(TrainConfig, "time_budget"), default=None, help="Seconds of training per architecture.")
+@option(setting_of(TrainConfig, "steps"), default=None, help="Steps per architecture (instead of / besides --time).")
+@option(Setting(name="params", kind=int, default=None, optional=True, lo=1, hi=MAX_PARAMS,
+                help="Match every model to about this many parameters (sets width)."))
+@option(setting_of(TrainConfig, "tokenizer"), help="Tokenizer of the trained runs.")
 @click.option("--runs-dir", default=None, help="Where the runs live (default: $SEQPLAY_HOME/runs).")
 @json_option
 def table(corpus: str | None, train_archs: str | None, time_budget: float | None, steps: int | None,
@@ -217,11 +223,12 @@ def table(corpus: str | None, train_archs: str | None, time_budget: float | None
 @click.option("--corpus", default=None, help="Training text to compare against (default: RUN's corpus).")
 @click.option("--text", "texts", multiple=True, help="A sample to check (repeatable); default: generate from RUN.")
 @click.option("--file", "file", type=click.Path(dir_okay=False), default=None, help="Check the text of this file.")
-@click.option("--samples", default=3, show_default=True, help="Samples to generate from RUN when no text is given.")
-@click.option("--tokens", default=300, show_default=True, help="Tokens per generated sample.")
-@click.option("--temperature", default=1.0, show_default=True)
-@click.option("-n", "--ngram", "n", default=8, show_default=True, help="n of the character n-gram overlap.")
-@click.option("--seed", default=0, show_default=True)
+@option(Setting(name="samples", kind=int, default=3, lo=1, hi=1000, help="Samples to generate from RUN when no text is given."))
+@option(dataclasses.replace(setting_of(SamplingSettings, "max_tokens"), name="tokens", flag="--tokens", default=300),
+        help="Tokens per generated sample.")
+@option(setting_of(SamplingSettings, "temperature"))
+@option(Setting(name="ngram", kind=int, default=8, lo=1, hi=1000, help="n of the character n-gram overlap."), "-n", dest="n")
+@option(setting_of(SamplingSettings, "seed"), default=0)
 @json_option
 def memorization(run: str | None, corpus: str | None, texts: tuple[str, ...], file: str | None, samples: int,
                  tokens: int, temperature: float, n: int, seed: int, as_json: bool) -> None:
