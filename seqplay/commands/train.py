@@ -352,7 +352,12 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
     saved = read_meta(ckpt).get("train_config") or {}
     overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
     # The saved settings pass the same bounds as the CLI's (threads, sizes, budgets) before anything runs.
-    TrainConfig.from_dict({**saved, **overrides}).validate()
+    from engine.errors import CheckpointError, ConfigError
+
+    try:
+        TrainConfig.from_dict({**saved, **overrides}).validate()
+    except ConfigError as err:
+        raise CheckpointError(f"the saved settings of {ckpt.parent.parent.name} are refused: {err}") from None
     total = steps or saved.get("steps")
     code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
     if code:
