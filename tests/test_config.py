@@ -108,6 +108,12 @@ def test_model_settings_refuse_the_same_on_the_cli_and_in_json(capsys):
     assert from_cli == from_json and from_cli.startswith("mask-prob must be in (0, 1), got 1.5")
     from_cli = cli_error(capsys, "train", "grammar", "--arch", "rnn", "--dropout", "nan")
     assert from_cli == refused(lambda: make_config("rnn", 65, dropout=math.nan).validate())
+    for arch in ("transformer", "lstm"):  # a shared flag is parsed by the chosen arch's own setting
+        for text, value in (("0", 0), ("two", "two")):
+            from_cli = cli_error(capsys, "train", "grammar", "--arch", arch, "--layers", text)
+            from_json = refused(lambda arch=arch, value=value: ARCHS[arch].config_cls.from_dict(
+                {"layers": value}).validate())
+            assert from_cli == from_json, (arch, text)
 
 
 def test_sampling_settings_refuse_non_finite_values():

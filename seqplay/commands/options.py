@@ -15,14 +15,15 @@ _UNSET: Any = object()
 
 
 class SettingType(click.ParamType):
-    """Parses a flag's text with its ``Setting`` (``check=False``: type only; ``validate()`` checks later)."""
+    """Parses a flag's text with its ``Setting`` (``check=False``: type only, ``validate()`` checks
+    later; ``raw``: the text is kept for the command to parse, e.g. with the chosen arch's setting)."""
 
-    def __init__(self, setting: Setting, check: bool = True):
-        self.setting, self.check = setting, check
+    def __init__(self, setting: Setting, check: bool = True, raw: bool = False):
+        self.setting, self.check, self.raw = setting, check, raw
         self.name = setting.type_name
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or self.raw:
             return value
         return self.setting.parse(value, check=self.check)
 
@@ -33,7 +34,7 @@ class SettingType(click.ParamType):
 
 
 def option(s: Setting, *names: str, default: Any = _UNSET, help: str | None = None, dest: str | None = None,
-           check: bool = True, multiple: bool = False, **extra: Any):
+           check: bool = True, raw: bool = False, multiple: bool = False, **extra: Any):
     """A click option for setting ``s``: ``--name-with-dashes`` (or ``s.flag``; extra ``names`` such as
     ``-n`` are added), its default and help; booleans become ``--x/--no-x`` switches."""
     flag = s.cli_flag
@@ -45,5 +46,5 @@ def option(s: Setting, *names: str, default: Any = _UNSET, help: str | None = No
             return click.option(spelling, *names, dest or s.name, is_flag=True, default=False, help=text, **extra)
         return click.option(spelling, *names, dest or s.name, default=default, help=text,
                             show_default=default is not None, **extra)
-    return click.option(flag, *names, dest or s.name, type=SettingType(s, check), default=default, help=text,
+    return click.option(flag, *names, dest or s.name, type=SettingType(s, check, raw), default=default, help=text,
                         show_default=default not in (None, ()) and not multiple, multiple=multiple, **extra)

@@ -224,14 +224,15 @@ def flag_archs(flag: str) -> list[str]:
 
 
 def _model_option(flag: str):
-    """A model flag: its setting (type, bounds, choices, help) from the first arch that has the field,
-    its help prefixed with the archs it applies to; default None (not given)."""
+    """A model flag: its setting (type, choices, help) from the first arch that has the field, its
+    help prefixed with the archs it applies to; default None (not given)."""
     from engine.models.registry import model_settings
 
     archs = flag_archs(flag)
     s = next(x for x in model_settings(archs[0]) if x.name == {**SHARED_FLAGS, **ARCH_FLAGS}[flag])
     where = "" if len(archs) >= len(ARCHS) - 1 else f"[{', '.join(archs)}] "
-    return option(s, default=None, dest=flag, help=where + _SHARED_HELP.get(flag, s.help))
+    # the text is kept: the chosen arch's own setting parses and checks it (its words, its default)
+    return option(s, default=None, dest=flag, help=where + _SHARED_HELP.get(flag, s.help), raw=True)
 
 
 # A shared flag means a different thing per family: its help says so (each arch's own help: `seqplay archs NAME`).
@@ -265,7 +266,7 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
         if arch not in archs:
             name = next(s.cli_flag for s in model_settings(archs[0]) if s.name == ARCH_FLAGS[flag])
             raise ConfigError(f"{name} applies to {', '.join(archs)} only, not {arch}; see `seqplay archs {arch}` for its settings")
-        out[ARCH_FLAGS[flag]] = value
+        out[ARCH_FLAGS[flag]] = parse_setting(arch, ARCH_FLAGS[flag], value)
     for item in sets:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
@@ -310,7 +311,9 @@ def train(source: str, arch: str, sets: tuple[str, ...], steps: int | None, clip
 
     shared = {flag: opts.pop(flag) for flag in SHARED_FLAGS}
     flags = {flag: opts.pop(flag) for flag in ARCH_FLAGS}
-    model = {SHARED_FLAGS[k]: v for k, v in shared.items() if v is not None}
+    own = settable_fields(arch)  # a shared flag the arch does not have is ignored
+    model = {SHARED_FLAGS[k]: parse_setting(arch, SHARED_FLAGS[k], v) for k, v in shared.items()
+             if v is not None and SHARED_FLAGS[k] in own}
     model.update(arch_settings(arch, flags, sets))
     if steps is None:
         steps = None if opts["time_budget"] else 2000
