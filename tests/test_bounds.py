@@ -218,3 +218,81 @@ def test_the_worst_cases_in_real_processes(tmp_path):
         assert proc.returncode == 2, (case, out, err)
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out + err, (case, err)
     assert not (tmp_path / "home" / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------ fuzzing
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from engine.errors import ConfigError, SeqplayError  # noqa: E402
+from engine.generation.settings import SamplingSettings  # noqa: E402
+from engine.models.registry import ARCHS  # noqa: E402
+from engine.settings import settings_of  # noqa: E402
+from engine.training.config import TrainConfig  # noqa: E402
+
+NUMERIC = [(cls, s) for cls in (TrainConfig, SamplingSettings, *{i.config_cls for i in ARCHS.values()})
+           for s in settings_of(cls) if s.kind in (int, float)]
+ANY_NUMBER = st.one_of(st.integers(-(2**80), 2**80), st.floats(allow_nan=True, allow_infinity=True),
+                       st.sampled_from([0, -1, 1, 2**31, 2**32, 2**63, 2**64]), st.booleans(), st.none(), st.text(max_size=5))
+
+
+def _fuzz(n: int):
+    return settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _number_property(pick, value):
+    import math
+
+    cls, s = pick
+    try:
+        got = s.check(value)
+    except ConfigError as err:
+        assert "\n" not in str(err) and str(err).startswith(s.subject)
+        return
+    if got is None:
+        assert s.optional
+        return
+    assert isinstance(got, int | float) and not isinstance(got, bool) and math.isfinite(got)
+    assert (s.lo is None or got >= s.lo) and (s.hi is None or got <= s.hi)
+
+
+TRAIN_NUMBERS = [s for s in settings_of(TrainConfig) if s.kind in (int, float)]
+NUMBER_TEXT = st.one_of(st.integers(-(2**80), 2**80).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                        st.sampled_from(["nan", "-inf", "inf", "1e309", "0", "-0", "0x10", "", " 3 ", "1_000"]),
+                        st.text(max_size=6))
+
+
+def _cli_property(s, text):
+    """`seqplay train grammar --FLAG TEXT`: exit 2 with one line, or a config that validates (the job
+    itself is replaced: nothing trains)."""
+    import contextlib
+    import io
+
+    import seqplay.commands.train as train_cmd
+
+    started: list = []
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_cmd, "_run_job", lambda config, *a: started.append(config) or 0)
+        mp.setattr("engine.data.sources.prepare", lambda *a, **k: None)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main(["train", "grammar", s.cli_flag, text])
+                code = 0
+            except SystemExit as exit_:
+                code = int(exit_.code or 0)
+            except SeqplayError as e:  # pragma: no cover - main prints these itself
+                raise AssertionError(f"uncaught {e}") from None
+    lines = err.getvalue().strip().splitlines()
+    if code == 0:
+        assert len(started) == 1 and started[0].validate() is started[0]
+    else:
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (s.name, text, err.getvalue())
+
+
+_numbers = given(pick=st.sampled_from(NUMERIC), value=ANY_NUMBER)
+_cli = given(s=st.sampled_from(TRAIN_NUMBERS), text=NUMBER_TEXT)
+test_fuzz_every_number_is_in_bounds_or_refused_in_one_line = _fuzz(300)(_numbers(_number_property))
+test_fuzz_train_numbers_on_the_cli_run_or_refuse_in_one_line = _fuzz(150)(_cli(_cli_property))
+test_fuzz_numbers_longer = pytest.mark.slow(_fuzz(20_000)(_numbers(_number_property)))
+test_fuzz_cli_longer = pytest.mark.slow(_fuzz(3_000)(_cli(_cli_property)))
