@@ -16,6 +16,14 @@ from typing import Any
 from corpora import grammar, stdlib, tasks
 from engine.errors import DataError
 
+# Bounds of every corpus option (inclusive). Generation is pure Python, about 1M characters a second
+# here, so MAX_CHARS keeps a built-in corpus under about two minutes; larger texts belong in a file.
+OPTION_BOUNDS: dict[str, tuple[int, int]] = {
+    "size": (1, 100_000_000), "n": (1, 10_000_000), "distance": (1, 10_000), "seed": (0, 2**32 - 1),
+    "vocab": (1, 26), "vary": (0, 1), "depth": (1, 20),
+}
+MAX_CHARS = 100_000_000
+
 
 @dataclass(frozen=True)
 class CorpusInfo:
@@ -34,7 +42,8 @@ class CorpusInfo:
         return self.make_pairs is not None
 
     def check_options(self, opts: dict[str, Any]) -> dict[str, Any]:
-        """Defaults overridden by ``opts``; unknown or non-positive options raise ``DataError``."""
+        """Defaults overridden by ``opts``; unknown options, values outside ``OPTION_BOUNDS`` and
+        corpora over ``MAX_CHARS`` characters raise ``DataError`` (before anything is generated)."""
         unknown = sorted(set(opts) - set(self.defaults))
         if unknown:
             known = ", ".join(self.defaults) or "none"
@@ -43,19 +52,22 @@ class CorpusInfo:
         for key, value in merged.items():
             if not isinstance(value, int) or isinstance(value, bool):
                 raise DataError(f"corpus option {self.name}:{key}={value!r} must be a whole number")
-            if value < (0 if key in ("seed", "vary") else 1):
-                raise DataError(f"corpus option {self.name}:{key}={value} is too small; use a positive number")
-        if self.name in ("copy", "reverse") and merged["vocab"] > len(tasks.ALPHABET):
-            raise DataError(f"corpus option {self.name}:vocab={merged['vocab']} is too big; use at most {len(tasks.ALPHABET)}")
-        if self.name == "addition" and merged["distance"] > 200:
-            raise DataError(f"addition:distance={merged['distance']} digits is too many; use at most 200")
-        if merged.get("size", 0) > 500_000_000 or merged.get("n", 0) > 10_000_000:
-            raise DataError(f"corpus {self.name!r} options ask for too much text; use size <= 500000000 and n <= 10000000")
+            lo, hi = OPTION_BOUNDS[key]
+            if key == "vocab" and self.name in ("copy", "reverse"):
+                hi = len(tasks.ALPHABET)
+            if key == "distance" and self.name == "addition":
+                hi = 200  # digits
+            if value < lo:
+                raise DataError(f"corpus option {self.name}:{key}={value} is too small; use at least {lo}")
+            if value > hi:
+                raise DataError(f"corpus option {self.name}:{key}={value} is too big; use at most {hi}")
+        chars = self._approx(merged)
+        if chars > MAX_CHARS:
+            raise DataError(f"corpus {self.name!r} with these options would be about {chars:,} characters, over the "
+                            f"limit of {MAX_CHARS:,}; use a smaller n or distance (or a text file)")
         return merged
 
-    def approx_chars(self, **opts: Any) -> int:
-        """About how many characters ``corpus_text`` gives (cheap: no generation)."""
-        o = self.check_options(opts)
+    def _approx(self, o: dict[str, Any]) -> int:
         if "size" in o:
             return o["size"]
         d = o["distance"]
@@ -63,6 +75,10 @@ class CorpusInfo:
             return o["n"] * (3 * d + 3)
         mean = (max(1, d // 2) + d) / 2 if o.get("vary", 1) else d
         return int(o["n"] * (2 * mean + 2))
+
+    def approx_chars(self, **opts: Any) -> int:
+        """About how many characters ``corpus_text`` gives (cheap: no generation)."""
+        return self._approx(self.check_options(opts))
 
 
 def _task(pairs_fn: Callable[..., list[tuple[str, str]]], sep: str = "|") -> Callable[..., str]:

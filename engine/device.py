@@ -82,12 +82,17 @@ def choose_threads(requested: int | None, reserve: int = 0) -> int:
     20.2k/21.5k vs 29.6k/30.6k tok/s, lstm 35.7k/36.8k vs 50.9k/51.4k); with another busy process on
     the cores, 2 threads fell to a third of 1 thread's speed (`python benchmarks/worker_overhead.py
     --sweep --steps 40`: transformer 11.8k vs 3.8k tok/s) -- oversubscribed threads lose badly.
+    An explicit count is checked against TrainConfig's ``threads`` bounds (it may come from a saved
+    config) and capped at the usable cores: more threads than cores only oversubscribe them, and torch
+    crashed creating 1,000,000.
     """
-    if requested is not None:
-        if requested < 1:
-            raise ConfigError(f"threads must be at least 1, got {requested}")
-        return requested
     cores = usable_cores()
+    if requested is not None:
+        from engine.settings import setting_of
+        from engine.training.config import TrainConfig
+
+        setting_of(TrainConfig, "threads").check(requested)
+        return min(requested, cores)
     return max(1, min(cores - reserve, cores - busy_cores()))
 
 

@@ -86,7 +86,11 @@ def cli(ctx: click.Context, device: str) -> None:
     text file. The commands below run the same engine headless.
     """
     if ctx.invoked_subcommand is None:
+        from engine.settings import setting_of
+        from engine.training.config import TrainConfig
         from tui.app import run_app
+
+        setting_of(TrainConfig, "device").check(device)  # the same words as `seqplay train --device`
 
         run_app(source=(ctx.obj or {}).get("source"), device=device)
 
@@ -104,11 +108,31 @@ def _split_source(argv: list[str]) -> tuple[list[str], str | None]:
     return argv, None
 
 
+def _check_source(source: str) -> None:
+    """``seqplay X``: X must be a file or a built-in corpus; else it is a mistyped or unknown command
+    (one line, exit code 2) rather than the app opened on nothing."""
+    import difflib
+    import os
+
+    from corpora import CORPORA
+    from engine.errors import ConfigError
+
+    if os.path.exists(source) or source.split(":", 1)[0] in CORPORA:
+        return
+    close = difflib.get_close_matches(source, list(COMMANDS), n=1, cutoff=0.6)
+    if close:
+        raise ConfigError(f"no such command {source!r}; did you mean {close[0]!r}?")
+    raise ConfigError(f"no such command, file or corpus {source!r}; see `seqplay --help` for the commands "
+                      "and `seqplay corpora` for the built-in corpora")
+
+
 def main(argv: list[str] | None = None) -> None:
     from engine.errors import SeqplayError
 
     args, source = _split_source(list(sys.argv[1:] if argv is None else argv))
     try:
+        if source is not None:
+            _check_source(source)
         code = cli.main(args=args, prog_name="seqplay", standalone_mode=False, obj={"source": source})
     except SeqplayError as err:
         click.echo(f"error: {err}", err=True)

@@ -39,8 +39,8 @@ def test_named_flags_and_set_pairs_are_typed_against_the_arch_config():
     ("lstm", {}, ("foo=1",), "lstm has no setting 'foo'"),
     ("lstm", {}, ("cell=gru",), "cell is fixed by --arch"),
     ("lstm", {}, ("nonlinearity=relu",), "lstm has no setting 'nonlinearity'"),  # rnn-only field
-    ("rnn", {}, ("layers=two",), "layers must be a whole number"),
-    ("rnn", {}, ("residual=maybe",), "residual is true or false"),
+    ("rnn", {}, ("layers=two",), "layers must be a positive whole number"),
+    ("rnn", {}, ("residual=maybe",), "residual must be true or false"),
     ("ngram", {}, ("order",), "--set takes KEY=VALUE"),
 ])
 def test_flags_an_arch_does_not_have_are_refused(arch, flags, sets, message):
@@ -53,7 +53,7 @@ def test_unknown_setting_error_lists_the_arch_settings(capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: ngram has no setting 'width'") and "order, discount" in err
     code, _, err = run(capsys, "train", corpus(tmp_path), "--arch", "mlm", "--set", "mask_prob=1.5")
-    assert code == 2 and "mask_prob must be in (0, 1)" in err
+    assert code == 2 and "mask-prob must be in (0, 1)" in err
 
 
 def test_train_applies_order_and_set_to_the_model(capsys, tmp_path):
@@ -74,7 +74,10 @@ def test_archs_name_shows_settings_with_their_flags(capsys):
     row = json.loads(out)
     settings = {s["name"]: s for s in row["settings"]}
     assert code == 0 and row["equation"].startswith("h_bar")
-    assert settings["attention"] == {"name": "attention", "type": "str", "default": "additive", "flag": "--attention"}
+    assert {k: settings["attention"][k] for k in ("name", "type", "default", "flag", "choices")} == {
+        "name": "attention", "type": "str", "default": "additive", "flag": "--attention",
+        "choices": ["none", "additive", "dot", "bilinear"]}
+    assert settings["dropout"]["min"] == 0.0 and settings["dropout"]["max"] == 1.0 and settings["dropout"]["help"]
     assert settings["bidirectional"]["type"] == "bool" and "vocab_size" not in settings
     code, out, _ = run(capsys, "archs", "lstm", "--json")
     row = json.loads(out)

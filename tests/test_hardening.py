@@ -184,8 +184,8 @@ async def test_tui_bad_data_notifies_and_keeps_running(tmp_path, monkeypatch):
     (["--heads", "3", "--width", "64"], ["3 heads do not divide width 64", "e.g. 2"]),
     (["--batch-size", "0"], ["batch-size must be a positive"]),
     (["--context", "-1"], ["context must be a positive"]),
-    (["--lr", "-1"], ["learning rate must be positive"]),
-    (["--width", "100000", "--layers", "1000"], ["absurdly large", "smaller size"]),
+    (["--lr", "-1"], ["lr (learning rate) must be positive"]),
+    (["--width", "100000", "--layers", "1000"], ["width must be a positive whole number up to 65536", "smaller value"]),
     # does not fit in memory: refused from the estimate before the model exists, with a batch that fits
     (["--batch-size", "100000", "--context", "1024", "--width", "512", "--layers", "4", "--heads", "8"],
      ["GiB", "is free on cpu", "use --batch-size"]),

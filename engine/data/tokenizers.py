@@ -408,3 +408,12 @@ def build_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size)
     raise ConfigError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def count_unknown(tokenizer: Any, text: str) -> int:
+    """How many tokens of ``text`` are outside the vocabulary (encoded as ``<unk>``); 0 for tokenizers
+    that cover every text (byte, bpe)."""
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is None or not text:
+        return 0
+    return sum(1 for i in tokenizer.encode(text) if int(i) == unk)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.settings import Setting, check_fields, setting, settings_of
 
 
 @dataclass(frozen=True)
@@ -60,53 +61,62 @@ DEFAULT_ORDER: tuple[str, ...] = tuple(STAGES)
 DRY_BREAKERS: tuple[str, ...] = ("\n", ":", '"', "*")  # text-generation-webui's default sequence breakers
 
 
+MAX_SEED = 2**32 - 1  # as TrainConfig's seed
+MAX_TOKENS = 1_000_000
+MAX_VOCAB = 10_000_000
+
+
 def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-       cli: bool = True) -> Any:
-    """A field with its metadata (help, bounds; ``cli`` False: not a ``seqplay generate`` option)."""
-    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "cli": cli}
+       hi_open: bool = False, cli: bool = True, **meta: Any) -> Any:
+    """A field with its ``engine.settings.Setting`` (``hi=inf``: unbounded above, infinity allowed;
+    ``cli`` False: not a plain ``seqplay generate`` option)."""
+    allow_inf = hi == math.inf
+    kw = dict(help=help, lo=lo, hi=None if allow_inf else hi, lo_open=lo_open, hi_open=hi_open,
+              allow_inf=allow_inf, cli=cli, **meta)
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+        return setting(default_factory=lambda: type(default)(default), **kw)
+    return setting(default, **kw)
 
 
 @dataclass
 class SamplingSettings:
     """Every knob of next-token choice. Neutral values switch a stage off."""
 
-    temperature: float = _f(1.0, "Divide logits by T; 0 = greedy (arg-max, first index on ties).", lo=0.0, hi=math.inf)
-    dynatemp_range: float = _f(0.0, "Dynamic temperature: T ranges over T±range by normalised entropy (0 = off).", lo=0.0, hi=math.inf)
-    dynatemp_exponent: float = _f(1.0, "Dynamic temperature exponent on the normalised entropy.", lo=0.0, hi=math.inf, lo_open=True)
-    top_k: int = _f(0, "Keep the k most likely tokens, ties at the k-th kept (0 = off).", lo=0)
+    temperature: float = _f(1.0, "Divide logits by T; 0 = greedy (arg-max, first index on ties).", lo=0.0)
+    dynatemp_range: float = _f(0.0, "Dynamic temperature: T ranges over T±range by normalised entropy (0 = off).", lo=0.0)
+    dynatemp_exponent: float = _f(1.0, "Dynamic temperature exponent on the normalised entropy.", lo=0.0, lo_open=True)
+    top_k: int = _f(0, "Keep the k most likely tokens, ties at the k-th kept (0 = off).", lo=0, hi=MAX_VOCAB)
     top_p: float = _f(1.0, "Nucleus: keep the most likely tokens up to this mass (1 = off).", lo=0.0, hi=1.0, lo_open=True)
     min_p: float = _f(0.0, "Keep p >= min_p * max p (0 = off).", lo=0.0, hi=1.0)
     typical_p: float = _f(1.0, "Locally typical mass (1 = off).", lo=0.0, hi=1.0, lo_open=True)
-    epsilon: float = _f(0.0, "Epsilon cut-off: drop p < epsilon (0 = off; try 3e-4).", lo=0.0, hi=1.0)
-    eta: float = _f(0.0, "Eta cut-off: drop p < min(eta, sqrt(eta) e^-H) (0 = off; try 2e-3).", lo=0.0, hi=1.0)
-    top_n_sigma: float = _f(0.0, "Top-nσ: keep logits >= max - n·σ (0 = off; try 1).", lo=0.0, hi=math.inf)
+    epsilon: float = _f(0.0, "Epsilon cut-off: drop p < epsilon (0 = off; try 3e-4).", lo=0.0, hi=1.0, hi_open=True)
+    eta: float = _f(0.0, "Eta cut-off: drop p < min(eta, sqrt(eta) e^-H) (0 = off; try 2e-3).", lo=0.0, hi=1.0, hi_open=True)
+    top_n_sigma: float = _f(0.0, "Top-nσ: keep logits >= max - n·σ (0 = off; try 1).", lo=0.0)
     repetition_penalty: float = _f(1.0, "CTRL penalty on every token of the prompt and text (> 1 discourages repeats).",
-                                   lo=0.0, hi=math.inf, lo_open=True)
-    presence_penalty: float = _f(0.0, "OpenAI: subtract this from every token generated so far.", lo=-math.inf, hi=math.inf)
-    frequency_penalty: float = _f(0.0, "OpenAI: subtract this times the token's count in the generated text.",
-                                  lo=-math.inf, hi=math.inf)
+                                   lo=0.0, lo_open=True)
+    presence_penalty: float = _f(0.0, "OpenAI: subtract this from every token generated so far (-2 to 2).", lo=-2.0, hi=2.0)
+    frequency_penalty: float = _f(0.0, "OpenAI: subtract this times the token's count in the generated text (-2 to 2).",
+                                  lo=-2.0, hi=2.0)
     repetition_window: int = _f(0, "Option (not in the references): the three penalties look only at the last N tokens "
-                                   "(0 = off: the whole input / everything generated).", lo=0)
-    dry_multiplier: float = _f(0.0, "DRY: penalty multiplier for repeating a sequence (0 = off; try 0.8).", lo=0.0, hi=math.inf)
-    dry_base: float = _f(1.75, "DRY: penalty base (grows base**(length - allowed)).", lo=1.0, hi=math.inf)
+                                   "(0 = off: the whole input / everything generated).", lo=0, hi=MAX_TOKENS)
+    dry_multiplier: float = _f(0.0, "DRY: penalty multiplier for repeating a sequence (0 = off; try 0.8).", lo=0.0)
+    dry_base: float = _f(1.75, "DRY: penalty base (grows base**(length - allowed)).", lo=1.0)
     dry_allowed_length: int = _f(2, "DRY: repeated sequences up to this length are not penalised.", lo=0)
     dry_sequence_breakers: list[str] = _f(list(DRY_BREAKERS), "DRY: texts that break a repeated sequence.", cli=False)
     dry_range: int = _f(0, "DRY: look at the last N tokens (0 = all).", lo=0)
     xtc_threshold: float = _f(0.1, "XTC: tokens with p >= this are 'top choices'.", lo=0.0, hi=1.0)
     xtc_probability: float = _f(0.0, "XTC: chance per token of excluding the top choices (0 = off; try 0.5).", lo=0.0, hi=1.0)
-    mirostat_tau: float = _f(0.0, "Mirostat 2: target surprise in bits (0 = off; try 5).", lo=0.0, hi=math.inf)
-    mirostat_eta: float = _f(0.1, "Mirostat 2: learning rate of mu.", lo=0.0, hi=math.inf)
-    no_repeat_ngram: int = _f(0, "Never repeat an n-gram of this size (0 = off).", lo=0)
+    mirostat_tau: float = _f(0.0, "Mirostat 2: target surprise in bits (0 = off; try 5).", lo=0.0)
+    mirostat_eta: float = _f(0.1, "Mirostat 2: learning rate of mu.", lo=0.0)
+    no_repeat_ngram: int = _f(0, "Never repeat an n-gram of this size (0 = off).", lo=0, hi=1000)
     logit_bias: dict[int, float] = _f({}, "Token id -> value added to its logit.", cli=False)
     banned: list[int] = _f([], "Token ids never to produce.", cli=False)
     order: list[str] = _f(list(DEFAULT_ORDER), "Stage order (names left out follow in the default order).", cli=False)
-    seed: int | None = _f(None, "Seed of the random stream (None: a fresh seed each generation).", cli=False)
-    max_tokens: int = _f(200, "New tokens at most.", lo=0, cli=False)
+    seed: int | None = _f(None, "Seed of the random stream.", lo=0, hi=MAX_SEED, cli=False,
+                            none_means="a fresh random seed each generation")
+    max_tokens: int = _f(200, "New tokens at most.", lo=1, hi=MAX_TOKENS, cli=False, flag="--max-tokens")
     stop: list[str] = _f([], "Stop before any of these texts.", cli=False)
-    top_alternatives: int = _f(5, "Alternatives reported with each token.", lo=0, cli=False)
+    top_alternatives: int = _f(5, "Alternatives reported with each token.", lo=0, hi=1000, cli=False, flag="--alternatives")
 
     @property
     def greedy(self) -> bool:
@@ -228,21 +238,7 @@ class SamplingSettings:
 
     def validate(self, vocab_size: int | None = None) -> SamplingSettings:
         """Refuse settings that cannot work with a one-line ConfigError."""
-        for f in dataclasses.fields(self):
-            lo, hi, value, flag = f.metadata.get("lo"), f.metadata.get("hi"), getattr(self, f.name), f.name.replace("_", "-")
-            if lo is None:
-                continue
-            if hi is None:  # whole numbers
-                if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-                    raise ConfigError(f"{flag} must be a whole number >= {lo}, got {value!r}")
-                continue
-            if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-                raise ConfigError(f"{flag} must be a number, got {value!r}")
-            if value < lo or value > hi or (f.metadata["lo_open"] and value == lo):
-                bound = f"({lo}, {hi}]" if f.metadata["lo_open"] else f"[{lo}, {hi}]"
-                raise ConfigError(f"{flag} must be in {bound}, got {value}")
-        if self.epsilon >= 1.0 or self.eta >= 1.0:
-            raise ConfigError("epsilon and eta cut-offs must be below 1 (try 3e-4 to 4e-3)")
+        check_fields(self)  # every number against its bounds (engine.settings)
         unknown = [name for name in self.order if name not in STAGES]
         if unknown or len(set(self.order)) != len(self.order):
             raise ConfigError(
@@ -268,9 +264,14 @@ def _default(name: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
-def cli_fields() -> list[dataclasses.Field]:
-    """The fields that are plain ``--name value`` options of the generation commands, in order."""
-    return [f for f in dataclasses.fields(SamplingSettings) if f.metadata.get("cli")]
+def setting_of(name: str) -> Setting:
+    """The Setting of one SamplingSettings field."""
+    return next(s for s in settings_of(SamplingSettings) if s.name == name)
+
+
+def cli_fields() -> list[Setting]:
+    """The settings that are plain ``--name value`` options of the generation commands, in order."""
+    return [s for s in settings_of(SamplingSettings) if s.cli]
 
 
 def parse_assignments(pairs: list[str] | tuple[str, ...], base: SamplingSettings | None = None) -> SamplingSettings:

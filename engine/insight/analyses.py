@@ -107,7 +107,8 @@ def _gradients(p: IP.GradientsParams, subject: Any, report: Progress, cancel: th
 
 
 def _attention(p: IP.AttentionParams, loaded: Any) -> dict[str, Any]:
-    from engine.insight.attention import attention_maps, cross_attention
+    from engine.data.tokenizers import count_unknown
+    from engine.insight.attention import attention_maps, check_layer_head, cross_attention
 
     if getattr(loaded.model, "task", "") == "seq2seq":
         prompt, target = p.prompt, p.target
@@ -118,6 +119,8 @@ def _attention(p: IP.AttentionParams, loaded: Any) -> dict[str, Any]:
         data = cross_attention(loaded.model, loaded.tokenizer, prompt, target)
     else:
         data = attention_maps(loaded.model, loaded.tokenizer, p.prompt or val_text(loaded, 32))
+    check_layer_head(data, p.layer, p.head)
+    data["unknown"] = {"what": "the prompt", "count": count_unknown(loaded.tokenizer, p.prompt or ""), "tokenizer": loaded.tokenizer.name}
     data["prompt"] = p.prompt or "".join(data["tokens"])
     if p.layer is not None or p.head is not None:
         data["layer"], data["head"] = p.layer, p.head
@@ -125,12 +128,14 @@ def _attention(p: IP.AttentionParams, loaded: Any) -> dict[str, Any]:
 
 
 def _gates(p: IP.GatesParams, loaded: Any) -> dict[str, Any]:
+    from engine.data.tokenizers import count_unknown
     from engine.insight.gates import gate_report, suggest_pattern
 
     body = p.text or val_text(loaded, 400)
     pattern = p.pattern if p.pattern is not None else suggest_pattern(body)
     units = [u.strip() for u in p.units.split(",") if u.strip()]
     data = gate_report(loaded.model, loaded.tokenizer, body, layer=p.layer, units=units, pattern=pattern, top=p.top)
+    data["unknown"] = {"what": "the text", "count": count_unknown(loaded.tokenizer, body), "tokenizer": loaded.tokenizer.name}
     data["pattern_chosen"] = p.pattern is None
     return data
 
@@ -148,6 +153,9 @@ def _surprisal(p: IP.SurprisalParams, loaded: Any, other: Any, report: Progress,
     if other is not None:
         second = surprisal(other.model, other.tokenizer, body, label=_label(other) if p.other is None else p.other)
         data = surprisal_diff(data, second)
+    from engine.data.tokenizers import count_unknown
+
+    data["unknown"] = {"what": "the text", "count": count_unknown(loaded.tokenizer, body), "tokenizer": loaded.tokenizer.name}
     return data
 
 

@@ -48,6 +48,16 @@ def attention_maps(model: Any, tokenizer: Any, prompt: str, digits: int = 4) -> 
     }
 
 
+def check_layer_head(data: dict[str, Any], layer: int | None, head: int | None) -> None:
+    """Refuse a layer or head the maps do not have (negative counts from the end), naming the valid range."""
+    n = len(data["layers"])
+    if layer is not None and not -n <= layer < n:
+        raise ConfigError(f"layer {layer} does not exist; this model has layers 0..{n - 1} (or -{n}..-1 from the end)")
+    heads = min((len(h) for h in data["layers"]), default=0)
+    if head is not None and not -heads <= head < heads:
+        raise ConfigError(f"head {head} does not exist; this model has heads 0..{heads - 1} (or -{heads}..-1 from the end)")
+
+
 def cross_attention(model: Any, tokenizer: Any, source: str, target: str, digits: int = 4) -> dict[str, Any]:
     """Seq2seq alignment for a (source, target) pair: ``layers[0][0][t][i]`` = weight on source position
     i of the decoder step that outputs target token t (teacher-forced on ``target``; last row: <eos>)."""

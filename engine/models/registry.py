@@ -11,12 +11,26 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from engine.training.config import strict_from_dict
 from engine.errors import ConfigError
+from engine.settings import Setting, check_fields, setting, settings_of, strict_from_dict
 
 # A model far beyond what a playground trains is refused before allocation (checkpoints are untrusted).
 MAX_PARAMS = 2_000_000_000
 MAX_DIM = 65_536
+MAX_CONTEXT = 2**20
+MAX_VOCAB = 10_000_000
+
+
+def _dim(default: int, help: str) -> Any:
+    return setting(default, lo=1, hi=MAX_DIM, help=help)
+
+
+def _context(default: int, help: str) -> Any:
+    return setting(default, lo=1, hi=MAX_CONTEXT, help=help)
+
+
+def _dropout(default: float) -> Any:
+    return setting(default, lo=0.0, hi=1.0, hi_open=True, help="Dropout probability.")
 
 
 @dataclass
@@ -25,7 +39,8 @@ class ModelConfig:
     where they mean the same thing (``width``, ``layers``, ``heads``, ``context``, ``embed``,
     ``dropout``), so one CLI flag sets them everywhere."""
 
-    vocab_size: int = 0
+    vocab_size: int = setting(0, lo=0, hi=MAX_VOCAB, help="Set from the tokenizer (plus the task's special ids).",
+                              advice="use a tokenizer with a smaller vocabulary")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -43,43 +58,32 @@ class ModelConfig:
         raise NotImplementedError
 
     def validate(self) -> ModelConfig:
-        """Refuse impossible or absurd settings with a one-line ConfigError, before allocation."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int) and not isinstance(value, bool) and f.name != "vocab_size":
-                if value < 1:
-                    raise ConfigError(f"{f.name} must be a positive whole number, got {value}")
-                if value > MAX_DIM and f.name != "context":
-                    raise ConfigError(f"{f.name}={value} is absurdly large (limit {MAX_DIM}); use a smaller size")
-            if f.name == "dropout" and not (0.0 <= float(value) < 1.0):
-                raise ConfigError(f"dropout must be in [0, 1), got {value}")
-        if self.vocab_size > 10_000_000:
-            raise ConfigError(f"vocab_size={self.vocab_size} is absurd; use a tokenizer with a smaller vocabulary")
+        """Refuse impossible or absurd settings with a one-line ConfigError, before allocation: every
+        field against its type and bounds (``engine.settings``); subclasses add cross-field checks."""
+        check_fields(self)
         return self
 
 
 @dataclass
 class NGramConfig(ModelConfig):
-    order: int = 5
-    discount: float = 0.75
+    order: int = setting(5, lo=1, hi=64, help="n-gram order (a context of order-1 tokens).")
+    discount: float = setting(0.75, lo=0.0, hi=1.0, lo_open=True, hi_open=True, help="Kneser-Ney absolute discount d.")
 
     def num_params(self) -> int:
         return 0  # counts, not trained parameters
 
     def validate(self) -> NGramConfig:
         super().validate()
-        if not (0.0 < float(self.discount) < 1.0):
-            raise ConfigError(f"discount must be in (0, 1), got {self.discount}")
         return self
 
 
 @dataclass
 class MLPConfig(ModelConfig):
-    context: int = 8  # the fixed window n
-    embed: int = 64
-    width: int = 512
-    layers: int = 1
-    dropout: float = 0.1
+    context: int = _context(8, "The fixed window n (it trains on windows of max(64, 4n) tokens).")
+    embed: int = _dim(64, "Embedding size per token.")
+    width: int = _dim(512, "Hidden units per layer.")
+    layers: int = _dim(1, "Hidden layers.")
+    dropout: float = _dropout(0.1)
 
     def num_params(self) -> int:
         n = (self.vocab_size + 1) * self.embed  # + the pad row for window slots before the start
@@ -92,17 +96,19 @@ class MLPConfig(ModelConfig):
 
 @dataclass
 class RecurrentConfig(ModelConfig):
-    embed: int = 128
-    width: int = 256
-    layers: int = 2
-    dropout: float = 0.1
-    residual: bool = False
-    tie_weights: bool = False
-    nonlinearity: str = "tanh"  # rnn only: tanh | relu
-    identity_init: bool = False  # rnn only: W_h = I (Le et al. 2015)
-    forget_bias: float = 0.0  # lstm only: initial forget-gate bias (1 keeps long-range gradients, learns slower early)
-    context: int = 64  # truncated-BPTT length used by the trainer
-    cell: str = "lstm"  # rnn | ugrnn | gru | lstm (set by the registry entry)
+    embed: int = _dim(128, "Embedding size per token.")
+    width: int = _dim(256, "Hidden state size per layer.")
+    layers: int = _dim(2, "Stacked recurrent layers.")
+    dropout: float = _dropout(0.1)
+    residual: bool = setting(False, help="Add each layer's input to its output.")
+    tie_weights: bool = setting(False, help="Output matrix = embedding (needs embed == width).")
+    nonlinearity: str = setting("tanh", choices=("tanh", "relu"), archs=("rnn",),
+                                help="f in h_t = f(W_h h_{t-1} + W_x x_t + b).")
+    identity_init: bool = setting(False, archs=("rnn",), help="Start with W_h = I (Le et al. 2015).")
+    forget_bias: float = setting(0.0, lo=-100.0, hi=100.0, archs=("lstm",),
+                                 help="Initial forget-gate bias (1 keeps long-range gradients, learns slower early).")
+    context: int = _context(64, "Truncated-BPTT length used by the trainer.")
+    cell: str = setting("lstm", choices=("rnn", "ugrnn", "gru", "lstm"), help="Set by the architecture.")
 
     def num_params(self) -> int:
         gates = {"rnn": 1, "ugrnn": 2, "gru": 3, "lstm": 4}[self.cell]
@@ -116,10 +122,6 @@ class RecurrentConfig(ModelConfig):
 
     def validate(self) -> RecurrentConfig:
         super().validate()
-        if self.cell not in ("rnn", "ugrnn", "gru", "lstm"):
-            raise ConfigError(f"cell must be rnn, ugrnn, gru or lstm, got {self.cell!r}")
-        if self.nonlinearity not in ("tanh", "relu"):
-            raise ConfigError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
         if self.tie_weights and self.embed != self.width:
             raise ConfigError(
                 f"tie_weights needs embed == width (got {self.embed} and {self.width}); set them equal or untie"
@@ -129,14 +131,14 @@ class RecurrentConfig(ModelConfig):
 
 @dataclass
 class Seq2SeqConfig(ModelConfig):
-    cell: str = "lstm"  # lstm | gru
-    embed: int = 64
-    width: int = 128
-    layers: int = 1
-    bidirectional: bool = True
-    attention: str = "additive"  # none | additive | dot | bilinear
-    dropout: float = 0.0
-    context: int = 64  # longest source/target sequence in tokens
+    cell: str = setting("lstm", choices=("lstm", "gru"), help="Encoder/decoder cell.")
+    embed: int = _dim(64, "Embedding size (shared by source and target).")
+    width: int = _dim(128, "Decoder state size (the encoder's, both directions together).")
+    layers: int = _dim(1, "Layers of the encoder and of the decoder.")
+    bidirectional: bool = setting(True, flag="--bidirectional/--unidirectional", help="The encoder reads both ways.")
+    attention: str = setting("additive", choices=("none", "additive", "dot", "bilinear"), help="Attention score.")
+    dropout: float = _dropout(0.0)
+    context: int = _context(64, "Longest source/target sequence in tokens.")
 
     def num_params(self) -> int:
         k = {"lstm": 4, "gru": 3}[self.cell]
@@ -153,10 +155,6 @@ class Seq2SeqConfig(ModelConfig):
 
     def validate(self) -> Seq2SeqConfig:
         super().validate()
-        if self.cell not in ("lstm", "gru"):
-            raise ConfigError(f"seq2seq cell must be 'lstm' or 'gru', got {self.cell!r}")
-        if self.attention not in ("none", "additive", "dot", "bilinear"):
-            raise ConfigError(f"attention must be none, additive, dot or bilinear, got {self.attention!r}")
         if self.bidirectional and self.width % 2:
             raise ConfigError(f"a bidirectional encoder splits width {self.width} in two; use an even width")
         if self.vocab_size and self.vocab_size < 4:
@@ -166,15 +164,15 @@ class Seq2SeqConfig(ModelConfig):
 
 @dataclass
 class TransformerConfig(ModelConfig):
-    context: int = 64
-    layers: int = 4
-    heads: int = 4
-    width: int = 128
-    mlp_ratio: int = 4
-    dropout: float = 0.1
-    positions: str = "learned"  # learned | sinusoidal
-    tie_weights: bool = True
-    bias: bool = True
+    context: int = _context(64, "Attention window (tokens).")
+    layers: int = _dim(4, "Transformer blocks.")
+    heads: int = _dim(4, "Attention heads (must divide width).")
+    width: int = _dim(128, "Model width d.")
+    mlp_ratio: int = setting(4, lo=1, hi=64, help="MLP hidden size = mlp_ratio x width.")
+    dropout: float = _dropout(0.1)
+    positions: str = setting("learned", choices=("learned", "sinusoidal"), help="Position encoding.")
+    tie_weights: bool = setting(True, help="Output matrix = token embedding.")
+    bias: bool = setting(True, help="Biases in the linear layers and LayerNorms.")
 
     def num_params(self) -> int:
         w, b = self.width, int(self.bias)
@@ -198,21 +196,19 @@ class TransformerConfig(ModelConfig):
                 f"{self.heads} heads do not divide width {self.width}; "
                 f"use heads that divide it (e.g. {max(h for h in range(1, self.width + 1) if self.width % h == 0 and h <= self.heads)})"
             )
-        if self.positions not in ("learned", "sinusoidal"):
-            raise ConfigError(f"positions must be 'learned' or 'sinusoidal', got {self.positions!r}")
         return self
 
 
 @dataclass
 class MLMConfig(ModelConfig):
-    encoder: str = "transformer"  # transformer | lstm (bidirectional)
-    context: int = 64
-    layers: int = 4
-    heads: int = 4
-    width: int = 128
-    mlp_ratio: int = 4
-    dropout: float = 0.1
-    mask_prob: float = 0.15
+    encoder: str = setting("transformer", choices=("transformer", "lstm"), help="Encoder type (lstm: bidirectional).")
+    context: int = _context(64, "Sequence length (tokens).")
+    layers: int = _dim(4, "Encoder layers.")
+    heads: int = _dim(4, "Attention heads (transformer encoder; must divide width).")
+    width: int = _dim(128, "Model width (lstm: units per direction).")
+    mlp_ratio: int = setting(4, lo=1, hi=64, help="MLP hidden size = mlp_ratio x width.")
+    dropout: float = _dropout(0.1)
+    mask_prob: float = setting(0.15, lo=0.0, hi=1.0, lo_open=True, hi_open=True, help="Share of tokens masked.")
 
     def num_params(self) -> int:
         w, V = self.width, self.vocab_size
@@ -227,10 +223,6 @@ class MLMConfig(ModelConfig):
 
     def validate(self) -> MLMConfig:
         super().validate()
-        if self.encoder not in ("transformer", "lstm"):
-            raise ConfigError(f"mlm encoder must be 'transformer' or 'lstm', got {self.encoder!r}")
-        if not (0.0 < float(self.mask_prob) < 1.0):
-            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.encoder == "transformer" and self.width % self.heads:
             raise ConfigError(f"{self.heads} heads do not divide width {self.width}; use heads that divide it")
         return self
@@ -330,6 +322,18 @@ def get_arch(name: str) -> ArchInfo:
         return ARCHS[name]
     except KeyError:
         raise ConfigError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHS)} (see `seqplay archs`)") from None
+
+
+def model_settings(arch: str) -> list[Setting]:
+    """Exactly the settings a user may set for ``arch``, in field order, with the arch's defaults
+    (torch-free; what the TUI's Model pane, ``seqplay archs NAME`` and ``--set`` use). Left out:
+    ``vocab_size`` (the tokenizer decides it), the fields the registry fixes for the arch (an LSTM's
+    ``cell``) and the fields only other archs of the same config class use (``nonlinearity`` is the
+    RNN's). Each ``Setting`` has name, label, type, default, bounds, choices and help (``to_dict()``)."""
+    info = get_arch(arch)
+    defaults = info.make_config().to_dict()
+    return [dataclasses.replace(s, default=defaults[s.name]) for s in settings_of(info.config_cls)
+            if s.name != "vocab_size" and s.name not in info.defaults and (s.archs is None or arch in s.archs)]
 
 
 def make_config(arch: str, vocab_size: int = 0, **overrides: Any) -> ModelConfig:

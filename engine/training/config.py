@@ -3,103 +3,102 @@
 ``TrainConfig.to_dict()`` is what ``StartTraining`` carries and what a run folder's ``config.json``
 holds. Model hyper-parameters live in ``model`` (a dict of overrides of the architecture's config
 dataclass, see ``engine.models.registry``); the CLI's ``--layers/--width/--heads/--context/--dropout``
-map onto fields of the same name.
+map onto fields of the same name. Every field carries its type, default, bounds and help
+(``engine.settings``); ``validate()`` checks them all, so the CLI, the app and a saved or hand-written
+config refuse the same values with the same words.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConfigError
+from engine.settings import check_fields, setting, strict_from_dict
+
+__all__ = ["TrainConfig", "strict_from_dict", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "TOKENIZERS"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "byte", "word", "bpe")
+COMPILE = ("auto", "on", "off")
 
-
-def _accepts(hint: Any, value: Any) -> bool:
-    """Whether a JSON value fits a dataclass field's type hint (int counts as float; bool is no int)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(h, value) for h in typing.get_args(hint))
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin is not None:
-        return isinstance(value, origin)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def strict_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
-    """Build a config dataclass from untrusted JSON: unknown names and values of the wrong type are
-    refused with a one-line ConfigError, never passed on to code that would fail later."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a {what} block must be a JSON object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown {what}(s) {', '.join(map(str, unknown))}; remove them from the config")
-    for name, value in data.items():
-        if not _accepts(hints[name], value):
-            raise ConfigError(f"{what} {name}={value!r} has the wrong type (expected {hints[name]}); fix the config")
-    return cls(**data)
+# Documented bounds (docs/hardening.md): beyond them a run cannot work or would not finish.
+MAX_SEED = 2**32 - 1  # the range numpy's and Hugging Face's set_seed accept; torch takes it too
+MAX_THREADS = 1024  # torch crashed creating 1,000,000 threads; choose_threads also caps at the cores
+MAX_VOCAB = 1_000_000  # the Rust BPE trainer aborted at 10^9
+MAX_GRAD_ACCUM = 1024  # micro-batches per step (10^9 hung in the first step)
+MAX_STEPS = 10**9
+MAX_SECONDS = 10**7  # ~116 days
+MAX_BATCH = 2**20
+MAX_CONTEXT = 2**20
 
 
 @dataclass
 class TrainConfig:
     # data
-    source: str = "grammar"  # a file path or a built-in corpus name (see ``seqplay corpora``)
-    tokenizer: str = "char"
-    vocab_size: int | None = None  # bpe/word vocabulary size (None: tokenizer default)
-    val_fraction: float = 0.1
+    source: str = setting("grammar", help="A text file or a built-in corpus spec (see `seqplay corpora`).")
+    tokenizer: str = setting("char", choices=TOKENIZERS, help="How text becomes ids.")
+    vocab_size: int | None = setting(None, lo=2, hi=MAX_VOCAB, none_means="the tokenizer's default",
+                                     help="Vocabulary size for the bpe/word tokenizers.")
+    val_fraction: float = setting(0.1, lo=0.0, hi=0.9, lo_open=True, hi_open=True,
+                                  help="Share of the text (its end) held out for validation.")
     # model
-    arch: str = "transformer"
-    model: dict[str, Any] = field(default_factory=dict)
+    arch: str = setting("transformer", help="Model architecture (see `seqplay archs`).")
+    model: dict[str, Any] = setting(default_factory=dict, help="Overrides of the architecture's settings.")
     # optimisation
-    optimizer: str = "adamw"
-    lr: float | None = None  # None: the architecture's default learning rate
-    schedule: str = "cosine"
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    clip: float | None = 1.0
-    weight_decay: float | None = None  # AdamW's decoupled decay (None: 0.1); other optimizers: refused
-    l2: float = 0.0  # L2 penalty added to the gradient (sgd, adam, rmsprop, adagrad; refused for adamw)
-    momentum: float = 0.9
-    batch_size: int = 32
-    context: int | None = None  # attention/MLP window or truncated-BPTT length; None: model default
-    grad_accum: int = 1
-    # budget (None/0: unlimited); training stops at whichever comes first
-    steps: int | None = 2000
-    time_budget: float | None = None  # seconds
+    optimizer: str = setting("adamw", choices=OPTIMIZERS, help="PyTorch optimizer.")
+    lr: float | None = setting(None, lo=0.0, lo_open=True, none_means="the architecture's default",
+                               label="learning rate", help="Learning rate (default: the architecture's).")
+    schedule: str = setting("cosine", choices=SCHEDULES, help="cosine = warmup + cosine; plateau = halve on plateau.")
+    warmup: int = setting(100, lo=0, hi=MAX_STEPS, help="Warmup steps (cosine/plateau).")
+    min_lr_ratio: float = setting(0.1, lo=0.0, hi=1.0, help="Cosine schedule: final lr as a share of the peak.")
+    clip: float | None = setting(1.0, lo=0.0, lo_open=True, none_means="no clipping",
+                                 help="Clip the global gradient norm to this (0 on the CLI: off).")
+    weight_decay: float | None = setting(None, lo=0.0, none_means="0.1 for AdamW",
+                                         help="AdamW's decoupled weight decay (default 0.1); refused for the other "
+                                         "optimizers (use --l2).")
+    l2: float = setting(0.0, lo=0.0, help="L2 penalty added to the gradient (sgd, adam, rmsprop, adagrad; "
+                        "refused for adamw, whose decay is --weight-decay).")
+    momentum: float = setting(0.9, lo=0.0, hi=1.0, hi_open=True, help="SGD/RMSprop momentum.")
+    batch_size: int = setting(32, lo=1, hi=MAX_BATCH, help="Sequences per micro-batch.")
+    context: int | None = setting(None, lo=1, hi=MAX_CONTEXT, none_means="the model's default",
+                                  help="What the model sees: attention window (transformer, mlm), the MLP's n-token "
+                                  "window (it trains on windows of max(64, 4n) tokens), truncated-BPTT length for RNNs, "
+                                  "longest sequence for seq2seq (n-gram: use --order).")
+    grad_accum: int = setting(1, lo=1, hi=MAX_GRAD_ACCUM, help="Micro-batches per optimisation step.")
+    # budget (None: unlimited); training stops at whichever comes first
+    steps: int | None = setting(2000, lo=1, hi=MAX_STEPS, none_means="no step limit",
+                                help="Step budget (default 2000, or unlimited with --time).")
+    time_budget: float | None = setting(None, lo=0.0, lo_open=True, hi=MAX_SECONDS, none_means="no time limit",
+                                        flag="--time", label="time budget",
+                                        help="Time budget: seconds of wall time of the run (evaluations and checkpoints "
+                                        "included); with cosine, the elapsed fraction of it drives the schedule.")
     # evaluation, samples, checkpoints
-    eval_every: int = 200
-    eval_batches: int | None = None  # None: the whole validation split; N: a sample of N batches (said so)
-    sample_every: int = 200
-    sample_tokens: int = 200
-    checkpoint_every: int | None = None  # None: at every evaluation
-    keep_last: int = 3
+    eval_every: int = setting(200, lo=1, hi=MAX_STEPS, help="Evaluate every N steps.")
+    eval_batches: int | None = setting(None, lo=1, hi=10_000, none_means="the whole validation split",
+                                       help="Evaluate on a sample of N validation batches instead of the whole split "
+                                       "(the sample size is shown with every figure).")
+    sample_every: int = setting(200, lo=0, hi=MAX_STEPS, help="Print a sample every N steps (0: never).")
+    sample_tokens: int = setting(200, lo=0, hi=100_000, help="Tokens per in-training sample.")
+    checkpoint_every: int | None = setting(None, lo=1, hi=MAX_STEPS, none_means="at every evaluation",
+                                           help="Checkpoint every N steps (default: at each evaluation).")
+    keep_last: int = setting(3, lo=1, hi=10_000, help="Step checkpoints kept (plus the best).")
     # machinery
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"
-    compile: str = "auto"  # auto | on | off
-    threads: int | None = None
-    seed: int = 1337
-    runs_dir: str | None = None
-    run_name: str | None = None
-    tensorboard: bool = False
-    auto_rollback: bool = False  # on NaN/inf: reload last good checkpoint, halve the lr, continue
-    nproc: int = 1
+    device: str = setting("auto", pattern=r"(?i)auto|cpu|mps|cuda(:\d+)?", help="auto, cpu, cuda, cuda:N or mps",
+                          advice="e.g. auto")
+    precision: str = setting("auto", choices=PRECISIONS, help="Autocast precision.")
+    compile: str = setting("auto", choices=COMPILE, help="torch.compile the model.")
+    threads: int | None = setting(None, lo=1, hi=MAX_THREADS, none_means="the idle cores",
+                                  help="Torch threads (default: the idle cores; never more than the cores).")
+    seed: int = setting(1337, lo=0, hi=MAX_SEED, help="Random seed (initialisation, batches, samples).")
+    runs_dir: str | None = setting(None, none_means="$SEQPLAY_HOME/runs or the user data dir",
+                                   help="Where run folders go (default: $SEQPLAY_HOME/runs or the user data dir).")
+    run_name: str | None = setting(None, none_means="a generated name", help="Name of the run folder.")
+    tensorboard: bool = setting(False, help="Also write TensorBoard event files (needs tensorboard installed).")
+    auto_rollback: bool = setting(False, help="On NaN/inf loss: reload the last good checkpoint, halve the lr, go on.")
+    nproc: int = setting(1, lo=1, hi=256, help="Data-parallel processes (DDP: gloo on CPU, NCCL on GPUs).")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,40 +108,12 @@ class TrainConfig:
         return strict_from_dict(cls, data, "training setting")
 
     def validate(self) -> TrainConfig:
-        """Refuse settings that cannot work, before anything is allocated."""
-        if self.tokenizer not in TOKENIZERS:
-            raise ConfigError(f"unknown tokenizer {self.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if not 0.0 < self.val_fraction < 0.9:
-            raise ConfigError(f"validation fraction {self.val_fraction} must be between 0 and 0.9 (e.g. 0.1)")
-        for name in ("batch_size", "grad_accum", "eval_every", "eval_batches", "keep_last", "nproc"):
-            value = getattr(self, name)
-            if value is None and name == "eval_batches":
-                continue
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
-        if self.context is not None and (not isinstance(self.context, int) or self.context < 1):
-            raise ConfigError(f"context must be a positive whole number, got {self.context!r}")
-        if self.steps is not None and self.steps < 0:
-            raise ConfigError(f"steps must be 0 or more, got {self.steps}")
-        if self.time_budget is not None and self.time_budget < 0:
-            raise ConfigError(f"time budget must be 0 or more seconds, got {self.time_budget}")
-        if self.lr is not None and not (self.lr > 0):
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.clip is not None and not (self.clip > 0):
-            raise ConfigError(f"clip must be positive (or omitted to disable clipping), got {self.clip}")
-        for name in ("weight_decay", "l2"):
-            value = getattr(self, name)
-            if value is not None and not (0.0 <= value < float("inf")):
-                raise ConfigError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        """Refuse settings that cannot work, before anything is allocated: every field against its
+        type and bounds (``engine.settings``), then the checks that involve more than one field."""
+        check_fields(self)
+        from engine.models.registry import get_arch
         from engine.training.optim import decay_settings
 
+        get_arch(self.arch)
         decay_settings(self)  # a regulariser the optimizer does not define is refused (see engine.training.optim)
-        if self.vocab_size is not None and self.vocab_size < 2:
-            raise ConfigError(f"vocabulary size must be at least 2, got {self.vocab_size}")
         return self

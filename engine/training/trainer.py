@@ -52,7 +52,7 @@ from engine.runs.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from engine.runs.checks import check_resume_state, resume_config
+from engine.runs.checks import resume_config
 from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
 from engine.training import guard, state
 from engine.training.config import TrainConfig

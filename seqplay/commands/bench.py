@@ -17,6 +17,10 @@ from pathlib import Path
 
 import click
 
+from engine.settings import Setting, setting_of
+from engine.training.config import TrainConfig
+from seqplay.commands.options import option
+
 
 @click.command("bench")
 @click.argument("suites", nargs=-1, metavar="[SUITE]...")
@@ -24,14 +28,14 @@ import click
               help="JSON file to write (default: $SEQPLAY_HOME/bench/bench-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of a table.")
 @click.option("--corpus", default=None, help="Corpus file for train/target/tokenizers (default: tinyshakespeare / WikiText-2, if present).")
-@click.option("--threads", type=int, default=None, help="Torch threads (default: the trainer's choice).")
-@click.option("--target-loss", type=float, default=1.88, show_default=True, help="Validation loss for `target`.")
+@option(setting_of(TrainConfig, "threads"), help="Torch threads (default: the trainer's choice).")
+@option(Setting(name="target_loss", kind=float, default=1.88, lo=0.0, lo_open=True, help="Validation loss for `target`."))
 @click.option("--baseline", is_flag=True, help="target: also run nanoGPT's recipe (about 2 minutes more).")
-@click.option("--steps", type=int, default=None, help="Timed steps per architecture (train/wordlm).")
-@click.option("--tokens", type=int, default=500, show_default=True, help="generate: tokens per measurement.")
+@option(setting_of(TrainConfig, "steps"), default=None, help="Timed steps per architecture (train/wordlm).")
+@option(Setting(name="tokens", kind=int, default=500, lo=1, hi=1_000_000, help="generate: tokens per measurement."))
 @click.option("--sizes", default="1,10,100", show_default=True, help="memory: corpus sizes in MB.")
 @click.option("--arch", "archs", multiple=True, help="train: only these architectures (repeatable).")
-@click.option("--device", default="auto", show_default=True, help="train: auto | cpu | cuda | cuda:N | mps.")
+@option(setting_of(TrainConfig, "device"), help="train: auto | cpu | cuda | cuda:N | mps.")
 def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str | None, threads: int | None,
           target_loss: float, baseline: bool, steps: int | None, tokens: int, sizes: str, archs: tuple[str, ...],
           device: str) -> None:

@@ -10,6 +10,9 @@ from typing import Any
 import click
 
 from engine.data.tokenizers import KINDS
+from engine.settings import Setting, setting_of
+from engine.training.config import TrainConfig
+from seqplay.commands.options import option
 
 
 def _human(n: float) -> str:
@@ -116,17 +119,11 @@ def inspect_source(spec: str, tokenizers: tuple[str, ...] = KINDS, vocab_size: i
     "--tokenizer", "-t", "tokenizers", multiple=True, type=click.Choice(KINDS),
     help="Tokenizer(s) to count tokens with (default: all four).",
 )
-@click.option("--vocab-size", type=int, default=None, help="Vocabulary size for word/bpe (default 10000/1024).")
-@click.option("--preview", type=int, default=400, show_default=True, help="Characters of text to preview.")
+@option(setting_of(TrainConfig, "vocab_size"), help="Vocabulary size for word/bpe (default 10000/1024).")
+@option(Setting(name="preview", kind=int, default=400, lo=0, hi=1_000_000, help="Characters of text to preview."))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_cmd(source: str, tokenizers: tuple[str, ...], vocab_size: int | None, preview: int, as_json: bool) -> None:
     """Show statistics and a preview of SOURCE: a text file or a built-in corpus spec."""
-    from engine.errors import ConfigError
-
-    if vocab_size is not None and vocab_size < 2:
-        raise ConfigError(f"--vocab-size must be at least 2, got {vocab_size}")
-    if preview < 0:
-        raise ConfigError(f"--preview must be 0 or more, got {preview}")
     logger = logging.getLogger("seqplay.data")
     was_disabled, logger.disabled = logger.disabled, True  # the encoding warning is reported below
     try:

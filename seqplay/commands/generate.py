@@ -24,30 +24,32 @@ from typing import Any
 
 import click
 
-from engine.generation.settings import SamplingSettings, cli_fields
+from engine.generation.settings import SamplingSettings, cli_fields, setting_of
+from engine.settings import Setting, settings_of
+from engine.training.config import TrainConfig
+from seqplay.commands.options import option
 
 
 def sampling_options(fn: Callable) -> Callable:
-    """Add one ``--name`` option per plain SamplingSettings field (defaults: None = the preset's / the
-    settings' default), plus --ban, --stop, --seed, --max-tokens, --alternatives, --order, --preset."""
+    """Add one ``--name`` option per plain SamplingSettings setting (parsed and bounds-checked by its
+    ``Setting``; default None = the preset's / the settings' default), plus --ban, --stop, --seed,
+    --max-tokens, --alternatives, --order, --preset."""
     options = [
         click.option("--preset", "preset", default=None, type=click.Path(dir_okay=False),
                      help="Sampling preset (JSON: the ordered chain of stages and their parameters)."),
         click.option("--order", default=None, help="Stage order, comma-separated (e.g. top_k,temperature)."),
         click.option("--ban", multiple=True, type=int, help="Token id never to produce (repeatable)."),
         click.option("--stop", multiple=True, help="Stop before this text (repeatable; \\n allowed)."),
-        click.option("--seed", "-s", default=None, type=int, help="Seed of the random stream (reproducible sampling)."),
-        click.option("--alternatives", default=None, type=click.IntRange(0), help="Top alternatives per token in --json [5]."),
-        click.option("--max-tokens", "-n", default=None, type=click.IntRange(0), help="New tokens at most [200]."),
+        option(setting_of("seed"), "-s", default=None),
+        option(setting_of("top_alternatives"), default=None, help="Top alternatives per token in --json [5]."),
+        option(setting_of("max_tokens"), "-n", default=None, help="New tokens at most [200]."),
     ]
-    for f in reversed(cli_fields()):
-        flag = "--" + f.name.replace("_", "-")
-        names = [flag, "-t"] if f.name == "temperature" else [flag]
-        kind = int if f.type in ("int", int) else float
-        extra = " Default: 1 for language models, 0 for seq2seq and mlm." if f.name == "temperature" else f" [{f.default}]"
-        options.append(click.option(*names, f.name, default=None, type=kind, help=f.metadata["help"] + extra))
-    for option in options:
-        fn = option(fn)
+    for s in reversed(cli_fields()):
+        names = ["-t"] if s.name == "temperature" else []
+        extra = " Default: 1 for language models, 0 for seq2seq and mlm." if s.name == "temperature" else f" [{s.default}]"
+        options.append(option(s, *names, default=None, help=s.help + extra))
+    for opt in options:
+        fn = opt(fn)
     return fn
 
 
@@ -67,6 +69,18 @@ def settings_from_options(opts: dict[str, Any], task: str = "lm") -> SamplingSet
         if opts.get(name) is not None:
             changes[key] = opts[name]
     return base.replace(**changes).validate()
+
+
+def warn_unknown(tok: Any, text: str, what: str = "the prompt", n: int | None = None, kind: str = "") -> int:
+    """Say on stderr how many pieces of ``text`` are outside the vocabulary (they become ``<unk>``)."""
+    from engine.data.tokenizers import count_unknown
+
+    n = count_unknown(tok, text) if n is None else n
+    if n:
+        piece = {"char": "character", "word": "word"}.get(kind or getattr(tok, "name", ""), "piece")
+        click.echo(f"warning: {n} {piece}{'s' if n != 1 else ''} of {what} {'is' if n == 1 else 'are'} not in the "
+                   f"model's vocabulary and became <unk>", err=True)
+    return n
 
 
 def _out(text: str) -> None:
@@ -93,19 +107,25 @@ class JsonLines:
         self.last = time.perf_counter()
 
 
+_T = {s.name: s for s in settings_of(TrainConfig)}
+# Beam search's exponent (as Hugging Face's generate: score = logprob / len**length_penalty); finite.
+LENGTH_PENALTY = Setting(name="length_penalty", kind=float, default=1.0,
+                         help="Beam search: a finished hypothesis scores logprob / len**this (Hugging Face).")
+BEAMS = Setting(name="beams", kind=int, default=1, lo=1, hi=1024, help="Beam width (> 1: beam search).")
+
+
 @click.command("generate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run")
 @click.option("--prompt", "-p", default="", help="Text to continue (seq2seq: lines to map; mlm: text with _ blanks; - reads stdin).")
 @sampling_options
-@click.option("--beams", "-b", default=1, show_default=True, type=click.IntRange(1), help="Beam width (> 1: beam search).")
-@click.option("--length-penalty", default=1.0, show_default=True, type=float,
-              help="Beam search: a finished hypothesis scores logprob / len**this (Hugging Face).")
+@option(BEAMS, "-b")
+@option(LENGTH_PENALTY)
 @click.option("--window", type=click.Choice(["exact", "slide"]), default="exact", show_default=True,
               help="Transformer past its context: exact (recompute the last context; the model's distribution) "
                    "or slide (approximate: re-encode half the KV cache; faster).")
 @click.option("--save-preset", default=None, type=click.Path(dir_okay=False), help="Write the sampling settings as a preset.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Torch threads (1 is fastest for small models).")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps")
+@option(_T["threads"], default=1, help="Torch threads (1 is fastest for small models; at most the cores).")
+@option(_T["device"], default="cpu", help="cpu | cuda | cuda:N | mps")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
 @click.pass_context
 def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penalty: float, window: str,
@@ -114,15 +134,19 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
     if prompt == "-":
         prompt = sys.stdin.read()
     settings_from_options(opts)  # refuse bad flags before loading anything
+    LENGTH_PENALTY.check(length_penalty)
 
     import torch
 
+    from engine.device import choose_threads, pick_device
     from engine.runs.checkpoint import load_model
 
-    torch.set_num_threads(threads)
+    device = pick_device(device)  # a device that is not there: one line, before loading anything
+    torch.set_num_threads(choose_threads(threads))
     loaded = load_model(run, device=device)
     model, tok = loaded.model, loaded.tokenizer
     settings = settings_from_options(opts, model.task)
+    warn_unknown(tok, prompt)
     if save_preset:
         settings.save_preset(save_preset)
     try:

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from seqplay.commands.generate import warn_unknown
+
 from engine.errors import ConfigError, DataError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON object.")
@@ -66,7 +68,11 @@ def _run(params: Any, run: str | None, quiet: bool) -> dict[str, Any]:
             seen.add(done)
             click.echo(f"[{done}/{total}] {message}", err=True)
 
-    return run_analysis(params, run, progress=progress)
+    data = run_analysis(params, run, progress=progress)
+    unknown = data.get("unknown") if isinstance(data, dict) else None
+    if unknown and unknown.get("count"):
+        warn_unknown(None, "", unknown["what"], n=int(unknown["count"]), kind=unknown.get("tokenizer", ""))
+    return data
 
 
 text_options = [
@@ -123,7 +129,7 @@ def attention(run: str, prompt: str | None, target: str | None, layer: int | Non
     """Attention weights as a token x token heatmap (seq2seq: cross-attention alignment)."""
     from engine.insight import params as IP
 
-    data = _run(IP.AttentionParams(prompt=prompt, target=target), run, as_json)
+    data = _run(IP.AttentionParams(prompt=prompt, target=target, layer=layer, head=head), run, as_json)
     if as_json:
         _emit(data, True)
     else:

@@ -41,19 +41,30 @@ def _short(settings: dict[str, Any]) -> str:
 
 def arch_detail(name: str, vocab_size: int = CHAR_VOCAB) -> dict[str, Any]:
     """``arch_rows``' row for one architecture plus ``settings``: each setting the user may change
-    (name, type, default, the `seqplay train` flag that sets it)."""
-    from engine.models.registry import get_arch
-    from seqplay.commands.train import ARCH_FLAGS, SHARED_FLAGS, settable_fields
+    (``registry.model_settings``: name, type, default, bounds, choices, help) with the `seqplay train`
+    flag that sets it."""
+    from engine.models.registry import get_arch, model_settings
+    from seqplay.commands.train import ARCH_FLAGS, SHARED_FLAGS
 
     info = get_arch(name)
     row = next(r for r in arch_rows(vocab_size) if r["name"] == info.name)
-    flags = {field: "--" + flag.replace("_", "-") for flag, field in {**SHARED_FLAGS, **ARCH_FLAGS}.items()}
+    named = {*SHARED_FLAGS.values(), *ARCH_FLAGS.values(), "context"}
     row["settings"] = [
-        {"name": key, "type": kind.__name__, "default": row["defaults"][key], "flag": flags.get(key, f"--set {key}=...")}
-        for key, kind in settable_fields(info.name).items()
+        {"name": s.name, "type": s.type_name, "default": s.default,
+         "flag": s.cli_flag if s.name in named else f"--set {s.name}=...",
+         "min": s.lo, "max": s.hi, "choices": list(s.choices), "help": s.help}
+        for s in model_settings(info.name)
     ]
     row["fixed"] = {k: v for k, v in info.defaults.items()}  # chosen by the arch itself (e.g. its cell)
     return row
+
+
+def _allowed(s: dict[str, Any]) -> str:
+    if s["choices"]:
+        return " | ".join(s["choices"])
+    if s["min"] is None and s["max"] is None:
+        return ""
+    return f"{s['min'] if s['min'] is not None else ''}..{s['max'] if s['max'] is not None else ''}"
 
 
 def _print_detail(row: dict[str, Any]) -> None:
@@ -67,10 +78,10 @@ def _print_detail(row: dict[str, Any]) -> None:
     console.print(f"  {row['params']:,} parameters for a vocabulary of {row['vocab_size']}; default lr "
                   f"{row['default_lr']:g}{fixed}", highlight=False)
     table = Table(title=f"settings of {row['name']} (`seqplay train --arch {row['name']} ...`)")
-    for col in ("setting", "type", "default", "flag"):
-        table.add_column(col)
+    for col in ("setting", "type", "default", "allowed", "flag", "what it does"):
+        table.add_column(col, no_wrap=col in ("setting", "flag"), overflow="fold")
     for s in row["settings"]:
-        table.add_row(s["name"], s["type"], str(s["default"]), s["flag"])
+        table.add_row(s["name"], s["type"], str(s["default"]), _allowed(s), s["flag"], s["help"])
     console.print(table)
 
 

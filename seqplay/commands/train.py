@@ -8,6 +8,7 @@ lines instead of the progress bar. Exit codes: 0 done, 2 error (a one-line ``err
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -18,8 +19,10 @@ from typing import Any
 import click
 
 from engine.models.registry import ARCHS
-from engine.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TOKENIZERS, TrainConfig
+from engine.settings import settings_of
+from engine.training.config import TrainConfig
 from engine.worker import protocol as P
+from seqplay.commands.options import option
 
 
 class _Interrupt:
@@ -192,71 +195,77 @@ def _via_worker(config: Any, resume_from: str | None, overrides: dict[str, Any] 
         client.close()
 
 
+_T = {s.name: s for s in settings_of(TrainConfig)}
+
+
+def _t(name: str, *names: str, **kw: Any):
+    """The option of TrainConfig field ``name`` (flag, type, default, bounds and help from its metadata)."""
+    return option(_T[name], *names, **kw)
+
+
 def _opt(*names: str, **kw: Any):
     return click.option(*names, **kw)
 
 
-# Shared model flags (every arch whose config has the field): option name -> config field.
+# Shared model flags: set the field on every arch whose config has it (ignored by the others).
 SHARED_FLAGS: dict[str, str] = {"layers": "layers", "width": "width", "embed": "embed", "heads": "heads",
-                                "context": "context", "dropout": "dropout"}
+                                "dropout": "dropout"}
 # Architecture-specific flags: option name -> the config field it sets. A flag applies to the archs whose
-# settings (``settable_fields``) include its field.
+# settings (``settable_fields``) include its field; given with another arch it is refused.
 ARCH_FLAGS: dict[str, str] = {
     "order": "order", "nonlinearity": "nonlinearity", "identity_init": "identity_init", "residual": "residual",
     "tie_weights": "tie_weights", "attention": "attention", "cell": "cell", "bidirectional": "bidirectional",
     "positions": "positions", "encoder": "encoder",
 }
-# Fields a config class shares among archs but only some of them use.
-_FIELD_ARCHS: dict[str, tuple[str, ...]] = {"nonlinearity": ("rnn",), "identity_init": ("rnn",), "forget_bias": ("lstm",)}
-_FLAG_SPELLING = {"bidirectional": "--bidirectional/--unidirectional"}
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def settable_fields(arch: str) -> dict[str, type]:
-    """The model settings of ``arch`` a user may set (name -> type): its config fields minus
-    ``vocab_size`` (the tokenizer decides it), the fields the registry fixes for the arch and the
-    fields only other archs of the same config class use."""
-    import typing
+    """The model settings of ``arch`` a user may set (name -> type), from ``registry.model_settings``."""
+    from engine.models.registry import model_settings
 
-    from engine.models.registry import get_arch
-
-    info = get_arch(arch)
-    hints = typing.get_type_hints(info.config_cls)
-    return {name: hints[name] for name in info.config_cls.__dataclass_fields__
-            if name != "vocab_size" and name not in info.defaults and arch in _FIELD_ARCHS.get(name, (arch,))}
+    return {s.name: s.kind for s in model_settings(arch)}
 
 
 def flag_archs(flag: str) -> list[str]:
-    """The architectures a named arch-specific flag applies to."""
-    field = ARCH_FLAGS[flag]
+    """The architectures a named model flag applies to."""
+    field = {**SHARED_FLAGS, **ARCH_FLAGS}[flag]
     return [a for a in ARCHS if field in settable_fields(a)]
 
 
-def parse_setting(arch: str, key: str, value: str) -> Any:
-    """``--set KEY=VALUE``: ``value`` converted to the type of ``arch``'s config field ``key``."""
-    from engine.errors import ConfigError
+def _model_option(flag: str):
+    """A model flag: its setting (type, choices, help) from the first arch that has the field, its
+    help prefixed with the archs it applies to; default None (not given)."""
+    from engine.models.registry import model_settings
 
-    fields = settable_fields(arch)
-    if key not in fields:
+    archs = flag_archs(flag)
+    s = next(x for x in model_settings(archs[0]) if x.name == {**SHARED_FLAGS, **ARCH_FLAGS}[flag])
+    where = "" if len(archs) >= len(ARCHS) - 1 else f"[{', '.join(archs)}] "
+    # the text is kept: the chosen arch's own setting parses and checks it (its words, its default)
+    return option(s, default=None, dest=flag, help=where + _SHARED_HELP.get(flag, s.help), raw=True)
+
+
+# A shared flag means a different thing per family: its help says so (each arch's own help: `seqplay archs NAME`).
+_SHARED_HELP = {"layers": "Number of layers.", "width": "Hidden size (RNNs, MLP) or model width (Transformer).",
+                "embed": "Embedding size (RNNs, MLP, seq2seq)."}
+
+
+def parse_setting(arch: str, key: str, value: str) -> Any:
+    """``--set KEY=VALUE``: ``value`` parsed and checked by ``arch``'s setting ``key``."""
+    from engine.errors import ConfigError
+    from engine.models.registry import model_settings
+
+    found = {s.name: s for s in model_settings(arch)}
+    if key not in found:
         hint = f" ({key} is fixed by --arch)" if key in ARCHS[arch].defaults else ""
-        raise ConfigError(f"{arch} has no setting {key!r}{hint}; its settings are {', '.join(fields)} (see `seqplay archs {arch}`)")
-    kind, text = fields[key], value.strip()
-    if kind is bool:
-        if text.lower() not in _TRUE + _FALSE:
-            raise ConfigError(f"{key} is true or false, got {value!r}; use e.g. --set {key}=true")
-        return text.lower() in _TRUE
-    try:
-        return kind(text) if kind in (int, float) else text
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        default = ARCHS[arch].make_config().to_dict()[key]
-        raise ConfigError(f"{key} must be {what}, got {value!r}; e.g. --set {key}={default}") from None
+        raise ConfigError(f"{arch} has no setting {key!r}{hint}; its settings are {', '.join(found)} (see `seqplay archs {arch}`)")
+    return found[key].parse(value)
 
 
 def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
     """The model overrides from the named arch-specific flags (None = not given) and ``--set`` pairs;
     a flag the chosen arch does not have is refused with a one-line error."""
     from engine.errors import ConfigError
+    from engine.models.registry import model_settings
 
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -264,9 +273,9 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
             continue
         archs = flag_archs(flag)
         if arch not in archs:
-            name = _FLAG_SPELLING.get(flag, "--" + flag.replace("_", "-"))
+            name = next(s.cli_flag for s in model_settings(archs[0]) if s.name == ARCH_FLAGS[flag])
             raise ConfigError(f"{name} applies to {', '.join(archs)} only, not {arch}; see `seqplay archs {arch}` for its settings")
-        out[ARCH_FLAGS[flag]] = value
+        out[ARCH_FLAGS[flag]] = parse_setting(arch, ARCH_FLAGS[flag], value)
     for item in sets:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
@@ -276,121 +285,72 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
     return out
 
 
+def _with(*decorators: Any):
+    def wrap(fn: Any) -> Any:
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return wrap
+
+
+_ARCH = dataclasses.replace(_T["arch"], choices=tuple(ARCHS))
+# TrainConfig fields without an option of their own: the positional SOURCE and the model dict.
+_TRAIN_FIELDS = [name for name in _T if name not in ("source", "model", "arch", "steps", "clip")]
+
+
 @click.command("train")
 @click.argument("source", metavar="PATH_OR_CORPUS", default="grammar")
-@_opt("--arch", type=click.Choice(list(ARCHS)), default="transformer", show_default=True, help="Model architecture (see `seqplay archs`).")
-@_opt("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
-@_opt("--vocab-size", type=int, default=None, help="Vocabulary size for bpe/word tokenizers.")
-@_opt("--layers", type=int, default=None, help="Number of layers.")
-@_opt("--width", type=int, default=None, help="Hidden size (RNNs, MLP) or model width (Transformer).")
-@_opt("--embed", type=int, default=None, help="Embedding size (RNNs, MLP).")
-@_opt("--heads", type=int, default=None, help="Attention heads (must divide --width).")
-@_opt("--context", type=int, default=None,
-        help="What the model sees: attention window (transformer, mlm), the MLP's n-token window (it trains "
-           "on windows of max(64, 4n) tokens), truncated-BPTT length for RNNs, longest sequence for seq2seq "
-           "(n-gram: use --order).")
-@_opt("--batch-size", type=int, default=32, show_default=True)
-@_opt("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimisation step.")
-@_opt("--lr", type=float, default=None, help="Learning rate (default: the architecture's).")
-@_opt("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", show_default=True)
-@_opt("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True, help="cosine = warmup + cosine; plateau = halve on plateau.")
-@_opt("--warmup", type=int, default=100, show_default=True, help="Warmup steps (cosine/plateau).")
-@_opt("--clip", type=float, default=1.0, show_default=True, help="Clip the global gradient norm (0: off).")
-@_opt("--dropout", type=float, default=None)
-@_opt("--order", type=int, default=None, help="[ngram] n-gram order (context of order-1 tokens).")
-@_opt("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None, help="[rnn] f in h_t = f(W_h h_{t-1} + W_x x_t + b).")
-@_opt("--identity-init/--no-identity-init", default=None, help="[rnn] start with W_h = I (Le et al. 2015).")
-@_opt("--residual/--no-residual", default=None, help="[rnn, ugrnn, gru, lstm] add each layer's input to its output.")
-@_opt("--tie-weights/--no-tie-weights", default=None, help="[recurrent, transformer] output matrix = embedding.")
-@_opt("--attention", type=click.Choice(["none", "additive", "dot", "bilinear"]), default=None, help="[seq2seq] attention score.")
-@_opt("--cell", type=click.Choice(["lstm", "gru"]), default=None, help="[seq2seq] encoder/decoder cell.")
-@_opt("--bidirectional/--unidirectional", default=None, help="[seq2seq] encoder reads both ways.")
-@_opt("--positions", type=click.Choice(["learned", "sinusoidal"]), default=None, help="[transformer] position encoding.")
-@_opt("--encoder", type=click.Choice(["transformer", "lstm"]), default=None, help="[mlm] encoder type.")
+@option(_ARCH)
+@_with(*[_model_option(f) for f in SHARED_FLAGS], *[_model_option(f) for f in ARCH_FLAGS])
 @_opt("--set", "sets", multiple=True, metavar="KEY=VALUE",
       help="Any model setting of the arch (repeatable), e.g. --set mask_prob=0.2; see `seqplay archs NAME`.")
-@_opt("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (default 0.1; adamw only).")
-@_opt("--l2", type=float, default=0.0, help="L2 penalty added to the gradient (sgd, adam, rmsprop, adagrad).")
-@_opt("--steps", type=int, default=None, help="Step budget (default 2000, or unlimited with --time).")
-@_opt("--time", "time_budget", type=float, default=None,
-      help="Time budget: seconds of wall time of the run (evaluations and checkpoints included); with "
-           "cosine, the elapsed fraction of it drives the schedule.")
-@_opt("--eval-every", type=int, default=200, show_default=True)
-@_opt("--eval-batches", type=int, default=None,
-      help="Evaluate on a sample of N batches (default: the whole validation split).")
-@_opt("--sample-every", type=int, default=200, show_default=True, help="Print a sample every N steps (0: never).")
-@_opt("--checkpoint-every", type=int, default=None, help="Checkpoint every N steps (default: at each evaluation).")
-@_opt("--keep-last", type=int, default=3, show_default=True, help="Step checkpoints kept (plus the best).")
-@_opt("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
-@_opt("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
-@_opt("--threads", type=int, default=None, help="Torch threads (default: all cores available).")
-@_opt("--compile", "compile_", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
-@_opt("--seed", type=int, default=1337, show_default=True)
-@_opt("--runs-dir", default=None, help="Where run folders go (default: $SEQPLAY_HOME/runs or the user data dir).")
-@_opt("--run-name", default=None, help="Name of the run folder.")
-@_opt("--tensorboard", is_flag=True, help="Also write TensorBoard event files (needs tensorboard installed).")
-@_opt("--auto-rollback", is_flag=True, help="On NaN/inf loss: reload the last good checkpoint, halve the lr, go on.")
+@_t("steps", default=None)
+@_t("clip", check=False, help="Clip the global gradient norm to this (0: off).")
+@_with(*[_t(name) for name in _TRAIN_FIELDS])
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @_opt("--worker", "use_worker", is_flag=True, help="Train in the worker process (as the TUI does).")
-@_opt("--nproc", type=int, default=1, show_default=True, help="Data-parallel processes (DDP: gloo on CPU, NCCL on GPUs).")
-def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers: int | None, width: int | None,
-          embed: int | None, heads: int | None, context: int | None, batch_size: int, grad_accum: int, lr: float | None,
-          optimizer: str, schedule: str, warmup: int, clip: float, dropout: float | None, weight_decay: float | None, l2: float,
-          steps: int | None, time_budget: float | None, eval_every: int, eval_batches: int | None, sample_every: int, checkpoint_every: int | None,
-          keep_last: int, device: str, precision: str, threads: int | None, compile_: str, seed: int,
-          runs_dir: str | None, run_name: str | None, tensorboard: bool, auto_rollback: bool, as_json: bool,
-          use_worker: bool, nproc: int, order: int | None, nonlinearity: str | None, identity_init: bool | None,
-          residual: bool | None, tie_weights: bool | None, attention: str | None, cell: str | None,
-          bidirectional: bool | None, positions: str | None, encoder: str | None, sets: tuple[str, ...]) -> None:
+def train(source: str, arch: str, sets: tuple[str, ...], steps: int | None, clip: float, as_json: bool,
+          use_worker: bool, **opts: Any) -> None:
     """Train a model on a text file or built-in corpus.
 
     Example: seqplay train ../shared/corpora/tinyshakespeare.txt --arch lstm --steps 500
     """
-    from engine.errors import ConfigError
     from engine.models.registry import make_config
 
-    model = {k: v for k, v in dict(layers=layers, width=width, embed=embed, heads=heads, dropout=dropout).items() if v is not None}
-    model.update(arch_settings(arch, dict(
-        order=order, nonlinearity=nonlinearity, identity_init=identity_init, residual=residual, tie_weights=tie_weights,
-        attention=attention, cell=cell, bidirectional=bidirectional, positions=positions, encoder=encoder), sets))
+    shared = {flag: opts.pop(flag) for flag in SHARED_FLAGS}
+    flags = {flag: opts.pop(flag) for flag in ARCH_FLAGS}
+    own = settable_fields(arch)  # a shared flag the arch does not have is ignored
+    model = {SHARED_FLAGS[k]: parse_setting(arch, SHARED_FLAGS[k], v) for k, v in shared.items()
+             if v is not None and SHARED_FLAGS[k] in own}
+    model.update(arch_settings(arch, flags, sets))
     if steps is None:
-        steps = None if time_budget else 2000
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ConfigError(f"checkpoint-every must be a positive whole number, got {checkpoint_every}")
-    if warmup < 0 or (weight_decay or 0) < 0 or sample_every < 0:
-        raise ConfigError("warmup, weight-decay and sample-every must not be negative")
-    config = TrainConfig(
-        source=source, tokenizer=tokenizer, vocab_size=vocab_size, arch=arch, model=model, optimizer=optimizer, lr=lr,
-        schedule=schedule, warmup=warmup, clip=clip if clip and clip > 0 else None, weight_decay=weight_decay, l2=l2,
-        batch_size=batch_size, context=context, grad_accum=grad_accum, steps=steps, time_budget=time_budget,
-        eval_every=eval_every, eval_batches=eval_batches, sample_every=sample_every, checkpoint_every=checkpoint_every, keep_last=keep_last,
-        device=device, precision=precision, compile=compile_, threads=threads, seed=seed, runs_dir=runs_dir,
-        run_name=run_name, tensorboard=tensorboard, auto_rollback=auto_rollback, nproc=nproc,
-    ).validate()
+        steps = None if opts["time_budget"] else 2000
+    config = TrainConfig(source=source, arch=arch, model=model, steps=steps, clip=None if clip == 0 else clip,
+                         **opts).validate()
     # Refuse impossible model sizes before touching the data or torch (the vocabulary is not known yet).
-    overrides = dict(model, **({"context": context} if context else {}))
+    overrides = dict(model, **({"context": config.context} if config.context else {}))
     make_config(arch, 256, **overrides).validate()
     # Refuse unusable data before importing torch too (torch-free; the ids are cached for the trainer).
     from engine.data.sources import prepare
 
     prepare(config.source, config.tokenizer, config.vocab_size, config.val_fraction)
-    code = _run_job(config, None, None, as_json, use_worker, steps, time_budget)
+    code = _run_job(config, None, None, as_json, use_worker, steps, config.time_budget)
     if code:
         sys.exit(code)
 
 
 @click.command("resume")
 @click.argument("run")
-@_opt("--steps", type=int, default=None,
-      help="New total step budget (default: the run's). Past the schedule's horizon, fixed when the run "
-           "started, the learning rate holds at the schedule's final value (docs/training.md).")
-@_opt("--time", "time_budget", type=float, default=None,
-      help="New time budget: seconds of wall time of the whole run, earlier sessions included.")
-@_opt("--device", default=None, help="Device to continue on (default: the run's).")
-@_opt("--runs-dir", default=None)
+@_t("steps", default=None, help="New total step budget (default: the run's). Past the schedule's horizon, "
+    "fixed when the run started, the learning rate holds at the schedule's final value (docs/training.md).")
+@_t("time_budget", default=None, help="New time budget: seconds of wall time of the whole run, earlier "
+    "sessions included (default: the run's).")
+@_t("device", default=None, help="Device to continue on (default: the run's).")
+@_t("runs_dir")
 @_opt("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @_opt("--worker", "use_worker", is_flag=True, help="Train in the worker process (as the TUI does).")
-@_opt("--nproc", type=int, default=None, help="Data-parallel processes (default: the run's).")
+@_t("nproc", default=None, help="Data-parallel processes (default: the run's).")
 @_opt("--source", default=None, metavar="PATH_OR_CORPUS",
       help="The run's data, named by you: needed when seqplay has not read the run's file on this machine.")
 def resume(run: str, steps: int | None, time_budget: float | None, device: str | None, runs_dir: str | None,
@@ -413,6 +373,13 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
     saved = read_meta(ckpt).get("train_config") or {}
     overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc,
                                        source=source).items() if v is not None}
+    # The saved settings pass the same bounds as the CLI's (threads, sizes, budgets) before anything runs.
+    from engine.errors import CheckpointError, ConfigError
+
+    try:
+        TrainConfig.from_dict({**saved, **overrides}).validate()
+    except ConfigError as err:
+        raise CheckpointError(f"the saved settings of {ckpt.parent.parent.name} are refused: {err}") from None
     total = steps or saved.get("steps")
     code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
     if code:
