@@ -75,8 +75,8 @@ def test_train_config_refuses_wrong_types_but_takes_ints_for_floats():
 
 # flag, text on the command line, config field, the value a JSON config holds, words of the message
 SAME = [
-    ("--weight-decay", "-1", "weight_decay", -1, "weight-decay must be >= 0 and finite, got -1"),
-    ("--weight-decay", "nan", "weight_decay", math.nan, "weight-decay must be >= 0 and finite, got nan"),
+    ("--weight-decay", "-1", "weight_decay", -1, "weight-decay must be >= 0 and finite (or leave it out: 0.1 for AdamW), got -1"),
+    ("--weight-decay", "nan", "weight_decay", math.nan, "weight-decay must be >= 0 and finite (or leave it out: 0.1 for AdamW), got nan"),
     ("--lr", "inf", "lr", math.inf, "lr (learning rate) must be positive and finite"),
     ("--clip", "nan", "clip", math.nan, "clip must be positive and finite"),
     ("--seed", "-1", "seed", -1, "seed must be a whole number from 0 to 4294967295, got -1"),
