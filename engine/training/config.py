@@ -19,7 +19,7 @@ from engine.errors import ConfigError
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TOKENIZERS = ("char", "byte", "word", "bpe")
+TOKENIZERS = ("char", "byte", "word", "bpe", "whitespace")
 
 
 def _accepts(hint: Any, value: Any) -> bool:
