@@ -599,15 +599,23 @@ class Trainer:
         return torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu")
 
     @torch.no_grad()
-    def evaluate(self) -> P.EvalMetrics:
+    def evaluate(self, ids: np.ndarray | None = None) -> P.EvalMetrics | float:
         """Mean validation loss over ``eval_batches`` batches (fixed windows / contiguous streams);
-        count models (n-gram) over the whole validation split."""
+        count models (n-gram) over the whole validation split. With ``ids`` (the test split): the
+        mean loss over all of them, returned as a float and not recorded as a validation result."""
+        if ids is not None:
+            return self._split_loss(ids)
         if not self.trainable:
             return self._record_eval(self._count_model_val_loss())
         if self.task == "seq2seq":
             return self._evaluate_seq2seq()
+        return self._record_eval(self._split_loss(None), val_bpc=float("nan") if self.task == "mlm" else None)
+
+    def _split_loss(self, ids: np.ndarray | None) -> float:
+        """LM / MLM loss on validation (``eval_batches`` batches) or, given ``ids``, all of them."""
         cfg = self.config
-        val = self.data.val_ids
+        val = self.data.val_ids if ids is None else ids
+        batches = cfg.eval_batches if ids is None else 1 << 40
         T, B = self.context, cfg.batch_size
         was_training = self.model.training
         self.model.eval()
@@ -621,7 +629,7 @@ class Trainer:
                 ys = torch.from_numpy(np.asarray(val[1 : n_streams * length + 1], dtype=np.int64)).view(n_streams, length)
                 state = None
                 for i, start in enumerate(range(0, length, T)):
-                    if i >= cfg.eval_batches:
+                    if i >= batches:
                         break
                     x, y = xs[:, start : start + T].to(self.device), ys[:, start : start + T].to(self.device)
                     with autocast(self.device, self.precision):
@@ -629,7 +637,7 @@ class Trainer:
                     loss_sum += loss.double() * y.numel()
                     count += y.numel()
             else:
-                n_windows = max(1, min(cfg.eval_batches * B, (len(val) - 1) // T))
+                n_windows = max(1, min(batches * B, (len(val) - 1) // T))
                 starts = np.linspace(0, len(val) - 1 - T, n_windows).astype(np.int64)
                 offsets = np.arange(T + 1)
                 masks = torch.Generator(device="cpu").manual_seed(cfg.seed)  # mlm: the same masks every evaluation
@@ -648,9 +656,8 @@ class Trainer:
                     count += n
         if was_training:
             self.model.train()
-        val_loss = float(loss_sum.item() / max(count, 1))
         # bits/char needs a next-token distribution over the whole text; a masked LM predicts 15% of it
-        return self._record_eval(val_loss, val_bpc=float("nan") if self.task == "mlm" else None)
+        return float(loss_sum.item() / max(count, 1))
 
     @torch.no_grad()
     def _evaluate_seq2seq(self) -> P.EvalMetrics:
@@ -973,6 +980,9 @@ class Trainer:
             self.log("masked LM: validation loss is over masked positions (same masks every evaluation); "
                      "bits/char is not reported (NaN): the model never predicts the text left to right")
         self.log(f"{cfg.arch}: {self.n_params:,} parameters on {self.device} ({self.precision}, {self.threads} threads)")
+        if getattr(self.data, "split_rule", ""):
+            unk = self.data.unk_share()
+            self.log(self.data.split_rule + (f"; <unk> is {unk:.1%} of the validation tokens" if unk else ""))
         self._summary("running")
 
     def _budget_left(self) -> str | None:
@@ -1057,12 +1067,25 @@ class Trainer:
                 best = False
             if self._stop_save:
                 self.save(best=best)
+        test_loss = self._report_test() if reason != "error" and not self.tainted else None
         status = {"done": "finished", "time": "finished", "stopped": "stopped", "error": "error"}.get(reason, reason)
         self._summary(status)
         fin = P.Finished(job=self.job, step=self.step, reason=reason, best_val_loss=self.best_val_loss,
-                         run_dir=str(self.run_dir))
+                         run_dir=str(self.run_dir), test_loss=test_loss)
         self.emit(fin)
         return fin
+
+    def _report_test(self) -> float | None:
+        """Test-split loss of the final weights (sources with a test split, LM task): logged once."""
+        test = getattr(self.data, "test_ids", None)
+        if test is None or len(test) <= self.context or self.task != "lm" or not self.trainable:
+            return None
+        loss = float(self.evaluate(test))
+        bpc = bits_per_char(loss, len(test), self.data.test_chars)
+        unk = self.data.unk_share(test)
+        self.log(f"test: loss {loss:.4f}, ppl {math.exp(min(loss, 700)):.2f}, {bpc:.3f} bits/char over all "
+                 f"{len(test):,} test tokens" + (f" (<unk> {unk:.1%} of them)" if unk else ""))
+        return loss
 
     def _fit_counts(self) -> P.Finished:
         """Count-based models (n-gram): ``fit`` on the training ids, one evaluation, one checkpoint."""
