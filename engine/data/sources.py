@@ -173,8 +173,8 @@ def resolve_source(spec: str | os.PathLike[str]) -> Source:
     if folder.is_dir():
         splits = split_files(folder)
         if not splits:
-            raise DataError(f"{folder} is a directory without train.txt and valid.txt; give a text file, or a folder "
-                            "holding train.txt, valid.txt (and test.txt)")
+            raise DataError(f"{folder} is a directory without train.txt and valid.txt; give the path of a file inside it, "
+                            "or a folder holding train.txt, valid.txt (and test.txt)")
         for p in splits.values():
             check_readable(p)
         return Source(name=folder.resolve().name, path=splits["train"], splits=splits, folder=folder)

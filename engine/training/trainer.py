@@ -517,8 +517,9 @@ class Trainer:
         warm = min(cfg.warmup, total // 10) if total else cfg.warmup
         if warm > 0 and step < warm:
             return base * (step + 1) / warm
-        if cfg.schedule == "cosine" and total:
-            progress = min(1.0, (step - warm) / max(1, total - warm))
+        if cfg.schedule == "cosine" and (total or cfg.time_budget):
+            # a step budget: the fraction of its steps; a time budget alone: the fraction of its time
+            progress = min(1.0, (step - warm) / max(1, total - warm)) if total else min(1.0, self.elapsed / cfg.time_budget)
             low = base * cfg.min_lr_ratio
             return low + (base - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
         return base
