@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from engine.errors import ConfigError
 from engine.models.base import SeqModel, StepTrace, lm_loss
+from engine.models.fused_ce import FUSED_HEAD_MIN_VOCAB, linear_cross_entropy
 
 
 def _ugrnn_scan(pre: Tensor, h: Tensor, w_h: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,20 +159,27 @@ class RecurrentLM(SeqModel):
             new_states.append(s)
         dtype = self.head.bias.dtype  # carried state stays in the weights' dtype (autocast gives bf16)
         new_state = tuple(torch.cat([s[k] for s in new_states], 0).to(dtype) for k in range(self.n_state))
-        return self.head(x), new_state, hidden, cells, gates
+        return x, new_state, hidden, cells, gates
 
     def _fused(self, layer: nn.Module, x: Tensor, s: tuple[Tensor, ...]):
         y, h = layer(x, s if self.cell == "lstm" else s[0])
         return y, (h if self.cell == "lstm" else (h,))
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, state=None, use_cache: bool = False):
-        logits, new_state, *_ = self._run(idx, state, explicit=False)
+        """(logits, loss, state). Training on a big vocabulary (>= ``FUSED_HEAD_MIN_VOCAB``, targets
+        given, grad enabled) computes the head and the loss together (``linear_cross_entropy``: the
+        same loss and gradients, no (B, T, V) logits stored) and returns logits None."""
+        x, new_state, *_ = self._run(idx, state, explicit=False)
+        if targets is not None and self.training and torch.is_grad_enabled() and self.config.vocab_size >= FUSED_HEAD_MIN_VOCAB:
+            loss = linear_cross_entropy(x.reshape(-1, x.size(-1)), self.head.weight, self.head.bias, targets.reshape(-1))
+            return None, loss, new_state
+        logits = self.head(x)
         return logits, lm_loss(logits, targets), new_state
 
     def forward_steps(self, idx: Tensor, state=None) -> StepTrace:
         """The explicit cell-by-cell path (same numbers as ``forward``), exposing states and gates."""
-        logits, new_state, hidden, cells, gates = self._run(idx, state, explicit=True)
-        return StepTrace(hidden=hidden, cells=cells, gates=gates, logits=logits, state=new_state)
+        x, new_state, hidden, cells, gates = self._run(idx, state, explicit=True)
+        return StepTrace(hidden=hidden, cells=cells, gates=gates, logits=self.head(x), state=new_state)
 
 
 def _weights(layer: nn.RNNBase) -> tuple[Tensor, Tensor, Tensor, Tensor]:
