@@ -451,8 +451,32 @@ def _step_rate(t: Any, steps: int) -> float:
     return 20 * 35 / _median(times)
 
 
+def adaptive_vs_full(corpus: str, seconds: float, threads: int | None = None, arch: str = "lstm") -> list[Row]:
+    """The same word LM with the full and the adaptive softmax, each trained for ``seconds`` of
+    training time in fp32 (the adaptive module runs in fp32 anyway), then scored on the whole
+    validation split."""
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import Trainer
+
+    rows = []
+    for output in ("softmax", "adaptive"):
+        cfg = TrainConfig(source=corpus, arch=arch, tokenizer="whitespace", model={**WORDLM_MODEL, "output": output},
+                          context=35, batch_size=20, steps=None, time_budget=seconds, eval_every=10**9, eval_batches=1,
+                          sample_every=0, checkpoint_every=10**9, keep_last=1, runs_dir=_runs_dir(), threads=threads,
+                          precision="fp32")
+        t = Trainer(cfg, lambda e: None, pause_on_error=False)
+        fin = t.run()
+        val = float(t.evaluate(t.data.val_ids))
+        rate = t.tokens_seen / max(t.elapsed, 1e-9)
+        rows.append(Row("wordlm", f"{arch} {output} output: whole-split validation perplexity after {seconds:g} s",
+                        math.exp(min(val, 700)), "ppl",
+                        f"{t.precision}, {t.threads} thr, {fin.step} steps, {rate:,.0f} tokens/s, {t.n_params:,} params",
+                        {"tokens_per_s": rate, "steps": fin.step, "val_loss": val, "params": t.n_params}))
+    return rows
+
+
 def bench_wordlm(archs: Iterable[str] = ("lstm", "gru", "rnn"), steps: int = 10, threads: int | None = None,
-                 corpus: str | None = None) -> list[Row]:
+                 corpus: str | None = None, seconds: float = 60.0) -> list[Row]:
     """seqplay's Trainer (fp32 and its default precision) vs the word_language_model loop
     re-implementation, word level (whitespace protocol) on a split folder (WikiText-2)."""
     source = resolve_corpus(corpus, WIKITEXT, "--word-corpus", folder=True)
@@ -479,6 +503,8 @@ def bench_wordlm(archs: Iterable[str] = ("lstm", "gru", "rnn"), steps: int = 10,
         for t in (fp32, auto):
             if t.metrics is not None:
                 t.metrics.close()
+    if seconds > 0:
+        rows.extend(adaptive_vs_full(source, seconds, threads))
     return rows
 
 

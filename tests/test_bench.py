@@ -145,3 +145,24 @@ def test_target_without_baseline_reports_no_ratio(tmp_path: Path) -> None:
                               model={"layers": 1, "heads": 2, "width": 32, "dropout": 0.0}, steps=60)
     assert [r.unit for r in rows] == ["s"] and rows[0].name.startswith("fast defaults to val 1.5")
     assert rows[0].extra["evals"] and all(e[0] % bench.TARGET_EVAL_EVERY == 0 or e[0] == 60 for e in rows[0].extra["evals"])
+
+
+def test_wordlm_suite_on_a_split_folder(tmp_path: Path) -> None:
+    """fp32 and default-precision rows, the word_language_model loop named as a re-implementation,
+    speed-ups from rows of the same run, and the full- vs adaptive-softmax rows after equal time."""
+    d = tmp_path / "wiki"
+    d.mkdir()
+    words = [f"w{i}" for i in range(120)]
+    for name, n in (("train.txt", 400), ("valid.txt", 40), ("test.txt", 40)):
+        (d / name).write_text("".join(" " + " ".join(words[(i * 7 + j) % 120] for j in range(12)) + " \n" for i in range(n)),
+                              encoding="utf-8")
+    rows = bench.bench_wordlm(archs=("lstm",), steps=1, threads=1, corpus=str(d), seconds=0.5)
+    names = [r.name for r in rows]
+    assert names[:5] == ["lstm (seqplay, fp32)", f"lstm (seqplay, {names[1][15:-1]})",
+                         "lstm word_language_model loop (re-implemented here, fp32)", "lstm speed-up at fp32",
+                         "lstm speed-up, default precision"]
+    assert rows[3].value == pytest.approx(rows[0].value / rows[2].value)
+    full, adaptive = rows[5], rows[6]
+    assert "softmax output" in full.name and "adaptive output" in adaptive.name
+    assert full.unit == adaptive.unit == "ppl" and all(r.value > 1 and r.extra["tokens_per_s"] > 0 for r in (full, adaptive))
+    assert adaptive.extra["params"] < full.extra["params"]

@@ -191,19 +191,21 @@ class RecurrentLM(SeqModel):
 
     def _adaptive(self, x: Tensor, targets: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """(log-probabilities as logits, mean NLL over targets != -100). Training skips the (B, T, V)
-        log-probabilities: the loss needs only each target's cluster."""
+        log-probabilities: the loss needs only each target's cluster. Runs in float32 (torch's module
+        mixes dtypes under autocast)."""
         flat = x.reshape(-1, x.size(-1)).float()
         loss = None
-        if targets is not None:
-            t = targets.reshape(-1)
-            keep = t != -100
-            loss = self.adaptive(flat[keep], t[keep]).loss
-            if self.training and torch.is_grad_enabled():
-                return None, loss
-        return self.adaptive.log_prob(flat).view(*x.shape[:-1], -1), loss
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if targets is not None:
+                t = targets.reshape(-1)
+                keep = t != -100
+                loss = self.adaptive(flat[keep], t[keep]).loss
+                if self.training and torch.is_grad_enabled():
+                    return None, loss
+            return self.adaptive.log_prob(flat).view(*x.shape[:-1], -1), loss
 
     def _logits(self, x: Tensor) -> Tensor:
-        return self.head(x) if self.adaptive is None else self.adaptive.log_prob(x.reshape(-1, x.size(-1)).float()).view(*x.shape[:-1], -1)
+        return self.head(x) if self.adaptive is None else self._adaptive(x, None)[0]
 
     def forward_steps(self, idx: Tensor, state=None) -> StepTrace:
         """The explicit cell-by-cell path (same numbers as ``forward``), exposing states and gates."""

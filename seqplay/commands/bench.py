@@ -34,13 +34,15 @@ import click
 @click.option("--target-loss", type=float, default=1.88, show_default=True, help="Validation loss for `target`.")
 @click.option("--baseline", is_flag=True, help="target: also run nanoGPT's recipe (about 2 minutes more).")
 @click.option("--steps", type=int, default=None, help="Timed steps per architecture (train/wordlm).")
+@click.option("--seconds", type=float, default=60.0, show_default=True,
+              help="wordlm: training time of the full- vs adaptive-softmax comparison (0: skip it).")
 @click.option("--tokens", type=int, default=500, show_default=True, help="generate: tokens per measurement.")
 @click.option("--sizes", default="1,10,100", show_default=True, help="memory: corpus sizes in MB.")
 @click.option("--arch", "archs", multiple=True, help="train: only these architectures (repeatable).")
 @click.option("--device", default="auto", show_default=True, help="train: auto | cpu | cuda | cuda:N | mps.")
 def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str | None, word_corpus: str | None,
           threads: int | None,
-          target_loss: float, baseline: bool, steps: int | None, tokens: int, sizes: str, archs: tuple[str, ...],
+          target_loss: float, baseline: bool, steps: int | None, seconds: float, tokens: int, sizes: str, archs: tuple[str, ...],
           device: str) -> None:
     """Run benchmark suites: ceiling, train, target, wordlm, generate, tokenizers, overhead, memory (or all).
 
@@ -69,7 +71,7 @@ def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str |
         "ceiling": {"device": device, "threads": threads},
         "train": {"corpus": corpus, "threads": threads, "archs": list(archs) or None, "device": device, **step_opt},
         "target": {"corpus": corpus, "target": target_loss, "baseline": baseline, "threads": threads},
-        "wordlm": {"corpus": word_corpus, "threads": threads, **step_opt},
+        "wordlm": {"corpus": word_corpus, "threads": threads, "seconds": seconds, **step_opt},
         "generate": {"tokens": tokens},
         "tokenizers": {"corpus": corpus},
         "overhead": {},
