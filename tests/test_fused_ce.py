@@ -32,3 +32,53 @@ def test_lm_loss_takes_the_block_path_for_bf16_only() -> None:
     y = torch.randint(0, 11, (2, 3))
     assert lm_loss(z, y).item() == pytest.approx(F.cross_entropy(z.reshape(-1, 11), y.reshape(-1)).item())
     assert lm_loss(z.bfloat16(), y).item() == pytest.approx(F.cross_entropy(z.bfloat16().float().reshape(-1, 11), y.reshape(-1)).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cross_entropy_equals_head_then_cross_entropy(bias: bool, monkeypatch) -> None:
+    """The fused output layer + loss: F.cross_entropy(x W^T + b)'s loss and gradients (x, W, b) in
+    fp32 to float rounding, over several vocabulary blocks (the last one partial), -100 ignored."""
+    monkeypatch.setattr(fused_ce, "VOCAB_BLOCK", 1000)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 64, generator=gen, requires_grad=True)
+    w = (torch.randn(3500, 64, generator=gen) * 0.1).requires_grad_()
+    b = torch.randn(3500, generator=gen).requires_grad_() if bias else None
+    y = torch.randint(0, 3500, (300,), generator=gen)
+    y[::7] = -100
+    y[1] = 3499  # a target in the partial last block
+    inputs = (x, w) + ((b,) if bias else ())
+    ref = F.cross_entropy(F.linear(x, w, b), y)
+    g_ref = torch.autograd.grad(ref * 2.0, inputs)
+    got = fused_ce.linear_cross_entropy(x, w, b, y)
+    g_got = torch.autograd.grad(got * 2.0, inputs)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, c in zip(g_ref, g_got):
+        assert torch.allclose(a, c, atol=1e-7, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 products, float32 loss
+        got16 = fused_ce.linear_cross_entropy(x, w, b, y)
+    assert got16.dtype == torch.float32 and got16.item() == pytest.approx(ref.item(), rel=2e-3)
+
+
+def test_recurrent_lm_trains_through_the_fused_head_on_big_vocabularies() -> None:
+    """Training mode + targets + V >= FUSED_HEAD_MIN_VOCAB: same loss and gradients as the plain
+    head, logits not stored (None); evaluation and generation still get logits."""
+    from engine.models.registry import build_model, make_config
+
+    torch.manual_seed(0)
+    model = build_model("lstm", make_config("lstm", fused_ce.FUSED_HEAD_MIN_VOCAB + 5, layers=1, width=16, embed=16, dropout=0.0))
+    x = torch.randint(0, 100, (2, 7))
+    y = torch.randint(0, fused_ce.FUSED_HEAD_MIN_VOCAB + 5, (2, 7))
+    model.train()
+    logits, loss, _ = model(x, y)
+    assert logits is None
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    model.eval()
+    logits, ref, _ = model(x, y)
+    assert logits.shape == (2, 7, fused_ce.FUSED_HEAD_MIN_VOCAB + 5)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    model.train()
+    with torch.no_grad():
+        assert model(x, y)[0] is not None  # no grad: nothing to fuse for
+    ref_loss = F.cross_entropy(model.head(model._run(x, None, False)[0]).flatten(0, 1), y.flatten())
+    for g, r in zip(grads, torch.autograd.grad(ref_loss, list(model.parameters()))):
+        assert torch.allclose(g, r, atol=1e-7, rtol=1e-4)

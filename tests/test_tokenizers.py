@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
 from engine.data.tokenizers import BPETokenizer, Tokenizer, bpe_pieces, build_tokenizer, id_dtype
+from engine.errors import ConfigError
 
 TEXTS = [
     "hello world",
@@ -86,7 +86,7 @@ def test_word_tokenizer_vocab_is_deterministic():
     assert build_tokenizer("word", text, 5).words == build_tokenizer("word", text, 5).words
 
 
-@pytest.mark.parametrize("kind", ["char", "byte", "word", "bpe"])
+@pytest.mark.parametrize("kind", ["char", "byte", "word", "bpe", "whitespace"])
 def test_save_load(tmp_path, kind):
     tok = build_tokenizer(kind, CORPUS, {"bpe": 300, "word": 50}.get(kind))
     path = tmp_path / "tok.json"
@@ -117,3 +117,20 @@ def test_bad_kind_and_sizes():
         build_tokenizer("sentencepiece", "abc")
     with pytest.raises(ConfigError):
         build_tokenizer("bpe", "abc", 100)
+    with pytest.raises(ConfigError, match="at least 3"):
+        build_tokenizer("whitespace", "a b", 2)
+
+
+def test_whitespace_tokenizer_is_the_ptb_wikitext_protocol():
+    """Words split on whitespace; <unk> in the text is one token; every newline is <eos>; the
+    vocabulary is the training types (+ <unk>, <eos>), so decode(encode(x)) normalises spacing only."""
+    train = " = Title = \n\n the <unk> sat on the mat . \n the cat @-@ sat . \n"
+    tok = build_tokenizer("whitespace", train)
+    assert tok.vocab_size == len(set(train.split()) | {"<eos>"})
+    assert tok.unk_id == 0 and tok.token_text(1) == "<eos>"
+    ids = tok.encode(" the <unk> sat . \n dog \n")
+    assert [tok.token_text(int(i)) for i in ids] == ["the", "<unk>", "sat", ".", "<eos>", "<unk>", "<eos>"]
+    assert tok.decode(tok.encode(train)) == "= Title =\n\nthe <unk> sat on the mat .\nthe cat @-@ sat .\n"
+    assert len(tok.encode(train)) == len(train.split()) + train.count("\n")
+    capped = build_tokenizer("whitespace", train, 4)  # <unk>, <eos>, "the" (3), then "." (2; ties alphabetical)
+    assert capped.vocab_size == 4 and capped.words[2:] == ["the", "."]

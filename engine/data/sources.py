@@ -14,20 +14,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import ConfigError, DataError
 from engine.data.textio import check_readable, iter_text_chunks
-from engine.data.tokenizers import Tokenizer, build_tokenizer
+from engine.data.tokenizers import LEARNED_KINDS, Tokenizer, build_tokenizer
+from engine.errors import ConfigError, DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: segments (train/valid/test) in meta.json
 
 
 # ---------------------------------------------------------------------------------------------- dirs
@@ -73,17 +74,40 @@ def _parse_value(value: str) -> Any:
     return value
 
 
+# A corpus folder in the WikiText / PTB layout: split name -> the file names it may have.
+SPLIT_FILES: dict[str, tuple[str, ...]] = {
+    "train": ("train.txt", "wiki.train.tokens", "ptb.train.txt"),
+    "valid": ("valid.txt", "wiki.valid.tokens", "ptb.valid.txt"),
+    "test": ("test.txt", "wiki.test.tokens", "ptb.test.txt"),
+}
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The split files of a corpus folder ({} unless it has at least a train and a valid file)."""
+    found = {}
+    for split, names in SPLIT_FILES.items():
+        path = next((folder / n for n in names if (folder / n).is_file()), None)
+        if path is not None:
+            found[split] = path
+    return found if "train" in found and "valid" in found else {}
+
+
 @dataclass
 class Source:
-    """Where text comes from: a file (``path``) or a built-in corpus (``corpus`` + ``options``)."""
+    """Where text comes from: a file (``path``), a split folder (``splits``: train/valid[/test] files;
+    ``path`` is then its training file) or a built-in corpus (``corpus`` + ``options``)."""
 
     name: str
     path: Path | None = None
     corpus: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, Path] = field(default_factory=dict)
+    folder: Path | None = None
 
     @property
     def spec(self) -> str:
+        if self.folder is not None:
+            return str(self.folder)
         if self.path is not None:
             return str(self.path)
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
@@ -135,10 +159,20 @@ class Source:
 
 
 def resolve_source(spec: str | os.PathLike[str]) -> Source:
-    """A file path (if something exists there) or a built-in corpus spec ``name[:k=v,...]``."""
+    """A file path, a split folder (train.txt/valid.txt[/test.txt]), or a built-in corpus spec
+    ``name[:k=v,...]``."""
     text = str(spec)
     if not text.strip():
         raise DataError("no data given; pass a text file or a built-in corpus name (see `seqplay corpora`)")
+    folder = Path(os.path.expanduser(text))
+    if folder.is_dir():
+        splits = split_files(folder)
+        if not splits:
+            raise DataError(f"{folder} is a directory without train.txt and valid.txt; give the path of a file inside it, "
+                            "or a folder holding train.txt, valid.txt (and test.txt)")
+        for p in splits.values():
+            check_readable(p)
+        return Source(name=folder.resolve().name, path=splits["train"], splits=splits, folder=folder)
     if os.path.lexists(os.path.expanduser(text)):
         path = check_readable(text)
         return Source(name=path.name, path=path)
@@ -158,7 +192,10 @@ def resolve_source(spec: str | os.PathLike[str]) -> Source:
 # ------------------------------------------------------------------------------------------- prepare
 @dataclass
 class Prepared:
-    """A tokenised corpus, split: what training needs. ``*_chars`` count characters for bits/char."""
+    """A tokenised corpus, split: what training needs. ``*_chars`` count characters for bits/char.
+
+    ``split_rule`` says where validation (and test) come from: the folder's own files, or the last
+    ``val_fraction`` of the text. ``test_ids`` is None unless the source has a test split."""
 
     source: Source
     tokenizer: Tokenizer
@@ -168,10 +205,21 @@ class Prepared:
     train_chars: int
     val_chars: int
     cached: bool = False  # True when the ids came from the on-disk cache
+    test_ids: np.ndarray | None = None
+    test_chars: int = 0
+    split_rule: str = ""
 
     @property
     def n_tokens(self) -> int:
-        return len(self.train_ids) + len(self.val_ids)
+        return len(self.train_ids) + len(self.val_ids) + (len(self.test_ids) if self.test_ids is not None else 0)
+
+    def unk_share(self, ids: np.ndarray | None = None) -> float:
+        """Fraction of ``ids`` (default: validation) that are the tokenizer's ``<unk>`` (0 without one)."""
+        ids = self.val_ids if ids is None else ids
+        unk = self.tokenizer.unk_id
+        if unk is None or len(ids) == 0:
+            return 0.0
+        return float(np.count_nonzero(np.asarray(ids) == unk)) / len(ids)
 
 
 def split_ids(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -241,26 +289,83 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _cache_key(source: Source, kind: str, vocab_size: int | None) -> str:
-    if source.path is not None:
+def _cache_key(source: Source, kind: str, vocab_size: int | None, cut_fraction: float | None = None) -> str:
+    if source.splits:
+        content = "folder:" + ",".join(f"{k}={_file_hash(p)}" for k, p in sorted(source.splits.items()))
+    elif source.path is not None:
         content = "file:" + _file_hash(source.path)
     else:
         from corpora import corpus_version
 
         content = f"corpus:{source.spec}:v{corpus_version(source.corpus)}"
-    return hashlib.sha256(f"{content}|{kind}|{vocab_size}|v{CACHE_VERSION}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{content}|{kind}|{vocab_size}|{cut_fraction}|v{CACHE_VERSION}".encode()).hexdigest()[:24]
 
 
-def _load_cached(entry: Path) -> tuple[Tokenizer, np.ndarray, int] | None:
+@dataclass
+class _Cached:
+    tokenizer: Tokenizer
+    ids: np.ndarray
+    n_chars: int
+    segments: list[tuple[str, int, int]]  # (split name, tokens, characters), in file order
+
+
+def _load_cached(entry: Path) -> _Cached | None:
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         tok = Tokenizer.load(entry / "tokenizer.json")
         if meta["n_tokens"] == 0:
             return None
         ids = np.memmap(entry / "ids.bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
-        return tok, ids, int(meta["n_chars"])
-    except (OSError, ValueError, KeyError, DataError):
+        segments = [(str(n), int(t), int(c)) for n, t, c in meta.get("segments", [])]
+        return _Cached(tok, ids, int(meta["n_chars"]), segments)
+    except (OSError, ValueError, KeyError, TypeError, DataError):
         return None  # missing or half-written entry: rebuild it
+
+
+def _segments(source: Source, kind: str, val_fraction: float) -> list[tuple[str, Callable[[], Iterator[str]]]]:
+    """The pieces of text to encode, in order, each with a way to re-read it.
+
+    A split folder: its train/valid/test files. A learned vocabulary (word, bpe, whitespace) on one
+    text: the text cut at a character position (snapped to the next word end) into train and valid,
+    so the vocabulary is learned from the training part only. Otherwise one piece, split by ids."""
+    if source.splits:
+        return [(name, lambda p=p: iter_text_chunks(p)) for name, p in source.splits.items()]
+    if kind not in LEARNED_KINDS or val_fraction <= 0:
+        return [("all", source.chunks)]
+    cut = _cut_point(source, val_fraction)
+    return [("train", lambda: _slice_chunks(source.chunks(), 0, cut)),
+            ("valid", lambda: _slice_chunks(source.chunks(), cut, None))]
+
+
+_WORD_END = re.compile(r"(?<=\n)|\S(?=\s)")  # after a newline, or a non-space before whitespace
+
+
+def _cut_point(source: Source, val_fraction: float) -> int:
+    """Character index where validation starts: the last ``val_fraction`` of the characters, moved
+    forward to a line start or the end of a word (no word or BPE pre-token straddles the cut)."""
+    total = sum(len(c) for c in source.chunks())
+    target = total - int(round(total * val_fraction))
+    pos = 0
+    for chunk in source.chunks():
+        if pos + len(chunk) > target:
+            local = target - pos
+            ends = (m.end() for m in _WORD_END.finditer(chunk, max(0, local - 1)))
+            return pos + next((e for e in ends if e >= local), len(chunk))
+        pos += len(chunk)
+    return total
+
+
+def _slice_chunks(chunks: Iterator[str], start: int, stop: int | None) -> Iterator[str]:
+    """The characters [start, stop) of a chunked text, still in chunks."""
+    pos = 0
+    for chunk in chunks:
+        end = pos + len(chunk)
+        lo, hi = max(start, pos), end if stop is None else min(stop, end)
+        if hi > lo:
+            yield chunk[lo - pos : hi - pos]
+        pos = end
+        if stop is not None and pos >= stop:
+            return
 
 
 def prepare(
@@ -270,44 +375,59 @@ def prepare(
     val_fraction: float = 0.1,
     use_cache: bool = True,
 ) -> Prepared:
-    """Tokenise a file or built-in corpus and split it; files go through the on-disk id cache."""
+    """Tokenise a file, split folder or built-in corpus and split it; through the on-disk id cache.
+
+    Validation: a folder's ``valid`` file (``val_fraction`` is then unused), else the last
+    ``val_fraction`` of the text. Learned vocabularies see the training split only."""
     source = spec if isinstance(spec, Source) else resolve_source(spec)
-    key = _cache_key(source, tokenizer, vocab_size) if use_cache else None
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"validation fraction {val_fraction} must be between 0 and 1 (e.g. 0.1)")
+    cut_fraction = val_fraction if (tokenizer in LEARNED_KINDS and not source.splits and val_fraction > 0) else None
+    key = _cache_key(source, tokenizer, vocab_size, cut_fraction) if use_cache else None
     entry = cache_dir() / "data" / key if key else None
     hit = _load_cached(entry) if entry is not None and entry.exists() else None
     cached = hit is not None
     if hit is None:
-        hit = _encode_source(source, tokenizer, vocab_size, entry)
-    tok, ids, n_chars = hit
-    train, val = split_ids(ids, val_fraction)
+        hit = _encode_source(source, tokenizer, vocab_size, val_fraction, entry)
+    tok, ids = hit.tokenizer, hit.ids
+    parts: dict[str, tuple[np.ndarray, int]] = {}
+    start = 0
+    for name, n_tok, n_chr in hit.segments:
+        parts[name] = (ids[start : start + n_tok], n_chr)
+        start += n_tok
+    test_ids, test_chars = None, 0
+    if "all" in parts or not parts:
+        train, val = split_ids(ids, val_fraction)
+        val_chars = min(tok.count_chars(val), hit.n_chars)  # the smaller split: cheaper to count
+        train_chars = hit.n_chars - val_chars
+        rule = f"validation: the last {val_fraction:.0%} of the tokens"
+    else:
+        (train, train_chars), (val, val_chars) = parts["train"], parts["valid"]
+        if "test" in parts:
+            test_ids, test_chars = parts["test"]
+        if source.splits:
+            rule = "validation: " + source.splits["valid"].name + (f", test: {source.splits['test'].name}" if "test" in source.splits else "")
+        else:
+            rule = f"validation: the last {val_fraction:.0%} of the text (vocabulary learned from the rest)"
     if len(train) < 2:
         raise DataError(f"{source.name} gives only {len(ids)} tokens; give more text or a smaller validation fraction")
-    val_chars = min(tok.count_chars(val), n_chars)  # the smaller split: cheaper to count
-    return Prepared(source, tok, train, val, n_chars, n_chars - val_chars, val_chars, cached)
+    return Prepared(source, tok, train, val, hit.n_chars, train_chars, val_chars, cached, test_ids, test_chars, rule)
 
 
 def _encode_source(
-    source: Source, kind: str, vocab_size: int | None, entry: Path | None
-) -> tuple[Tokenizer, np.ndarray, int]:
-    """Two passes over the text: learn the tokenizer, then encode chunk by chunk (to disk if cached)."""
-    # pass 1: the tokenizer (and the learnability check on the distinct characters)
+    source: Source, kind: str, vocab_size: int | None, val_fraction: float, entry: Path | None
+) -> _Cached:
+    """Learn the tokenizer on the first segment (the training text), then encode every segment chunk
+    by chunk (streamed to the cache entry when there is one)."""
+    segments = _segments(source, kind, val_fraction)
     distinct: set[str] = set()
 
     def chunks_seen() -> Iterator[str]:
-        for chunk in source.chunks():
+        for chunk in segments[0][1]():
             if len(distinct) < 8:  # enough to know whether there is anything to learn
                 codes = np.unique(np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32))
                 distinct.update(map(chr, codes[:8].tolist()))
             yield chunk
-
-    if source.path is None:
-        text = source.text()
-        check_learnable(set(text), source.name)
-        tok = build_tokenizer(kind, text, vocab_size)
-        ids = tok.encode(text)
-        if entry is not None:
-            _write_entry(entry, tok, [ids], len(text))
-        return tok, ids, len(text)
 
     if kind == "byte":
         for _ in chunks_seen():
@@ -317,45 +437,45 @@ def _encode_source(
     else:
         tok = build_tokenizer(kind, chunks_seen(), vocab_size)
     check_learnable(distinct, source.name)
-    # pass 2: encode, streaming the ids to the cache entry (or into memory without a cache)
     if entry is None:
-        parts = []
-        n_chars = 0
-        for chunk in source.chunks():
-            parts.append(tok.encode(chunk))
-            n_chars += len(chunk)
-        return tok, np.concatenate(parts), n_chars
-    n_chars = _write_entry(entry, tok, None, 0, source=source)
+        parts, meta = [], []
+        for name, chunks in segments:
+            n_tok = n_chr = 0
+            for chunk in chunks():
+                ids = tok.encode(chunk)
+                parts.append(ids)
+                n_tok, n_chr = n_tok + len(ids), n_chr + len(chunk)
+            meta.append((name, n_tok, n_chr))
+        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=tok.dtype)
+        return _Cached(tok, ids.astype(tok.dtype, copy=False), sum(c for _, _, c in meta), meta)
+    _write_entry(entry, tok, segments)
     loaded = _load_cached(entry)
     if loaded is None:
         raise DataError(f"cannot use the data cache in {entry.parent}; check free disk space and permissions")
     return loaded
 
 
-def _write_entry(
-    entry: Path, tok: Tokenizer, parts: list[np.ndarray] | None, n_chars: int, source: Source | None = None
-) -> int:
+def _write_entry(entry: Path, tok: Tokenizer, segments: list[tuple[str, Callable[[], Iterator[str]]]]) -> None:
     """Write ``tokenizer.json``, ``ids.bin`` and ``meta.json`` into a temporary folder, then rename it."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".tmp-"))
     try:
-        n_tokens = 0
+        n_tokens = n_chars = 0
+        seg_meta = []
         with open(tmp / "ids.bin", "wb") as f:
-            if parts is None:
-                assert source is not None
-                for chunk in source.chunks():
+            for name, chunks in segments:
+                s_tok = s_chr = 0
+                for chunk in chunks():
                     ids = tok.encode(chunk)
                     f.write(np.ascontiguousarray(ids, dtype=tok.dtype).tobytes())
-                    n_tokens += len(ids)
-                    n_chars += len(chunk)
-            else:
-                for ids in parts:
-                    f.write(np.ascontiguousarray(ids, dtype=tok.dtype).tobytes())
-                    n_tokens += len(ids)
+                    s_tok, s_chr = s_tok + len(ids), s_chr + len(chunk)
+                seg_meta.append([name, s_tok, s_chr])
+                n_tokens, n_chars = n_tokens + s_tok, n_chars + s_chr
             f.flush()
             os.fsync(f.fileno())
         tok.save(tmp / "tokenizer.json")
-        meta = {"dtype": tok.dtype.name, "n_tokens": n_tokens, "n_chars": n_chars, "version": CACHE_VERSION}
+        meta = {"dtype": tok.dtype.name, "n_tokens": n_tokens, "n_chars": n_chars, "segments": seg_meta,
+                "version": CACHE_VERSION}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         if entry.exists() and _load_cached(entry) is None:
             shutil.rmtree(entry, ignore_errors=True)  # a stale or broken entry
@@ -371,7 +491,6 @@ def _write_entry(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return n_chars
 
 
 # ------------------------------------------------------------------------------------------ batchers

@@ -9,6 +9,14 @@
   concatenation and round-trips every text whose tokens are all in the vocabulary.
 - ``bpe``: byte-level BPE trained on the corpus with Hugging Face ``tokenizers`` (GPT-2 style
   pre-tokenisation without an inserted prefix space, so it round-trips any text).
+- ``whitespace``: the word-level protocol of the PTB / WikiText language-modelling papers (and
+  pytorch/examples ``word_language_model``): tokens are the whitespace-separated words of each line,
+  every newline is an ``<eos>`` token, ``<unk>`` in the text is one token, and the vocabulary is every
+  type of the training text (33,278 on WikiText-2). Spacing is not kept: ``decode`` joins with spaces.
+
+Vocabularies that are learned (word, bpe, whitespace) come from the training split only
+(``engine.data.sources.prepare``). char's alphabet comes from the whole text of a single file (so
+no validation character is ``<unk>``) and from ``train.txt`` of a split folder; byte learns nothing.
 
 Ids are compact numpy arrays (``id_dtype``: uint8 / uint16 / uint32 by vocabulary size), never lists.
 ``Tokenizer.to_dict()`` is plain JSON; ``Tokenizer.from_dict`` rebuilds any kind.
@@ -29,11 +37,13 @@ import numpy as np
 
 from engine.errors import ConfigError, DataError
 
-KINDS = ("char", "byte", "word", "bpe")
+KINDS = ("char", "byte", "word", "bpe", "whitespace")
+LEARNED_KINDS = ("word", "bpe", "whitespace")  # vocabularies learned from the training split
 DEFAULT_WORD_VOCAB = 10_000
 DEFAULT_BPE_VOCAB = 1_024
 BPE_MAX_TRAIN_CHARS = 100_000_000  # BPE/word vocabularies are learned from at most this much text
 UNK = "<unk>"
+EOS = "<eos>"
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -104,7 +114,8 @@ class Tokenizer:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Tokenizer:
         kind = d.get("kind")
-        cls = {"char": CharTokenizer, "byte": ByteTokenizer, "word": WordTokenizer, "bpe": BPETokenizer}.get(kind)
+        cls = {"char": CharTokenizer, "byte": ByteTokenizer, "word": WordTokenizer, "bpe": BPETokenizer,
+               "whitespace": WhitespaceTokenizer}.get(kind)
         if cls is None:
             raise DataError(f"unknown tokenizer kind {kind!r} in a saved tokenizer; expected one of {', '.join(KINDS)}")
         return cls._from_dict(d)
@@ -279,6 +290,82 @@ class WordTokenizer(Tokenizer):
         return cls(list(d["words"]), d.get("unk_chars", 5.0))
 
 
+class WhitespaceTokenizer(Tokenizer):
+    """Whitespace-separated words plus ``<eos>`` at every newline (the PTB / WikiText protocol).
+
+    ``<unk>`` is id 0 and ``<eos>`` id 1, then the training types by frequency (ties alphabetical).
+    ``vocab_size`` None keeps every training type; a cap maps the rarer ones to ``<unk>``.
+    """
+
+    name = "whitespace"
+
+    def __init__(self, words: list[str]):
+        self.words = [UNK, EOS, *[w for w in words if w not in (UNK, EOS)]]
+        self.unk_id, self.eos_id = 0, 1
+        self._index = {w: i for i, w in enumerate(self.words)}
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """The tokens of ``text``: its words, with ``<eos>`` for each newline."""
+        return text.replace("\n", f" {EOS} ").split()
+
+    @classmethod
+    def train(cls, text: str | Iterable[str], vocab_size: int | None = None) -> WhitespaceTokenizer:
+        if vocab_size is not None and vocab_size < 3:
+            raise ConfigError(f"whitespace vocabulary size must be at least 3 (<unk>, <eos> and a word), got {vocab_size}")
+        counts: Counter[str] = Counter()
+        used = 0
+        for chunk in _as_chunks(text):
+            counts.update(chunk.split())
+            used += len(chunk)
+            if used >= BPE_MAX_TRAIN_CHARS:
+                break
+        counts.pop(UNK, None)
+        counts.pop(EOS, None)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if vocab_size is not None:
+            ranked = ranked[: vocab_size - 2]
+        return cls([w for w, _ in ranked])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str) -> np.ndarray:
+        get = self._index.get
+        tokens = self.split(text)
+        return np.fromiter((get(t, 0) for t in tokens), dtype=self.dtype, count=len(tokens))
+
+    def decode(self, ids: Iterable[int] | np.ndarray) -> str:
+        words, n = self.words, len(self.words)
+        out: list[str] = []
+        for i in np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64).tolist():
+            if i == 1:
+                out.append("\n")
+            else:
+                if out and out[-1] != "\n":
+                    out.append(" ")
+                out.append(words[i] if 0 <= i < n else UNK)
+        return "".join(out)
+
+    def token_text(self, token_id: int) -> str:
+        return self.words[token_id] if 0 <= token_id < len(self.words) else UNK
+
+    def chars_per_token(self) -> np.ndarray:
+        """A word and one space; ``<eos>`` the newline. (Splits prepared from text count their
+        characters exactly instead: ``Prepared.val_chars``.)"""
+        table = np.array([len(w) + 1 for w in self.words], dtype=np.float64)
+        table[1] = 1.0
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "whitespace", "vocab_size": self.vocab_size, "words": self.words[2:]}
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> WhitespaceTokenizer:
+        return cls(list(d["words"]))
+
+
 # A non-space character followed by whitespace: a byte-level pre-token always ends there (no GPT-2
 # pre-token holds a non-space character and then a space), so pieces cut at such places encode, one
 # by one and in parallel, to exactly the ids of the whole text.
@@ -407,6 +494,8 @@ def build_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None
         return WordTokenizer.train(text, vocab_size)
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size)
+    if kind == "whitespace":
+        return WhitespaceTokenizer.train(text, vocab_size)
     raise ConfigError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
 
 

@@ -1,4 +1,8 @@
-"""Cross-entropy over bf16 logits without a float32 copy of them (the CPU fast path for big vocabularies).
+"""Cross-entropy for big vocabularies without the memory traffic of (N, V) logits (the CPU fast path).
+
+``bf16_cross_entropy``: over given bf16 logits, without a float32 copy of them.
+``linear_cross_entropy``: the output layer and the loss in one, never storing the logits at all
+(the recurrent word LMs' training path, vocabularies >= ``FUSED_HEAD_MIN_VOCAB``).
 
     loss = (1/|M|) sum_{i in M} (logsumexp_j z_ij - z_{i,y_i}),   M = {i : y_i != -100}
     dloss/dz_ij = (softmax(z_i)_j - [j = y_i]) / |M|   for i in M, else 0
@@ -55,3 +59,80 @@ class _BlockCrossEntropy(torch.autograd.Function):
 def bf16_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy (float32) of (N, V) bf16 logits against (N,) targets, -100 ignored."""
     return _BlockCrossEntropy.apply(logits, targets)
+
+
+# ------------------------------------------------------------------ output layer + loss, fused
+VOCAB_BLOCK = 4096  # vocabulary columns per block: a 700-row block of float32 logits is 11 MB
+FUSED_HEAD_MIN_VOCAB = 8192  # below this the (N, V) logits are small and one matmul is faster
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """loss = mean_{i in M} (logsumexp_j (x_i W_j + b_j) - (x_i W_{y_i} + b_{y_i})), in vocabulary
+    blocks: each block's logits are written once (into their own contiguous slab) and read once by
+    backward, which turns them in place, while the block is in cache, into dL/dz =
+    (softmax - onehot) / |M| and feeds dX, dW and db from it. Against ``F.cross_entropy(x W^T + b)``
+    no log-softmax copy, no zero-filled NLL gradient and no full (N, V) gradient pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:  # type: ignore[override]
+        valid = targets != -100
+        safe = torch.where(valid, targets, torch.zeros_like(targets))
+        V, N = weight.size(0), x.size(0)
+        n_blocks = -(-V // VOCAB_BLOCK)
+        slabs = torch.empty(n_blocks, N, VOCAB_BLOCK, dtype=x.dtype, device=x.device)
+        lse_parts = torch.empty(N, n_blocks, dtype=torch.float32, device=x.device)
+        for k in range(n_blocks):
+            v0 = k * VOCAB_BLOCK
+            w = weight[v0 : v0 + VOCAB_BLOCK]
+            z = slabs[k, :, : w.size(0)]
+            if w.size(0) == VOCAB_BLOCK:
+                torch.mm(x, w.t(), out=slabs[k])
+            else:
+                z.copy_(x @ w.t())
+            if bias is not None:
+                z.add_(bias[v0 : v0 + w.size(0)])
+            lse_parts[:, k] = torch.logsumexp(z.float(), dim=1)
+        lse = torch.logsumexp(lse_parts, dim=1)
+        picked = slabs.view(n_blocks * N, VOCAB_BLOCK)[(safe // VOCAB_BLOCK) * N + torch.arange(N, device=x.device),
+                                                        safe % VOCAB_BLOCK].float()
+        count = valid.sum()
+        ctx.save_for_backward(x, weight, slabs, safe, valid, lse, count)
+        ctx.has_bias = bias is not None
+        return ((lse - picked) * valid).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, weight, slabs, safe, valid, lse, count = ctx.saved_tensors
+        scale = valid.float() * (grad / count)
+        dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        dw = torch.empty_like(weight)
+        db = torch.empty(weight.size(0), dtype=weight.dtype, device=x.device) if ctx.has_bias else None
+        rows = torch.arange(x.size(0), device=x.device)
+        for k in range(slabs.size(0)):
+            v0 = k * VOCAB_BLOCK
+            w = weight[v0 : v0 + VOCAB_BLOCK]
+            p = slabs[k, :, : w.size(0)]
+            if p.dtype == torch.float32:
+                p.sub_(lse[:, None]).exp_().mul_(scale[:, None])
+            else:
+                p.copy_(torch.exp(p.float() - lse[:, None]).mul_(scale[:, None]))
+            hit = (safe >= v0) & (safe < v0 + w.size(0))
+            p[rows[hit], safe[hit] - v0] -= scale[hit].to(p.dtype)
+            dx.add_(p @ w)
+            dw[v0 : v0 + w.size(0)] = (p.t() @ x).to(dw.dtype)
+            if db is not None:
+                db[v0 : v0 + w.size(0)] = p.sum(0, dtype=torch.float32).to(db.dtype)
+        return dx.to(x.dtype), dw, db, None
+
+
+def linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+    """Mean cross-entropy (float32) of the logits ``x @ weight.T + bias`` ((N, H), (V, H), (V,))
+    against (N,) targets, -100 ignored, without materialising the (N, V) logits. Under autocast the
+    products run in its dtype (bf16 on CPU); logsumexp and the loss are float32 either way."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    with torch.autocast(device_type=device, enabled=False):
+        return _LinearCrossEntropy.apply(x, weight, bias, targets)

@@ -3,6 +3,9 @@
     x_t = E[w_t]                                  embedding (dropout)
     h^l_t = Cell(h^l_{t-1}, h^{l-1}_t)            per layer l, h^0_t = x_t (+ h^{l-1}_t if residual)
     P(w_{t+1} | w_{<=t}) = softmax(U h^L_t + c)   U = E when tie_weights (embed == width)
+    output="adaptive" (Grave et al. 2017, ``nn.AdaptiveLogSoftmaxWithLoss``): the head scores a
+    shortlist of frequent ids plus one logit per tail cluster; P(w) = P(cluster) P(w | cluster), each
+    tail through a narrower projection (ids must be frequency-sorted: word/whitespace tokenizers).
 
 Cells, in the notes' notation (sigma = logistic, * = Hadamard product):
     rnn:   h_t = f(W_h h_{t-1} + W_x x_t + b),  f = tanh | relu  (identity_init: W_h = I, b = 0)
@@ -30,6 +33,7 @@ from torch import Tensor, nn
 
 from engine.errors import ConfigError
 from engine.models.base import SeqModel, StepTrace, lm_loss
+from engine.models.fused_ce import FUSED_HEAD_MIN_VOCAB, linear_cross_entropy
 
 
 def _ugrnn_scan(pre: Tensor, h: Tensor, w_h: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,9 +116,17 @@ class RecurrentLM(SeqModel):
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         self.drop = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(self._make_layer(c.embed if i == 0 else c.width, c.width) for i in range(c.layers))
-        self.head = nn.Linear(c.width, c.vocab_size)
-        if c.tie_weights:
-            self.head.weight = self.embed.weight
+        self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
+        if getattr(c, "output", "softmax") == "adaptive":
+            from engine.models.registry import ADAPTIVE_DIV, adaptive_cutoffs
+
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(c.width, c.vocab_size, adaptive_cutoffs(c.vocab_size)[:-1],
+                                                          div_value=float(ADAPTIVE_DIV))
+            self.head = None
+        else:
+            self.head = nn.Linear(c.width, c.vocab_size)
+            if c.tie_weights:
+                self.head.weight = self.embed.weight
 
     # -- per-cell pieces -------------------------------------------------------------------------------
     def _make_layer(self, input_size: int, hidden: int) -> nn.Module:
@@ -130,7 +142,7 @@ class RecurrentLM(SeqModel):
 
     # -- interface -------------------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
-        p = self.head.bias
+        p = self.embed.weight
         z = torch.zeros(self.config.layers, batch_size, self.config.width, device=device, dtype=p.dtype)
         return tuple(z.clone() for _ in range(self.n_state))
 
@@ -156,22 +168,49 @@ class RecurrentLM(SeqModel):
                 y = y + x
             x = self.drop(y)
             new_states.append(s)
-        dtype = self.head.bias.dtype  # carried state stays in the weights' dtype (autocast gives bf16)
+        dtype = self.embed.weight.dtype  # carried state stays in the weights' dtype (autocast gives bf16)
         new_state = tuple(torch.cat([s[k] for s in new_states], 0).to(dtype) for k in range(self.n_state))
-        return self.head(x), new_state, hidden, cells, gates
+        return x, new_state, hidden, cells, gates
 
     def _fused(self, layer: nn.Module, x: Tensor, s: tuple[Tensor, ...]):
         y, h = layer(x, s if self.cell == "lstm" else s[0])
         return y, (h if self.cell == "lstm" else (h,))
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, state=None, use_cache: bool = False):
-        logits, new_state, *_ = self._run(idx, state, explicit=False)
+        """(logits, loss, state). Training on a big vocabulary (>= ``FUSED_HEAD_MIN_VOCAB``, targets
+        given, grad enabled) computes the head and the loss together (``linear_cross_entropy``: the
+        same loss and gradients, no (B, T, V) logits stored) and returns logits None."""
+        x, new_state, *_ = self._run(idx, state, explicit=False)
+        if self.adaptive is not None:
+            return self._adaptive(x, targets) + (new_state,)
+        if targets is not None and self.training and torch.is_grad_enabled() and self.config.vocab_size >= FUSED_HEAD_MIN_VOCAB:
+            loss = linear_cross_entropy(x.reshape(-1, x.size(-1)), self.head.weight, self.head.bias, targets.reshape(-1))
+            return None, loss, new_state
+        logits = self.head(x)
         return logits, lm_loss(logits, targets), new_state
+
+    def _adaptive(self, x: Tensor, targets: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """(log-probabilities as logits, mean NLL over targets != -100). Training skips the (B, T, V)
+        log-probabilities: the loss needs only each target's cluster. Runs in float32 (torch's module
+        mixes dtypes under autocast)."""
+        flat = x.reshape(-1, x.size(-1)).float()
+        loss = None
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if targets is not None:
+                t = targets.reshape(-1)
+                keep = t != -100
+                loss = self.adaptive(flat[keep], t[keep]).loss
+                if self.training and torch.is_grad_enabled():
+                    return None, loss
+            return self.adaptive.log_prob(flat).view(*x.shape[:-1], -1), loss
+
+    def _logits(self, x: Tensor) -> Tensor:
+        return self.head(x) if self.adaptive is None else self._adaptive(x, None)[0]
 
     def forward_steps(self, idx: Tensor, state=None) -> StepTrace:
         """The explicit cell-by-cell path (same numbers as ``forward``), exposing states and gates."""
-        logits, new_state, hidden, cells, gates = self._run(idx, state, explicit=True)
-        return StepTrace(hidden=hidden, cells=cells, gates=gates, logits=logits, state=new_state)
+        x, new_state, hidden, cells, gates = self._run(idx, state, explicit=True)
+        return StepTrace(hidden=hidden, cells=cells, gates=gates, logits=self._logits(x), state=new_state)
 
 
 def _weights(layer: nn.RNNBase) -> tuple[Tensor, Tensor, Tensor, Tensor]:

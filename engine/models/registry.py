@@ -109,6 +109,9 @@ class RecurrentConfig(ModelConfig):
                                  help="Initial forget-gate bias (1 keeps long-range gradients, learns slower early).")
     context: int = _context(64, "Truncated-BPTT length used by the trainer.")
     cell: str = setting("lstm", choices=("rnn", "ugrnn", "gru", "lstm"), help="Set by the architecture.")
+    output: str = setting("softmax", choices=("softmax", "adaptive"),
+                          help="Output layer: full softmax, or adaptive softmax (Grave et al. 2017) for large "
+                          "frequency-sorted vocabularies.")
 
     def num_params(self) -> int:
         gates = {"rnn": 1, "ugrnn": 2, "gru": 3, "lstm": 4}[self.cell]
@@ -117,6 +120,13 @@ class RecurrentConfig(ModelConfig):
         for i in range(self.layers):
             inp = self.embed if i == 0 else self.width
             n += gates * self.width * (inp + self.width) + biases * gates * self.width
+        if self.output == "adaptive":  # head (shortlist + one logit per cluster), then per cluster W_down, W_up
+            cuts = adaptive_cutoffs(self.vocab_size)
+            n += self.width * (cuts[0] + len(cuts) - 1)
+            for i in range(len(cuts) - 1):
+                hidden = self.width // (ADAPTIVE_DIV ** (i + 1))
+                n += self.width * hidden + hidden * (cuts[i + 1] - cuts[i])
+            return n
         n += self.vocab_size + (0 if self.tie_weights else self.width * self.vocab_size)
         return n
 
@@ -126,7 +136,26 @@ class RecurrentConfig(ModelConfig):
             raise ConfigError(
                 f"tie_weights needs embed == width (got {self.embed} and {self.width}); set them equal or untie"
             )
+        if self.output not in ("softmax", "adaptive"):
+            raise ConfigError(f"output must be 'softmax' or 'adaptive', got {self.output!r}")
+        if self.output == "adaptive" and self.tie_weights:
+            raise ConfigError("an adaptive softmax has no single output matrix to tie; use --no-tie-weights or --set output=softmax")
+        if self.output == "adaptive" and self.vocab_size and self.vocab_size < ADAPTIVE_MIN_VOCAB:
+            raise ConfigError(f"an adaptive softmax needs a vocabulary of at least {ADAPTIVE_MIN_VOCAB:,} tokens (got "
+                              f"{self.vocab_size:,}); use it with --tokenizer whitespace/word, or --set output=softmax")
         return self
+
+
+ADAPTIVE_DIV = 4  # each tail cluster's projection is 4x narrower than the previous (torch's default)
+ADAPTIVE_MIN_VOCAB = 64
+
+
+def adaptive_cutoffs(vocab_size: int) -> list[int]:
+    """Cluster boundaries of the adaptive softmax: a shortlist of the most frequent 6% of the ids,
+    then ids up to 30%, then the rest (WikiText-2's 33,278: 1,997 / 9,983 / 33,278)."""
+    a = max(1, round(0.06 * vocab_size))
+    b = max(a + 1, round(0.30 * vocab_size))
+    return [a, b, vocab_size] if b < vocab_size else [a, vocab_size]
 
 
 @dataclass

@@ -21,7 +21,7 @@ __all__ = ["TrainConfig", "strict_from_dict", "OPTIMIZERS", "SCHEDULES", "PRECIS
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TOKENIZERS = ("char", "byte", "word", "bpe")
+TOKENIZERS = ("char", "byte", "word", "bpe", "whitespace")
 COMPILE = ("auto", "on", "off")
 
 # Documented bounds (docs/hardening.md): beyond them a run cannot work or would not finish.

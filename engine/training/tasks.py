@@ -208,20 +208,26 @@ class LanguageModelTask(Task):
             bpc = bits_per_char(loss, len(self.t.data.val_ids), self.t.data.val_chars)
         return Evaluation(loss, count, split, bpc, sampled=sample is not None)
 
-    def _windows(self, sample: int | None, T: int) -> list[tuple[int, int]]:
-        """(start, length) of the windows to score: consecutive non-overlapping windows covering every
-        target of the split, or ``sample`` batches of full windows spread evenly over it."""
-        n = len(self.t.data.val_ids) - 1  # target positions 1..n
+    def split_loss(self, ids: np.ndarray) -> float:
+        """Mean loss over every target of ``ids`` (e.g. the test split), scored as validation is."""
+        with _eval_mode(self.t):
+            nats, count = self._recurrent_nats(None, ids) if self.recurrent else self._window_nats(None, ids)
+        return nats / max(count, 1)
+
+    def _windows(self, sample: int | None, T: int, n: int) -> list[tuple[int, int]]:
+        """(start, length) of the windows to score over ``n`` target positions: consecutive
+        non-overlapping windows covering every target, or ``sample`` batches of full windows spread
+        evenly over them."""
         if sample is None:
             return [(s, min(T, n - s)) for s in range(0, n, T)]
         k = max(1, min(sample * self.t.config.batch_size, n // T))
         return [(int(s), T) for s in np.linspace(0, n - T, k).astype(np.int64)]
 
-    def _window_nats(self, sample: int | None) -> tuple[float, int]:
+    def _window_nats(self, sample: int | None, ids: np.ndarray | None = None) -> tuple[float, int]:
         t = self.t
-        val = np.asarray(t.data.val_ids, dtype=np.int64)
+        val = np.asarray(t.data.val_ids if ids is None else ids, dtype=np.int64)
         T, B = t.context, t.config.batch_size
-        windows = self._windows(sample, T)
+        windows = self._windows(sample, T, len(val) - 1)
         nats = torch.zeros((), dtype=torch.float64, device=t.device)
         count = 0
         masks = torch.Generator(device="cpu").manual_seed(t.config.seed)  # mlm: the same masks every time
@@ -240,9 +246,9 @@ class LanguageModelTask(Task):
             _, loss, _ = self.t.model(w[:, :-1], w[:, 1:])
         return loss, w[:, 1:].numel()
 
-    def _recurrent_nats(self, sample: int | None) -> tuple[float, int]:
+    def _recurrent_nats(self, sample: int | None, ids: np.ndarray | None = None) -> tuple[float, int]:
         t = self.t
-        val = np.asarray(t.data.val_ids, dtype=np.int64)
+        val = np.asarray(t.data.val_ids if ids is None else ids, dtype=np.int64)
         T, B = t.context, t.config.batch_size
         n = len(val) - 1
         streams = max(1, min(B, n // max(T, 1)))

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from engine.device import (
+    bits_per_char,
     check_fits,
     choose_precision,
     choose_threads,
@@ -602,6 +603,9 @@ class Trainer:
         for level, text in self._notes:
             self.log(text, level)
         self.log(f"{cfg.arch}: {self.n_params:,} parameters on {self.device} ({self.precision}, {self.threads} threads)")
+        if getattr(self.data, "split_rule", ""):
+            unk = self.data.unk_share()
+            self.log(self.data.split_rule + (f"; <unk> is {unk:.1%} of the validation tokens" if unk else ""))
         self._summary("running")
 
     def stop_reason(self) -> str | None:
@@ -686,12 +690,25 @@ class Trainer:
                 best = self.evaluate().best
             if self.stop_save:
                 self.save(best=best)
+        test_loss = self._report_test() if reason != "error" and not self.tainted else None
         status = {"done": "finished", "time": "finished", "stopped": "stopped", "error": "error"}.get(reason, reason)
         self._summary(status)
         fin = P.Finished(job=self.job, step=self.step, reason=reason, best_val_loss=self.best_val_loss,
-                         run_dir=str(self.run_dir))
+                         run_dir=str(self.run_dir), test_loss=test_loss)
         self.emit(fin)
         return fin
+
+    def _report_test(self) -> float | None:
+        """Test-split loss of the final weights (sources with a test split, LM task): logged once."""
+        test = getattr(self.data, "test_ids", None)
+        if test is None or len(test) <= self.context or self.info.task != "lm" or not self.task.trainable:
+            return None
+        loss = float(self.task.split_loss(test))
+        bpc = bits_per_char(loss, len(test), self.data.test_chars)
+        unk = self.data.unk_share(test)
+        self.log(f"test: loss {loss:.4f}, ppl {math.exp(min(loss, 700)):.2f}, {bpc:.3f} bits/char over all "
+                 f"{len(test):,} test tokens" + (f" (<unk> {unk:.1%} of them)" if unk else ""))
+        return loss
 
     def _fit_counts(self) -> P.Finished:
         """Count-based models (n-gram): ``fit`` on the training ids, one evaluation, one checkpoint."""

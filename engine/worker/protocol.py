@@ -296,6 +296,7 @@ class Finished(Event):
     reason: str = "done"
     best_val_loss: float | None = None
     run_dir: str = ""
+    test_loss: float | None = None  # mean loss on the source's test split (split folders), at the end
 
 
 @dataclass(frozen=True)

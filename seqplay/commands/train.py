@@ -333,9 +333,17 @@ def train(source: str, arch: str, sets: tuple[str, ...], steps: int | None, clip
     make_config(arch, 256, **overrides).validate()
     # Refuse unusable data before importing torch too (torch-free; the ids are cached for the trainer).
     from engine.data.sources import prepare
+    from engine.training.presets import fast_defaults, given_settings, preflight
 
-    prepare(config.source, config.tokenizer, config.vocab_size, config.val_fraction)
-    code = _run_job(config, None, None, as_json, use_worker, steps, config.time_budget)
+    prep = prepare(config.source, config.tokenizer, config.vocab_size, config.val_fraction)
+    ctx = click.get_current_context()
+    given = given_settings({n: ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT for n in ctx.params},
+                           {item.partition("=")[0].strip().replace("-", "_") for item in sets})
+    config, picked = fast_defaults(config, given, len(prep.train_ids), len(prep.val_ids))
+    if not as_json:
+        for label, value in preflight(config, picked, len(prep.train_ids), len(prep.val_ids), prep.tokenizer.vocab_size):
+            click.echo(f"{label:>13}: {value}")
+    code = _run_job(config, None, None, as_json, use_worker, config.steps, config.time_budget)
     if code:
         sys.exit(code)
 

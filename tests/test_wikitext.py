@@ -1,0 +1,48 @@
+"""Word-level LMs the way the field measures them: a split folder, the whitespace protocol, the
+test perplexity at the end of a run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.training.trainer import Trainer
+from engine.worker import protocol as P
+from tests.train_helpers import Recorder, tiny_config
+
+LINES = [" the cat sat on the mat . ", " the dog ate the bone . ", " a bird sang in the tree . ", " = = heading = = "]
+
+
+def _folder(tmp_path):
+    d = tmp_path / "wiki"
+    d.mkdir()
+    (d / "train.txt").write_text("\n".join(LINES[i % 4] for i in range(600)) + "\n", encoding="utf-8")
+    (d / "valid.txt").write_text("\n".join(LINES[(i + 1) % 4] for i in range(60)) + "\n the zebra sat . \n", encoding="utf-8")
+    (d / "test.txt").write_text("\n".join(LINES[(i + 2) % 4] for i in range(80)) + "\n", encoding="utf-8")
+    return d
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_run_on_a_split_folder_reports_test_perplexity(tmp_path, arch):
+    d = _folder(tmp_path)
+    rec = Recorder()
+    cfg = tiny_config(tmp_path, arch, source=str(d), tokenizer="whitespace", steps=30, eval_every=15, context=8)
+    fin = Trainer(cfg, rec).run()
+    assert fin.reason == "done" and fin.test_loss is not None and math.isfinite(fin.test_loss)
+    logs = [e.text for e in rec.events if isinstance(e, P.LogLine)]
+    assert any(t.startswith("validation: valid.txt, test: test.txt; <unk> is ") for t in logs)
+    test_line = next(t for t in logs if t.startswith("test: loss"))
+    assert f"{fin.test_loss:.4f}" in test_line and f"ppl {math.exp(fin.test_loss):.2f}" in test_line
+    # the test split is scored whole and is not a validation result
+    assert all(e.val_loss != fin.test_loss for e in rec.events if isinstance(e, P.EvalMetrics))
+    assert fin.test_loss < math.log(cfg_vocab(rec))  # it learned something the test text shares
+
+
+def cfg_vocab(rec: Recorder) -> int:
+    return next(e.vocab_size for e in rec.events if isinstance(e, P.Started))
+
+
+def test_file_source_has_no_test_split(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, steps=4, eval_every=4), Recorder()).run()
+    assert fin.test_loss is None
