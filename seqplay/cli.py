@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "table": "seqplay.commands.insight:table",
     "memorization": "seqplay.commands.insight:memorization",
     "bench": "seqplay.commands.bench:bench",
+    "timeline": "seqplay.commands.timeline:timeline",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -46,6 +47,7 @@ SHORT_HELP: dict[str, str] = {
     "table": "The perplexity table of every run on a corpus.",
     "memorization": "How much of a text is copied from the training text.",
     "bench": "Run the benchmark suite.",
+    "timeline": "One same-seed sample from every snapshot of a run.",
 }
 
 

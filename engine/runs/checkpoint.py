@@ -212,6 +212,10 @@ def resolve_checkpoint(path_or_run: str | Path, prefer_best: bool = True) -> Pat
     """A checkpoint JSON from: a ``.json``/``.safetensors`` file, a run folder (best, else latest), or
     a run name under the runs directory."""
     p = Path(path_or_run)
+    if not p.exists() and "@" in str(path_or_run):  # RUN@STEP: a snapshot (engine.runs.snapshots)
+        from engine.runs.snapshots import resolve_at
+
+        return resolve_at(str(path_or_run))
     if not p.exists():
         from engine.runs.folders import find_run
 

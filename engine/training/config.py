@@ -88,6 +88,7 @@ class TrainConfig:
     sample_tokens: int = 200
     checkpoint_every: int | None = None  # None: at every evaluation
     keep_last: int = 3
+    snapshot_base: int = 50  # time machine: model snapshots at steps 0, b, 2b, 4b, ... + last + best (0: off)
     # machinery
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"
@@ -133,6 +134,8 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
         if self.clip is not None and not (self.clip > 0):
             raise ConfigError(f"clip must be positive (or omitted to disable clipping), got {self.clip}")
+        if not isinstance(self.snapshot_base, int) or self.snapshot_base < 0:
+            raise ConfigError(f"snapshot base must be a whole number >= 0 (0: no snapshots), got {self.snapshot_base!r}")
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"vocabulary size must be at least 2, got {self.vocab_size}")
         return self

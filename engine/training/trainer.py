@@ -55,6 +55,7 @@ from engine.device import (
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
 from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.runs.snapshots import after_step
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
@@ -990,6 +991,7 @@ class Trainer:
         fresh = self.step == 0
         if fresh:
             self.save()  # a step-0 checkpoint: something good to fall back to from the very first step
+            after_step(self)  # the step-0 snapshot (engine.runs.snapshots)
         self.model.train()
         self._last_flush = time.perf_counter()
         reason: str | None = None
@@ -1030,6 +1032,7 @@ class Trainer:
                 self._tb.add_scalar("train/lr", lr, self.step)
             self._flush()
             self._periodic(loss_v)
+            after_step(self)
         return self._finish(reason)
 
     def _periodic(self, train_loss: float) -> None:
@@ -1057,6 +1060,7 @@ class Trainer:
                 best = False
             if self._stop_save:
                 self.save(best=best)
+            after_step(self, final=True)
         status = {"done": "finished", "time": "finished", "stopped": "stopped", "error": "error"}.get(reason, reason)
         self._summary(status)
         fin = P.Finished(job=self.job, step=self.step, reason=reason, best_val_loss=self.best_val_loss,
