@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "memorization": "seqplay.commands.insight:memorization",
     "bench": "seqplay.commands.bench:bench",
     "timeline": "seqplay.commands.timeline:timeline",
+    "export": "seqplay.commands.export:export",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -48,6 +49,7 @@ SHORT_HELP: dict[str, str] = {
     "memorization": "How much of a text is copied from the training text.",
     "bench": "Run the benchmark suite.",
     "timeline": "One same-seed sample from every snapshot of a run.",
+    "export": "Export a run to Hugging Face transformers (GPT-2) or ONNX.",
 }
 
 
