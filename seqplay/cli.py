@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "bench": "seqplay.commands.bench:bench",
     "timeline": "seqplay.commands.timeline:timeline",
     "export": "seqplay.commands.export:export",
+    "card": "seqplay.commands.card:card",
+    "replay": "seqplay.commands.card:replay",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -50,6 +52,8 @@ SHORT_HELP: dict[str, str] = {
     "bench": "Run the benchmark suite.",
     "timeline": "One same-seed sample from every snapshot of a run.",
     "export": "Export a run to Hugging Face transformers (GPT-2) or ONNX.",
+    "card": "Write a run's experiment card (settings, data hash, machine, curves, samples).",
+    "replay": "Retrain from an experiment card and check the curve step by step.",
 }
 
 

@@ -9,7 +9,8 @@ A run with ``TrainConfig.snapshot_base = b`` (default 50; 0 = off) keeps the mod
 
 Snapshots are checkpoints without the training state, so ``engine.runs.checkpoint.load_model`` reads
 them with the same safety rules (never unpickled, hash-checked) and the run's ``tokenizer.json``.
-``RUN@STEP`` (also ``RUN@best``, ``RUN@last``) names one; ``list_snapshots`` is torch-free (the app's
+Each snapshot also records the training machine (``engine.bench.environment``: CPU, device, threads,
+torch version), which the experiment card reads. ``RUN@STEP`` (also ``RUN@best``, ``RUN@last``) names one; ``list_snapshots`` is torch-free (the app's
 step cursor uses it). A step that has no snapshot but still has a step checkpoint resolves to that.
 """
 
@@ -212,11 +213,14 @@ def after_step(trainer: Any, final: bool = False) -> None:
         for tag in ("best", "last"):
             if tag in tags and tag in s.tags and s.step != step:
                 _retag(s, tag)
+    from engine.bench import environment
+
     model = trainer.model
     meta = {
         "arch": cfg.arch, "model_config": trainer.model_config.to_dict(), "train_config": cfg.to_dict(),
         "tokens_seen": trainer.tokens_seen, "elapsed": trainer.elapsed, "last_val_loss": trainer.last_val_loss,
         "best_val_loss": trainer.best_val_loss, "params": trainer.n_params, "device": trainer.device,
+        "precision": trainer.precision, "environment": environment(threads=trainer.threads, device=trainer.device),
     }
     try:
         write_snapshot(run_dir, step, model, meta, tags)
