@@ -123,3 +123,24 @@ def test_snapshots_off_and_listing_is_torch_free(tmp_path):
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+def test_resume_continues_the_schedule_and_moves_last(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, steps=6, snapshot_base=4, eval_every=3), Recorder()).run()
+    assert [(s.step, "last" in s.tags) for s in list_snapshots(fin.run_dir) if "scheduled" in s.tags or "last" in s.tags] \
+        == [(0, False), (4, False), (6, True)]
+    Trainer({}, Recorder(), resume_from=fin.run_dir, overrides={"steps": 17}).run()
+    snaps = list_snapshots(fin.run_dir)
+    assert [s.step for s in snaps if "scheduled" in s.tags] == [0, 4, 8, 16]
+    assert [s.step for s in snaps if "last" in s.tags] == [17] and sum("best" in s.tags for s in snaps) == 1
+    assert all(s.tags for s in snaps)  # a snapshot that lost its only tag was removed
+
+
+def test_train_flag_sets_the_spacing(capsys, tmp_path):
+    from tests.train_helpers import corpus
+
+    code, out, err = run_cli(capsys, "train", corpus(tmp_path), "--steps", "6", "--snapshot-base", "3", "--layers", "1",
+                             "--width", "16", "--heads", "2", "--context", "16", "--batch-size", "4", "--eval-every", "6",
+                             "--sample-every", "0", "--threads", "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "sb")
+    assert code == 0, err
+    assert [s.step for s in list_snapshots(tmp_path / "runs" / "sb")] == [0, 3, 6]

@@ -307,6 +307,9 @@ def arch_settings(arch: str, flags: dict[str, Any], sets: tuple[str, ...]) -> di
 @_opt("--sample-every", type=int, default=200, show_default=True, help="Print a sample every N steps (0: never).")
 @_opt("--checkpoint-every", type=int, default=None, help="Checkpoint every N steps (default: at each evaluation).")
 @_opt("--keep-last", type=int, default=3, show_default=True, help="Step checkpoints kept (plus the best).")
+@_opt("--snapshot-base", type=click.IntRange(0), default=50, show_default=True, expose_value=False,
+      callback=lambda ctx, _p, v: ctx.meta.__setitem__("snapshot_base", v),
+      help="Time machine: model snapshots at steps 0, N, 2N, 4N, ... plus the last and the best (0: off).")
 @_opt("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
 @_opt("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @_opt("--threads", type=int, default=None, help="Torch threads (default: all cores available).")
@@ -353,6 +356,7 @@ def train(source: str, arch: str, tokenizer: str, vocab_size: int | None, layers
         device=device, precision=precision, compile=compile_, threads=threads, seed=seed, runs_dir=runs_dir,
         run_name=run_name, tensorboard=tensorboard, auto_rollback=auto_rollback, nproc=nproc,
     ).validate()
+    config.snapshot_base = click.get_current_context().meta["snapshot_base"]  # engine.runs.snapshots
     # Refuse impossible model sizes before touching the data or torch (the vocabulary is not known yet).
     overrides = dict(model, **({"context": context} if context else {}))
     make_config(arch, 256, **overrides).validate()
