@@ -144,3 +144,20 @@ def test_train_flag_sets_the_spacing(capsys, tmp_path):
                              "--sample-every", "0", "--threads", "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "sb")
     assert code == 0, err
     assert [s.step for s in list_snapshots(tmp_path / "runs" / "sb")] == [0, 3, 6]
+
+
+def test_a_step_reached_again_on_another_trajectory_replaces_its_snapshot(tmp_path):
+    from engine.models.registry import build_model, make_config
+    from engine.runs.checkpoint import read_checkpoint
+    from engine.runs.snapshots import write_snapshot
+
+    cfg = make_config("gru", 10, layers=1, width=8, embed=4)
+    a, b = (build_model("gru", cfg) for _ in range(2))
+    meta = {"arch": "gru", "model_config": cfg.to_dict(), "train_config": {"arch": "gru"}}
+    write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 1.0}, ["scheduled"])
+    path = write_snapshot(tmp_path, 8, b, {**meta, "elapsed": 2.0}, ["scheduled"])  # after a rollback
+    got, tensors = read_checkpoint(path)
+    assert torch.equal(tensors["model.head.weight"], b.state_dict()["head.weight"])
+    write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 2.0}, ["last"])  # same moment: only the tag is added
+    got, tensors = read_checkpoint(path)
+    assert got["tags"] == ["scheduled", "last"] and torch.equal(tensors["model.head.weight"], b.state_dict()["head.weight"])

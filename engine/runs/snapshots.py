@@ -173,13 +173,16 @@ def _retag(info: SnapshotInfo, drop: str) -> None:
 
 
 def write_snapshot(run_dir: Path, step: int, model: Any, meta: dict[str, Any], tags: list[str]) -> Path:
-    """Write (or re-tag) the snapshot at ``step``; an existing snapshot at that step keeps its tags."""
+    """Write the snapshot at ``step``. One already written at this moment of training (same step and
+    elapsed time) only gains the tags; one left by another trajectory (training re-reached the step
+    after a rollback or a resume from an earlier checkpoint) is replaced, tags and all."""
     from engine.runs.checkpoint import atomic_write_json, save_checkpoint
 
     folder = snapshot_dir(run_dir)
     path = folder / f"step-{step:06d}.json"
     old = _read_json(path) if path.exists() else None
-    if old is not None and old.get("kind") == "snapshot" and old.get("step") == step:
+    if (old is not None and old.get("kind") == "snapshot" and old.get("step") == step
+            and old.get("elapsed") == meta.get("elapsed")):
         old["tags"] = sorted(set(old.get("tags") or []) | set(tags), key=TAGS.index)
         atomic_write_json(path, old)
         return path
