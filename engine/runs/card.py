@@ -156,6 +156,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...])
             writer.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c] for c in columns])
 
 
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
 def _training_environment(run_dir: Path) -> dict[str, Any] | None:
     """The machine the run trained on, as its newest snapshot recorded it (None: not recorded)."""
     from engine.runs.snapshots import list_snapshots
@@ -187,7 +191,7 @@ def write_card(run: str | Path, out: str | Path | None = None, corpus: str | Non
                sample_tokens: int = 200, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
     """Write the card folder of ``run`` (default ``<run>/card``) and return it."""
     from engine.data.tokenizers import Tokenizer
-    from engine.runs.checkpoint import atomic_write_json, read_meta, resolve_checkpoint
+    from engine.runs.checkpoint import read_meta, resolve_checkpoint
     from engine.runs.folders import find_run, inspect_run
     from engine.training.config import TrainConfig
 
@@ -208,7 +212,7 @@ def write_card(run: str | Path, out: str | Path | None = None, corpus: str | Non
     folder.mkdir(parents=True, exist_ok=True)
 
     curves = read_curves(run_dir)
-    atomic_write_json(folder / "curves.json", curves)
+    _write_json(folder / "curves.json", curves)
     _write_csv(folder / "train.csv", curves["train"], ("step", "loss", "lr", "grad_norm", "tokens_seen", "elapsed"))
     _write_csv(folder / "eval.csv", curves["eval"], ("step", "val_loss", "val_ppl", "val_bpc", "accuracy"))
     train_pts = [(r["step"], r["loss"]) for r in curves["train"]]
@@ -220,7 +224,7 @@ def write_card(run: str | Path, out: str | Path | None = None, corpus: str | Non
     tokenizer.save(folder / "tokenizer.json")
 
     samples = {"training": training_samples(run_dir), "final": final_samples(ckpt, prompt, sample_tokens, seeds)}
-    atomic_write_json(folder / "samples.json", samples)
+    _write_json(folder / "samples.json", samples)
 
     train_env = _training_environment(run_dir)
     card = {
@@ -238,7 +242,7 @@ def write_card(run: str | Path, out: str | Path | None = None, corpus: str | Non
                    "last_train_loss": curves["train"][-1]["loss"] if curves["train"] else None,
                    "files": ["curves.json", "train.csv", "eval.csv", "loss.svg", "lr.svg"]},
     }
-    atomic_write_json(folder / "card.json", card)
+    _write_json(folder / "card.json", card)
     (folder / "README.md").write_text(_readme(card, samples), encoding="utf-8")
     return folder
 
@@ -251,6 +255,8 @@ def _environment_now() -> dict[str, Any]:
 
 def final_samples(ckpt: Path, prompt: str, tokens: int, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
     """Fixed-seed samples from the run's model (language models; other tasks: none)."""
+    import torch
+
     from engine.generation.generate import Generation
     from engine.generation.settings import SamplingSettings
     from engine.runs.checkpoint import load_model
@@ -258,14 +264,18 @@ def final_samples(ckpt: Path, prompt: str, tokens: int, seeds: tuple[int, ...]) 
     loaded = load_model(ckpt)
     if loaded.model.task != "lm":
         return []
-    out = []
-    for seed in seeds:
-        settings = SamplingSettings(seed=seed, max_tokens=tokens)
-        gen = Generation(loaded.model, loaded.tokenizer, prompt, settings)
-        for _ in gen:
-            pass
-        out.append({"checkpoint": ckpt.name, "step": loaded.meta.get("step"), "prompt": prompt, "text": gen.text,
-                    "settings": settings.to_dict()})
+    out, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # one token of a small model: one thread is fastest (and samples do not depend on it)
+    try:
+        for seed in seeds:
+            settings = SamplingSettings(seed=seed, max_tokens=tokens)
+            gen = Generation(loaded.model, loaded.tokenizer, prompt, settings)
+            for _ in gen:
+                pass
+            out.append({"checkpoint": ckpt.name, "step": loaded.meta.get("step"), "prompt": prompt, "text": gen.text,
+                        "settings": settings.to_dict()})
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -277,7 +287,8 @@ def _readme(card: dict[str, Any], samples: dict[str, Any]) -> str:
         f"- data: `{d['source']}`, {d['chars']:,} characters, sha256 `{d['sha256']}`",
         f"- tokenizer: {card['tokenizer']['kind']}, {card['tokenizer']['vocab_size']:,} tokens (`tokenizer.json`)",
         f"- model: {card['arch']}, {card['params'] or 0:,} parameters; settings in `card.json` (`model_config`, `train_config`)",
-        f"- seed {card['seeds']['training']}; {card['steps']:,} steps; best validation loss {card['best_val_loss']}",
+        f"- seed {card['seeds']['training']}; {card['steps']:,} steps; best validation loss "
+        + ("-" if card["best_val_loss"] is None else f"{card['best_val_loss']:.4f} nats/token"),
         f"- trained on: {env.get('cpu', 'not recorded')}, {env.get('device', '?')}, {env.get('threads', '?')} threads, "
         f"torch {env.get('torch', '?')}",
         "", "![loss](loss.svg)", "", "![learning rate](lr.svg)", "",
@@ -376,6 +387,9 @@ def replay(card_path: str | Path, corpus: str | None = None, runs_dir: str | Non
     card = read_card(folder)
     curves = _card_curves(folder)
     cfg = dict(card["train_config"])
+    if int(cfg.get("nproc") or 1) > 1:
+        raise CheckpointError(f"the card's run trained data-parallel on {cfg['nproc']} processes; replay covers "
+                              "single-process runs only")
     source = corpus or cfg.get("source") or ""
     try:
         data = data_fingerprint(source)
