@@ -105,10 +105,10 @@ def _finite(xs: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(x, y) for x, y in xs if isinstance(y, int | float) and math.isfinite(y)]
 
 
-def svg_chart(series: list[tuple[str, str, list[tuple[float, float]]]], title: str, ylabel: str,
-              width: int = 640, height: int = 320) -> str:
-    """A line chart as SVG text: each series (name, colour, points) one polyline, axes with their range."""
-    pts = [p for _, _, ps in series for p in _finite(ps)]
+def svg_chart(series: list[tuple], title: str, ylabel: str, width: int = 640, height: int = 320) -> str:
+    """A line chart as SVG text: each series ``(name, colour, points[, stroke width])`` one polyline,
+    axes with their range."""
+    pts = [p for s in series for p in _finite(s[2])]
     left, right, top, bottom = 64, 16, 32, 40
     if not pts:
         pts = [(0.0, 0.0), (1.0, 1.0)]
@@ -138,11 +138,11 @@ def svg_chart(series: list[tuple[str, str, list[tuple[float, float]]]], title: s
         out.append(f'<text x="{sx(xv):.1f}" y="{top + h + 16}" text-anchor="middle">{xv:.0f}</text>')
     out.append(f'<text x="{left + w / 2}" y="{height - 6}" text-anchor="middle">step</text>')
     out.append(f'<text x="14" y="{top + h / 2}" text-anchor="middle" transform="rotate(-90 14 {top + h / 2})">{esc(ylabel)}</text>')
-    for i, (name, colour, points) in enumerate(series):
+    for i, (name, colour, points, *rest) in enumerate(series):
         good = _finite(points)
         if good:
             line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in good)
-            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{line}"/>')
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="{rest[0] if rest else 1.5}" points="{line}"/>')
         out.append(f'<text x="{left + w - 8}" y="{top + 16 + 14 * i}" text-anchor="end" fill="{colour}">{esc(name)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
@@ -217,7 +217,7 @@ def write_card(run: str | Path, out: str | Path | None = None, corpus: str | Non
     _write_csv(folder / "eval.csv", curves["eval"], ("step", "val_loss", "val_ppl", "val_bpc", "accuracy"))
     train_pts = [(r["step"], r["loss"]) for r in curves["train"]]
     val_pts = [(r["step"], r["val_loss"]) for r in curves["eval"]]
-    (folder / "loss.svg").write_text(svg_chart([("train loss", "#1f77b4", train_pts), ("validation loss", "#d62728", val_pts)],
+    (folder / "loss.svg").write_text(svg_chart([("train loss", "#1f77b4", train_pts, 1), ("validation loss", "#d62728", val_pts, 3)],
                                                f"{run_dir.name}: loss", "nats / token"), encoding="utf-8")
     (folder / "lr.svg").write_text(svg_chart([("learning rate", "#2ca02c", [(r["step"], r["lr"]) for r in curves["train"]])],
                                              f"{run_dir.name}: learning rate", "lr"), encoding="utf-8")
