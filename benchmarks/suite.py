@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.device import environment  # noqa: F401 - re-exported for the suites
 from engine.errors import ConfigError
 from engine.training.presets import TRANSFORMER_FAST
 
@@ -85,32 +86,6 @@ class Row:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def environment(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Machine, device, torch version and thread count: recorded with every benchmark run."""
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    env = {
-        "machine": platform.node(), "cpu": cpu, "cores": cores, "device": device,
-        "torch": torch.__version__, "python": platform.python_version(),
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
-
-
 def _script(name: str) -> Any:
     """Load ``benchmarks/<name>.py`` as a module, or None where it is missing."""
     path = REPO / "benchmarks" / f"{name}.py"

@@ -264,3 +264,33 @@ def bits_per_char(loss_nats: float, n_tokens: int, n_chars: int) -> float:
     if n_chars <= 0 or not math.isfinite(loss_nats):
         return float("nan")
     return loss_nats * n_tokens / n_chars / math.log(2)
+
+
+def environment(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Machine, CPU, device, torch/CUDA versions and thread count: recorded with every benchmark run,
+    snapshot and experiment card (the one description of "where this ran")."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    env = {
+        "machine": platform.node(), "cpu": cpu, "cores": cores, "device": device,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env

@@ -26,3 +26,7 @@ class CheckpointError(SeqplayError):
 
 class TrainingError(SeqplayError):
     """Training cannot go on (loss became NaN/inf, out of memory, ...)."""
+
+
+class ExportError(SeqplayError):
+    """A run that cannot be exported (a model the format cannot express, a missing extra, a failed check)."""

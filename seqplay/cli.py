@@ -30,6 +30,10 @@ COMMANDS: dict[str, str] = {
     "table": "seqplay.commands.insight:table",
     "memorization": "seqplay.commands.insight:memorization",
     "bench": "seqplay.commands.bench:bench",
+    "timeline": "seqplay.commands.timeline:timeline",
+    "export": "seqplay.commands.export:export",
+    "card": "seqplay.commands.card:card",
+    "replay": "seqplay.commands.card:replay",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -48,6 +52,10 @@ SHORT_HELP: dict[str, str] = {
     "table": "The perplexity table of every run on a corpus.",
     "memorization": "How much of a text is copied from the training text.",
     "bench": "Run the benchmark suite.",
+    "timeline": "One same-seed sample from every snapshot of a run.",
+    "export": "Export a run to Hugging Face transformers (GPT-2) or ONNX.",
+    "card": "Write a run's experiment card (settings, data hash, machine, curves, samples).",
+    "replay": "Retrain from an experiment card and check the curve step by step.",
 }
 
 

@@ -230,6 +230,10 @@ def resolve_checkpoint(path_or_run: str | Path, prefer_best: bool = True) -> Pat
     if "\0" in str(path_or_run):
         raise CheckpointError("a checkpoint path cannot contain a NUL character; see `seqplay runs`")
     p = Path(path_or_run)
+    if not p.exists() and "@" in str(path_or_run):  # RUN@STEP: a snapshot (engine.runs.snapshots)
+        from engine.runs.snapshots import resolve_at
+
+        return resolve_at(str(path_or_run))
     if not p.exists():
         p = find_run(str(path_or_run))
     if p.is_file():

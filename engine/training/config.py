@@ -85,6 +85,9 @@ class TrainConfig:
     checkpoint_every: int | None = setting(None, lo=1, hi=MAX_STEPS, none_means="at every evaluation",
                                            help="Checkpoint every N steps (default: at each evaluation).")
     keep_last: int = setting(3, lo=1, hi=10_000, help="Step checkpoints kept (plus the best).")
+    snapshot_base: int = setting(50, lo=0, hi=MAX_STEPS, flag="--snapshot-base",
+                                 help="Time machine: model snapshots at steps 0, b, 2b, 4b, ... plus the last and the "
+                                 "best (0: no snapshots).")
     # machinery
     device: str = setting("auto", pattern=r"(?i)auto|cpu|mps|cuda(:\d+)?", help="auto, cpu, cuda, cuda:N or mps",
                           advice="e.g. auto")

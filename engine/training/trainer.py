@@ -55,6 +55,7 @@ from engine.runs.checkpoint import (
 )
 from engine.runs.checks import resume_config
 from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
+from engine.runs.snapshots import after_step
 from engine.training import guard, state
 from engine.training.config import TrainConfig
 from engine.training.optim import build_optimizer, default_lr
@@ -625,6 +626,7 @@ class Trainer:
             return self._fit_counts()
         if self.step == 0:
             self.save()  # a step-0 checkpoint: something good to fall back to from the very first step
+            after_step(self)  # the step-0 snapshot (engine.runs.snapshots)
         self.model.train()
         self._last_flush = clock = time.perf_counter()
         while True:
@@ -665,6 +667,7 @@ class Trainer:
                 self._tb.add_scalar("train/lr", lr, self.step)
             self.flush()
             self._periodic()
+            after_step(self)
         return self._finish(reason)
 
     def _periodic(self) -> None:
@@ -690,6 +693,7 @@ class Trainer:
                 best = self.evaluate().best
             if self.stop_save:
                 self.save(best=best)
+            after_step(self, final=True)
         test_loss = self._report_test() if reason != "error" and not self.tainted else None
         status = {"done": "finished", "time": "finished", "stopped": "stopped", "error": "error"}.get(reason, reason)
         self._summary(status)
