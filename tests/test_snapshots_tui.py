@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tui import catalog
+from engine import planning
+from engine.runs.folders import runs_root
 from tui.app import SeqplayApp
-from tui.fake import FakeEngine
+from tests.fake_engine import FakeEngine
 
 SIZE = (120, 40)
 HERE = Path(__file__).parent
@@ -29,7 +30,7 @@ def _frozen(monkeypatch):
     monkeypatch.chdir(HERE.parent)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    monkeypatch.setitem(catalog.DEVICE_FLOPS, "cpu", 1e10)
+    monkeypatch.setitem(planning.DEVICE_FLOPS, "cpu", 1e10)
     yield
     time.tzset()
 
@@ -57,7 +58,7 @@ async def settle(pilot, condition, timeout: float = 10.0) -> None:
 
 async def loaded(pilot) -> None:
     data = pilot.app.pane("data")
-    await settle(pilot, lambda: data.stats is not None and "word" in data.stats.tokens)
+    await settle(pilot, lambda: data.stats is not None and data.counts is not None)
 
 
 async def trained(pilot) -> None:
@@ -127,7 +128,7 @@ def _runs(root: Path) -> None:
 
 
 def test_runs_pane_overlay(snap_compare):
-    _runs(catalog.runs_dir())
+    _runs(runs_root())
 
     async def run_before(pilot):
         await loaded(pilot)

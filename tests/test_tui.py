@@ -13,7 +13,7 @@ import pytest
 
 from engine.worker import protocol as P
 from tui.app import PALETTE_ACTIONS, PANES, SeqplayApp
-from tui.fake import FakeEngine
+from tests.fake_engine import FakeEngine
 
 SIZE = (120, 40)
 
@@ -64,10 +64,11 @@ async def test_opens_on_default_corpus_with_statistics():
         data = app.query_one("#data")
         await wait_for(pilot, lambda: data.stats is not None, what="stats")
         assert data.spec == "grammar"
-        assert data.stats.chars > 1000 and data.stats.vocab > 10
+        assert data.stats.chars > 1000 and data.stats.distinct_chars > 10
         await wait_for(pilot, lambda: "grammar" in app.sub_title, what="subtitle")
-        await wait_for(pilot, lambda: "char" in data.stats.tokens, what="token counts")
-        assert data.stats.tokens["char"] == data.stats.chars
+        await wait_for(pilot, lambda: data.counts is not None, what="token counts")
+        assert data.counts.tokens == data.stats.chars  # char tokenizer: one token per character
+        assert data.counts.vocab_size == data.stats.distinct_chars + 1  # + <unk>
 
 
 @sync
@@ -80,7 +81,7 @@ async def test_opens_a_file_and_survives_a_bad_one(tmp_path: Path):
         await wait_for(pilot, lambda: data.stats is not None)
         assert data.spec == str(good)
         assert data.stats.lines == 2
-        assert data.stats.vocab == len(set(good.read_text()))
+        assert data.stats.distinct_chars == len(set(good.read_text()))
     app, _ = make_app(source=str(tmp_path / "missing.txt"))
     async with app.run_test(size=SIZE) as pilot:
         data = app.query_one("#data")
@@ -242,7 +243,7 @@ def _write_run(root: Path, name: str, arch: str, offset: float) -> Path:
 
 @sync
 async def test_runs_open_continue_and_overlay():
-    from tui.catalog import runs_dir
+    from engine.runs.folders import runs_root as runs_dir
 
     root = runs_dir()
     a = _write_run(root, "run-lstm", "lstm", 0.5)
@@ -333,7 +334,7 @@ async def test_help_palette_and_log_toggle():
 
 
 def test_tui_imports_no_torch():
-    code = "import sys, tui.app, tui.fake, tui.panes.train, tui.panes.generate; import tui.app as a; " \
+    code = "import sys, tui.app, tests.fake_engine, tui.panes.train, tui.panes.generate; import tui.app as a; " \
            "[a._load(p.target) for p in a.PANES]; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

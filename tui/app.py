@@ -5,7 +5,7 @@ The app never imports torch. It talks to the engine only through the worker prot
 polls the client's events, batches them (at most ~20 batches a second) and posts ``EngineEvents``.
 Handlers on the UI thread route each event to its pane and drop events of jobs the app no longer
 follows. ``engine_factory`` builds the client: ``engine.worker.client.WorkerClient`` in real use, a
-``tui.fake.FakeEngine`` in tests.
+``tests.fake_engine.FakeEngine`` in tests.
 
 Panes are listed in ``PANES``; a new view (e.g. insight) registers itself with ``register_pane``.
 """
@@ -40,7 +40,7 @@ from tui.messages import EngineEvents, EngineFailed, RunOpened, SourceChosen
 
 
 class EngineClient(Protocol):
-    """What the app needs from ``engine.worker.client.WorkerClient`` (and ``tui.fake.FakeEngine``)."""
+    """What the app needs from ``engine.worker.client.WorkerClient`` (and ``tests.fake_engine.FakeEngine``)."""
 
     def start(self) -> None: ...
     def send(self, cmd: P.Command) -> None: ...
@@ -127,7 +127,7 @@ class SeqplayApp(App):
     ]
 
     def __init__(self, engine_factory: Callable[[], EngineClient] | None = None, source: str | None = None,
-                 device: str = "auto", browse_root: str | None = None):
+                 device: str = "auto", browse_root: str | None = None, remember: bool = True):
         super().__init__()
         self.browse_root = browse_root  # the Data pane's file browser root (default: the working folder)
         self.engine_factory = engine_factory or default_engine_factory
@@ -153,6 +153,11 @@ class SeqplayApp(App):
         self._panes: dict[str, Any] = {}
         self._panes_ready = False
         self._save_requested = False
+        self.worker_device: str | None = None  # the device the worker reported for the last run
+        from tui import memory
+
+        self.memory: dict[str, Any] = memory.load() if remember else {}
+        self.remember = remember
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -262,7 +267,22 @@ class SeqplayApp(App):
         self._engine_closing.set()
         self._pump_done.wait(timeout)
 
+    def save_memory(self) -> None:
+        """Write what the next session restores (Data and Model settings, recent files)."""
+        if not self.remember or not self._panes_ready:
+            return
+        from tui import memory
+
+        try:
+            self.memory["data"] = self.pane("data").remembered()
+            if self.pane("model").is_mounted:
+                self.memory["model"] = self.pane("model").remembered()
+        except NoMatches:
+            return
+        memory.save(self.memory)
+
     def on_unmount(self) -> None:
+        self.save_memory()
         self._engine_closing.set()
         self._panes_ready = False
 
@@ -297,6 +317,7 @@ class SeqplayApp(App):
                     self.awaiting_start = False
                     self.train_job = ev.job
                     self.last_run_dir = ev.run_dir
+                    self.worker_device = ev.device or self.worker_device
                     self.training_state = "running"
                     train_events.append(ev)
                 else:
@@ -449,16 +470,17 @@ class SeqplayApp(App):
     @on(SourceChosen)
     @_while_mounted
     def _source_chosen(self, message: SourceChosen) -> None:
-        self.pane("model").set_corpus_size(self.pane("data").train_tokens)
+        data = self.pane("data")
+        self.pane("model").set_corpus(data.vocab_size, data.train_tokens)
         self._update_subtitle()
 
     @on(RunOpened)
     @_while_mounted
     def _run_opened(self, message: RunOpened) -> None:
         if message.action == "continue":
-            from tui.catalog import run_config
+            from engine.runs.folders import read_config
 
-            config = run_config(Path(message.path)) or None
+            config = read_config(Path(message.path))
             if config is None:
                 self.notify("this run has no config.json; it cannot be continued", severity="error")
                 return

@@ -37,12 +37,9 @@ def runs_root(runs_dir: str | Path | None = None) -> Path:
     """The folder holding run folders (not created)."""
     if runs_dir:
         return Path(runs_dir).expanduser()
-    home = os.environ.get("SEQPLAY_HOME")
-    if home:
-        return Path(home) / "runs"
-    import platformdirs
+    from engine.data.sources import home_dir  # the one owner of the home folder
 
-    return Path(platformdirs.user_data_dir("seqplay")) / "runs"
+    return home_dir() / "runs"
 
 
 def _slug(text: str) -> str:
@@ -273,3 +270,12 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
         return []
     runs = [inspect_run(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(runs, key=lambda r: (r.created or r.path.stat().st_mtime), reverse=True)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's config.json (the TrainConfig it was started with), or None when missing or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -55,11 +55,11 @@ from engine.device import (
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
 from engine.runs.folders import MetricsWriter, create_run, process_identity, write_summary
+from engine.planning import plan_model  # the torch-free owner of the model a config builds
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
 MAX_ROLLBACKS = 5
-TASK_EXTRA_IDS = {"mlm": 1, "seq2seq": 3}
 EXACT_MATCH_PAIRS = 256  # seq2seq evaluation: greedy-decoded validation pairs scored by exact match
 EVAL_COUNT_CELLS = 200_000_000  # n-gram evaluation: at most this many (token x vocabulary) probabilities
 MLP_TRAIN_WINDOW_MIN = 64  # the MLP trains on windows of max(64, 4n) tokens (n = its context)
@@ -74,24 +74,6 @@ def default_lr(config: TrainConfig) -> float:
     if config.lr is not None:
         return float(config.lr)
     return _OPT_DEFAULT_LR.get(config.optimizer, get_arch(config.arch).default_lr or 1e-3)
-
-
-def model_overrides(config: TrainConfig) -> dict[str, Any]:
-    """The model-config overrides a TrainConfig asks for (``model`` dict plus ``context``)."""
-    overrides = dict(config.model)
-    if config.context is not None:
-        overrides["context"] = config.context
-    return overrides
-
-
-def plan_model(config: TrainConfig, vocab_size: int) -> Any:
-    """The validated model config for a TrainConfig (no torch allocation): refuses bad sizes early."""
-    from engine.models.registry import get_arch, make_config
-
-    info = get_arch(config.arch)
-    extra = TASK_EXTRA_IDS.get(info.task, 0)  # mlm: [MASK]; seq2seq: pad, bos, eos (appended ids)
-    mcfg = make_config(config.arch, vocab_size + extra, **model_overrides(config))
-    return mcfg.validate()
 
 
 def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, config: TrainConfig) -> torch.optim.Optimizer:

@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from engine.runs.folders import RunInfo, list_runs, read_metrics
 from tui import catalog
 from tui.messages import RunOpened
 from tui.widgets.curve import LinePlot
@@ -33,7 +34,7 @@ class RunsPane(Vertical):
     ]
 
     class Listed(Message):
-        def __init__(self, runs: list[catalog.RunInfo]) -> None:
+        def __init__(self, runs: list[RunInfo]) -> None:
             super().__init__()
             self.runs = runs
 
@@ -44,7 +45,7 @@ class RunsPane(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.runs: list[catalog.RunInfo] = []
+        self.runs: list[RunInfo] = []
         self.selected: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -66,7 +67,7 @@ class RunsPane(Vertical):
 
     @work(thread=True, exclusive=True, group="runs-list", exit_on_error=False)
     def _list_worker(self) -> None:
-        self.post_message(self.Listed(catalog.list_runs()))
+        self.post_message(self.Listed(list_runs()))
 
     @on(Listed)
     def _listed(self, message: Listed) -> None:
@@ -83,11 +84,12 @@ class RunsPane(Vertical):
             bpc = f"{r.best_val_bpc:.3f}" if isinstance(r.best_val_bpc, (int, float)) else "--"
             table.add_row("✓" if str(r.path) in self.selected else "", r.name, r.arch, Path(r.source).name or r.source,
                           catalog.human_count(r.params), str(r.steps if r.steps is not None else "--"), bpc,
-                          r.status, r.updated[:19].replace("T", " "), key=str(r.path))
+                          r.status + (f" ({r.problem})" if r.problem else ""), catalog.human_time(r.updated or r.created),
+                          key=str(r.path))
         if self.runs:
             table.move_cursor(row=min(row, len(self.runs) - 1))
 
-    def _current(self) -> catalog.RunInfo | None:
+    def _current(self) -> RunInfo | None:
         table = self.query_one("#runs-table", DataTable)
         if not self.runs or table.cursor_row < 0 or table.cursor_row >= len(self.runs):
             return None
@@ -128,7 +130,9 @@ class RunsPane(Vertical):
 
     @work(thread=True, exclusive=True, group="runs-curves", exit_on_error=False)
     def _curves_worker(self, paths: list[str]) -> None:
-        self.post_message(self.Curves({Path(p).name: catalog.val_curve(Path(p)) for p in paths}))
+        self.post_message(self.Curves({Path(p).name: [(int(m["step"]), float(m["val_bpc"])) for m in read_metrics(Path(p))
+                                                    if m.get("event") == "eval" and m.get("val_bpc") is not None]
+                                    for p in paths}))
 
     @on(Curves)
     def _curves(self, message: Curves) -> None:

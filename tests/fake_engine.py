@@ -292,6 +292,6 @@ class FakeEngine:
 
 
 def _default_runs_dir() -> Path:
-    from tui.catalog import runs_dir
+    from engine.runs.folders import runs_root
 
-    return runs_dir()
+    return runs_root()
