@@ -142,6 +142,7 @@ class ModelPane(Horizontal):
     async def _show_arch(self, name: str) -> None:
         info = get_arch(name)
         self.arch = name
+        self.params_shown = None  # until the new form is mounted and counted
         self.query_one("#arch-description", Static).update(f"[b]{info.name}[/b] ({info.family}, {info.task}): {info.description}")
         self.query_one("#arch-equation", Static).update(f"[i]{info.equation}[/i]")
         self.query_one("#lr", Input).placeholder = f"{info.default_lr:g}"
