@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.worker import protocol as P
-from tui.app import PALETTE_ACTIONS, PANES, SeqplayApp
+from tui.app import PANES, SeqplayApp
 from tests.fake_engine import FakeEngine
 
 SIZE = (120, 40)
@@ -270,6 +270,8 @@ async def test_runs_open_continue_and_overlay():
         await pilot.press("5")
         app.query_one("#runs-table").focus()
         await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("enter")  # the dialog: 1000 more steps
         await wait_for(pilot, lambda: sent(engine, P.StartTraining), what="continue")
         assert sent(engine, P.StartTraining)[-1].resume_from == str(a)
         assert gen is not None
@@ -321,15 +323,20 @@ async def test_help_palette_and_log_toggle():
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
-        titles = [c.title for c in app.get_system_commands(app.screen)]
-        for label, _, _ in PALETTE_ACTIONS:
-            assert label in titles
+        from tui.commands import KeysProvider
+        from tui.help import keys_markdown
+
+        titles = [title for title, _help, _cb in KeysProvider(app.screen)._commands()]
         for spec in PANES:
             assert f"Show {spec.title}" in titles
+        assert "Train: Pause/resume" in titles and "Train" in titles  # pane keys and app keys, from BINDINGS
+        help_text = keys_markdown(app)
+        for binding in type(app.pane("train")).BINDINGS:
+            assert f"| {binding.key} | Train | {binding.description} |" in help_text
         await app.run_action("pane('train', 'toggle_log')")
         await pilot.pause()
         assert app.query_one("#train").curve.log_y
-        await pilot.press("m", "v")
+        await pilot.press("m", "v")  # Train pane keys: the pane has focus after the palette action
         assert app.query_one("#train").curve.smooth > 0 and app.query_one("#train").metric == "ppl"
 
 

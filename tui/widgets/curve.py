@@ -17,6 +17,8 @@ REDRAW_HZ = 4.0
 class LinePlot(PlotextPlot):
     """Named line series with optional log scale and smoothing; call ``mark_dirty`` after changing data."""
 
+    can_focus = True
+
     def __init__(self, title: str = "", xlabel: str = "step", ylabel: str = "", capacity: int = 400, **kwargs) -> None:
         super().__init__(**kwargs)
         self.title = title
