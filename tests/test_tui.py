@@ -332,7 +332,7 @@ async def test_help_palette_and_log_toggle():
         assert "Train: Pause/resume" in titles and "Train" in titles  # pane keys and app keys, from BINDINGS
         help_text = keys_markdown(app)
         for binding in type(app.pane("train")).BINDINGS:
-            assert f"| {binding.key} | Train | {binding.description} |" in help_text
+            assert f"| {binding.key} | Train | {binding.tooltip or binding.description} |" in help_text
         await app.run_action("pane('train', 'toggle_log')")
         await pilot.pause()
         assert app.query_one("#train").curve.log_y

@@ -9,6 +9,7 @@ characters) and ``engine.data.stats.tokenize_counts`` (vocabulary and split size
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,13 +18,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, DataTable, DirectoryTree, Input, Label, ListItem, ListView, Select, Static
 
-from engine.data.stats import CorpusStats, TokenCounts, scan_corpus, tokenize_counts
 from engine.errors import SeqplayError
 from engine.training.config import TOKENIZERS
 from tui import catalog
 from tui.memory import add_recent
 from tui.messages import SourceChosen
 from tui.widgets.paths import PathSuggester
+
+if TYPE_CHECKING:  # engine.data.stats imports numpy: loaded in the worker thread, after the first paint
+    from engine.data.stats import CorpusStats, TokenCounts
 
 
 class FileTree(DirectoryTree):
@@ -75,8 +78,8 @@ class DataPane(Vertical):
                 yield Label("Built-in corpora", classes="section")
                 yield ListView(*[ListItem(Label(f"{name} [dim]{desc}[/]"), name=name)
                                  for name, desc in self._corpora.items()], id="corpora")
-                yield Label("Open a file [dim](→ completes, enter opens)[/]", classes="section")
-                yield Input("", placeholder="path, e.g. ~/books/moby.txt", id="path", suggester=PathSuggester(),
+                yield Label("Open a file", classes="section")
+                yield Input("", placeholder="path (→ completes), e.g. ~/a.txt", id="path", suggester=PathSuggester(),
                             compact=True)
                 with Horizontal(id="files-bar"):
                     yield Button("↑ ..", id="files-up", compact=True)
@@ -134,6 +137,8 @@ class DataPane(Vertical):
 
     @work(thread=True, exclusive=True, group="data-load", exit_on_error=False)
     def _load_worker(self, spec: str, fallback: str | None) -> None:
+        from engine.data.stats import scan_corpus
+
         try:
             stats = scan_corpus(spec)  # streamed: a 1 GB file keeps a 4M-character sample
         except SeqplayError as err:
@@ -148,6 +153,8 @@ class DataPane(Vertical):
         self._count(spec, self.tokenizer, self.val_fraction)
 
     def _count(self, spec: str, kind: str, val_fraction: float) -> None:
+        from engine.data.stats import tokenize_counts
+
         try:
             counts = tokenize_counts(spec, kind, None, val_fraction)
         except SeqplayError as err:

@@ -16,7 +16,7 @@ from tui.catalog import human_count, human_seconds, short_path
 from tui.widgets.curve import LinePlot
 
 LOG_LINES = 200
-SMOOTHING = 0.9
+SMOOTHING_LEVELS = (0.0, 0.6, 0.9, 0.97)  # EMA weight of the history (TensorBoard's smoothing slider)
 
 
 def _safe_exp(x: float) -> float:
@@ -37,7 +37,8 @@ class TrainPane(Vertical):
         Binding("l", "set_lr", "Set LR", id="set_lr"),
         Binding("c", "continue_run", "Continue", id="continue"),
         Binding("y", "toggle_log", "Log scale", show=False, id="log_scale"),
-        Binding("m", "toggle_smooth", "Smoothing", show=False, id="smoothing"),
+        Binding("m", "toggle_smooth", "Smoothing", tooltip="Smoothing strength: off, 0.6, 0.9, 0.97", show=False,
+                id="smoothing"),
         Binding("v", "toggle_metric", "Loss/ppl", show=False, id="metric"),
     ]
     RUN_ACTIONS = ("pause_resume", "single_step", "stop", "save", "set_lr")
@@ -123,9 +124,11 @@ class TrainPane(Vertical):
         self.app.notify(f"log scale {'on' if self.curve.log_y else 'off'}", timeout=2)
 
     def toggle_smooth(self) -> None:
-        self.curve.smooth = 0.0 if self.curve.smooth else SMOOTHING
+        levels = SMOOTHING_LEVELS
+        i = levels.index(self.curve.smooth) if self.curve.smooth in levels else 0
+        self.curve.smooth = levels[(i + 1) % len(levels)]
         self.curve.redraw_now()
-        self.app.notify(f"smoothing {'on' if self.curve.smooth else 'off'}", timeout=2)
+        self.app.notify(f"smoothing {self.curve.smooth:g}" if self.curve.smooth else "smoothing off", timeout=2)
 
     def toggle_metric(self) -> None:
         self.metric = "ppl" if self.metric == "loss" else "loss"
