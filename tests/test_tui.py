@@ -222,7 +222,7 @@ async def test_generate_normal_step_mode_branch_and_cancel():
 async def test_generate_without_a_model_says_what_to_do():
     app, engine = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("4", "enter")
+        await pilot.press("4", "g")  # the Generate pane opens on its output, not in the prompt
         await pilot.pause(0.1)
         assert not sent(engine, P.Generate)
         assert any("train one" in m for m in notifications(app))
@@ -329,7 +329,7 @@ async def test_help_palette_and_log_toggle():
         titles = [title for title, _help, _cb in KeysProvider(app.screen)._commands()]
         for spec in PANES:
             assert f"Show {spec.title}" in titles
-        assert "Train: Pause/resume" in titles and "Train" in titles  # pane keys and app keys, from BINDINGS
+        assert "Train: Pause/resume" in titles and "Start training" in titles  # pane keys and app keys
         help_text = keys_markdown(app)
         for binding in type(app.pane("train")).BINDINGS:
             assert f"| {binding.key} | Train | {binding.tooltip or binding.description} |" in help_text
