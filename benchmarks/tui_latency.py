@@ -92,7 +92,7 @@ def step_tokens_per_s(run_dir: Path, skip: float = 0.2) -> float:
 def headless_throughput(steps: int) -> float:
     subprocess.run([sys.executable, "-m", "seqplay", "train", *TRAIN_ARGS, "--steps", str(steps), "--run-name", "headless"],
                    check=True, cwd=ROOT, capture_output=True)
-    from tui.catalog import runs_dir
+    from engine.runs.folders import runs_root as runs_dir
 
     return step_tokens_per_s(runs_dir() / "headless")
 

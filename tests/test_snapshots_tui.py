@@ -1,4 +1,5 @@
-"""Snapshot tests of every pane at 120x40, driven by the deterministic FakeEngine.
+"""Snapshot tests of every pane, driven by the deterministic FakeEngine: Data, Model, Train and the help
+screen at 80x24 (a first-class size) and 160x48; Generate and Runs at 120x40.
 
 Anything time-dependent is frozen: the fake's metrics do not read the clock, training runs to a fixed
 step budget, cursor blink is off, the time zone is UTC and the speed estimate uses a fixed CPU rate.
@@ -16,11 +17,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tui import catalog
+from engine import planning
+from engine.runs.folders import runs_root
 from tui.app import SeqplayApp
-from tui.fake import FakeEngine
+from tests.fake_engine import FakeEngine
 
 SIZE = (120, 40)
+SIZES = pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
 HERE = Path(__file__).parent
 
 
@@ -29,7 +32,7 @@ def _frozen(monkeypatch):
     monkeypatch.chdir(HERE.parent)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    monkeypatch.setitem(catalog.DEVICE_FLOPS, "cpu", 1e10)
+    monkeypatch.setitem(planning.DEVICE_FLOPS, "cpu", 1e10)
     yield
     time.tzset()
 
@@ -57,7 +60,7 @@ async def settle(pilot, condition, timeout: float = 10.0) -> None:
 
 async def loaded(pilot) -> None:
     data = pilot.app.pane("data")
-    await settle(pilot, lambda: data.stats is not None and "word" in data.stats.tokens)
+    await settle(pilot, lambda: data.stats is not None and data.counts is not None)
 
 
 async def trained(pilot) -> None:
@@ -70,30 +73,34 @@ async def trained(pilot) -> None:
     await pilot.pause(0.3)
 
 
-def test_data_pane(snap_compare):
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=loaded)
+@SIZES
+def test_data_pane(snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=loaded)
 
 
-def test_model_pane(snap_compare):
+@SIZES
+def test_model_pane(snap_compare, size):
     async def run_before(pilot):
         await loaded(pilot)
         await pilot.press("2")
-        await settle(pilot, lambda: "parameters" in str(pilot.app.query_one("#param-count").render()))
+        await settle(pilot, lambda: pilot.app.pane("model").params_shown is not None)
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
-
-
-def test_train_pane_after_a_run(snap_compare):
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=trained)
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
 
 
-def test_train_pane_log_scale_perplexity(snap_compare):
+@SIZES
+def test_train_pane_after_a_run(snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=trained)
+
+
+@SIZES
+def test_train_pane_log_scale_perplexity(snap_compare, size):
     async def run_before(pilot):
         await trained(pilot)
         await pilot.press("y", "v")
         await settle(pilot, lambda: True)
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
 
 
 def test_generate_pane(snap_compare):
@@ -127,7 +134,7 @@ def _runs(root: Path) -> None:
 
 
 def test_runs_pane_overlay(snap_compare):
-    _runs(catalog.runs_dir())
+    _runs(runs_root())
 
     async def run_before(pilot):
         await loaded(pilot)
@@ -142,5 +149,6 @@ def test_runs_pane_overlay(snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
 
-def test_help_screen(snap_compare):
-    assert snap_compare(make_app(), terminal_size=SIZE, press=["question_mark"], run_before=loaded)
+@SIZES
+def test_help_screen(snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, press=["question_mark"], run_before=loaded)

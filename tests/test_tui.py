@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.worker import protocol as P
-from tui.app import PALETTE_ACTIONS, PANES, SeqplayApp
-from tui.fake import FakeEngine
+from tui.app import PANES, SeqplayApp
+from tests.fake_engine import FakeEngine
 
 SIZE = (120, 40)
 
@@ -64,10 +64,11 @@ async def test_opens_on_default_corpus_with_statistics():
         data = app.query_one("#data")
         await wait_for(pilot, lambda: data.stats is not None, what="stats")
         assert data.spec == "grammar"
-        assert data.stats.chars > 1000 and data.stats.vocab > 10
+        assert data.stats.chars > 1000 and data.stats.distinct_chars > 10
         await wait_for(pilot, lambda: "grammar" in app.sub_title, what="subtitle")
-        await wait_for(pilot, lambda: "char" in data.stats.tokens, what="token counts")
-        assert data.stats.tokens["char"] == data.stats.chars
+        await wait_for(pilot, lambda: data.counts is not None, what="token counts")
+        assert data.counts.tokens == data.stats.chars  # char tokenizer: one token per character
+        assert data.counts.vocab_size == data.stats.distinct_chars + 1  # + <unk>
 
 
 @sync
@@ -80,7 +81,7 @@ async def test_opens_a_file_and_survives_a_bad_one(tmp_path: Path):
         await wait_for(pilot, lambda: data.stats is not None)
         assert data.spec == str(good)
         assert data.stats.lines == 2
-        assert data.stats.vocab == len(set(good.read_text()))
+        assert data.stats.distinct_chars == len(set(good.read_text()))
     app, _ = make_app(source=str(tmp_path / "missing.txt"))
     async with app.run_test(size=SIZE) as pilot:
         data = app.query_one("#data")
@@ -221,7 +222,7 @@ async def test_generate_normal_step_mode_branch_and_cancel():
 async def test_generate_without_a_model_says_what_to_do():
     app, engine = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("4", "enter")
+        await pilot.press("4", "g")  # the Generate pane opens on its output, not in the prompt
         await pilot.pause(0.1)
         assert not sent(engine, P.Generate)
         assert any("train one" in m for m in notifications(app))
@@ -242,7 +243,7 @@ def _write_run(root: Path, name: str, arch: str, offset: float) -> Path:
 
 @sync
 async def test_runs_open_continue_and_overlay():
-    from tui.catalog import runs_dir
+    from engine.runs.folders import runs_root as runs_dir
 
     root = runs_dir()
     a = _write_run(root, "run-lstm", "lstm", 0.5)
@@ -269,6 +270,8 @@ async def test_runs_open_continue_and_overlay():
         await pilot.press("5")
         app.query_one("#runs-table").focus()
         await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("enter")  # the dialog: 1000 more steps
         await wait_for(pilot, lambda: sent(engine, P.StartTraining), what="continue")
         assert sent(engine, P.StartTraining)[-1].resume_from == str(a)
         assert gen is not None
@@ -320,20 +323,25 @@ async def test_help_palette_and_log_toggle():
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
-        titles = [c.title for c in app.get_system_commands(app.screen)]
-        for label, _, _ in PALETTE_ACTIONS:
-            assert label in titles
+        from tui.commands import KeysProvider
+        from tui.help import keys_markdown
+
+        titles = [title for title, _help, _cb in KeysProvider(app.screen)._commands()]
         for spec in PANES:
             assert f"Show {spec.title}" in titles
+        assert "Train: Pause/resume" in titles and "Start training" in titles  # pane keys and app keys
+        help_text = keys_markdown(app)
+        for binding in type(app.pane("train")).BINDINGS:
+            assert f"| {binding.key} | Train | {binding.tooltip or binding.description} |" in help_text
         await app.run_action("pane('train', 'toggle_log')")
         await pilot.pause()
         assert app.query_one("#train").curve.log_y
-        await pilot.press("m", "v")
+        await pilot.press("m", "v")  # Train pane keys: the pane has focus after the palette action
         assert app.query_one("#train").curve.smooth > 0 and app.query_one("#train").metric == "ppl"
 
 
 def test_tui_imports_no_torch():
-    code = "import sys, tui.app, tui.fake, tui.panes.train, tui.panes.generate; import tui.app as a; " \
+    code = "import sys, tui.app, tests.fake_engine, tui.panes.train, tui.panes.generate; import tui.app as a; " \
            "[a._load(p.target) for p in a.PANES]; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,7 +13,7 @@ from textual.widgets import Input, ProgressBar, Select, Static
 from engine.insight import params as IP
 from engine.worker import protocol as P
 from tui.app import SeqplayApp
-from tui.fake import FakeEngine
+from tests.fake_engine import FakeEngine
 from tui.panes.insight import InsightPane
 
 SIZE = (100, 34)

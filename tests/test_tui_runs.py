@@ -8,7 +8,7 @@ import functools
 
 from tests.test_runs_manage import make_run
 from tui.app import SeqplayApp
-from tui.fake import FakeEngine
+from tests.fake_engine import FakeEngine
 from tui.widgets.ask_text import AskText, ShowDiff
 
 SIZE = (120, 36)

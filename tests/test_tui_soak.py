@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import Input
 
 from tui.app import SeqplayApp
-from tui.fake import FakeEngine
+from tests.fake_engine import FakeEngine
 from tui.panes.train import LOG_LINES
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ The app never imports torch. It talks to the engine only through the worker prot
 polls the client's events, batches them (at most ~20 batches a second) and posts ``EngineEvents``.
 Handlers on the UI thread route each event to its pane and drop events of jobs the app no longer
 follows. ``engine_factory`` builds the client: ``engine.worker.client.WorkerClient`` in real use, a
-``tui.fake.FakeEngine`` in tests.
+``tests.fake_engine.FakeEngine`` in tests.
 
 Panes are listed in ``PANES``; a new view (e.g. insight) registers itself with ``register_pane``.
 """
@@ -20,27 +20,27 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.lazy import Lazy
-from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Checkbox, Footer, Header, Input, Select, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from engine.worker import protocol as P
 from engine.errors import SeqplayError
+from tui.commands import KeysProvider
 from tui.messages import EngineEvents, EngineFailed, RunOpened, SourceChosen
 
 
 class EngineClient(Protocol):
-    """What the app needs from ``engine.worker.client.WorkerClient`` (and ``tui.fake.FakeEngine``)."""
+    """What the app needs from ``engine.worker.client.WorkerClient`` (and ``tests.fake_engine.FakeEngine``)."""
 
     def start(self) -> None: ...
     def send(self, cmd: P.Command) -> None: ...
@@ -110,24 +110,18 @@ class SeqplayApp(App):
     TITLE = "seqplay"
     ENABLE_COMMAND_PALETTE = True
 
+    # App-wide keys; the keys of one pane live on that pane (e.g. tui.panes.train.TrainPane.BINDINGS).
     BINDINGS = [
-        Binding("t", "train", "Train", id="train"),
-        Binding("p", "pause_resume", "Pause/resume", id="pause"),
-        Binding("s", "single_step", "Step", id="step"),
-        Binding("x", "stop", "Stop", id="stop"),
-        Binding("ctrl+s", "save", "Save", id="save"),
-        Binding("l", "set_lr", "Set LR", id="set_lr"),
-        Binding("g", "generate", "Generate", id="generate"),
-        Binding("escape", "cancel", "Cancel", show=False, id="cancel"),
-        Binding("y", "pane('train', 'toggle_log')", "Log scale", show=False, id="log_scale"),
-        Binding("m", "pane('train', 'toggle_smooth')", "Smoothing", show=False, id="smoothing"),
-        Binding("v", "pane('train', 'toggle_metric')", "Loss/ppl", show=False, id="metric"),
+        Binding("t", "train", "Train", tooltip="Start training", id="train"),
+        Binding("g", "generate", "Generate", tooltip="Generate from the current model", id="generate"),
+        Binding("escape", "leave", "Leave field", show=False, id="leave"),
         Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
+    COMMANDS = App.COMMANDS | {KeysProvider}
 
     def __init__(self, engine_factory: Callable[[], EngineClient] | None = None, source: str | None = None,
-                 device: str = "auto", browse_root: str | None = None):
+                 device: str = "auto", browse_root: str | None = None, remember: bool = True):
         super().__init__()
         self.browse_root = browse_root  # the Data pane's file browser root (default: the working folder)
         self.engine_factory = engine_factory or default_engine_factory
@@ -153,6 +147,11 @@ class SeqplayApp(App):
         self._panes: dict[str, Any] = {}
         self._panes_ready = False
         self._save_requested = False
+        self.worker_device: str | None = None  # the device the worker reported for the last run
+        from tui import memory
+
+        self.memory: dict[str, Any] = memory.load() if remember else {}
+        self.remember = remember
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -167,6 +166,11 @@ class SeqplayApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        import asyncio
+        import signal
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / a thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._terminated)
         self._panes_ready = True
         for spec in PANES:
             self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
@@ -262,7 +266,28 @@ class SeqplayApp(App):
         self._engine_closing.set()
         self._pump_done.wait(timeout)
 
+    def _terminated(self) -> None:
+        """SIGTERM: leave like quit (the terminal is restored; run_app then stops the worker, which
+        saves a checkpoint of a training run)."""
+        self.save_memory()
+        self.exit(return_code=143)
+
+    def save_memory(self) -> None:
+        """Write what the next session restores (Data and Model settings, recent files)."""
+        if not self.remember or not self._panes_ready:
+            return
+        from tui import memory
+
+        try:
+            self.memory["data"] = self.pane("data").remembered()
+            if self.pane("model").is_mounted:
+                self.memory["model"] = self.pane("model").remembered()
+        except NoMatches:
+            return
+        memory.save(self.memory)
+
     def on_unmount(self) -> None:
+        self.save_memory()
         self._engine_closing.set()
         self._panes_ready = False
 
@@ -300,6 +325,7 @@ class SeqplayApp(App):
                     self.awaiting_start = False
                     self.train_job = ev.job
                     self.last_run_dir = ev.run_dir
+                    self.worker_device = ev.device or self.worker_device
                     self.training_state = "running"
                     train_events.append(ev)
                 else:
@@ -358,6 +384,10 @@ class SeqplayApp(App):
 
     # -- actions ---------------------------------------------------------------------------------
     def action_show_tab(self, pane_id: str) -> None:
+        """Show a pane and focus its default widget. Focus moves first: a field focused on another
+        pane (also one the command palette gives focus back to) would pull its tab to the front."""
+        base = self.screen_stack[0]
+        base.set_focus(None)
         self._tabs.active = f"tab-{pane_id}"
         pane = self.pane(pane_id)
         if hasattr(pane, "focus_default"):
@@ -365,6 +395,75 @@ class SeqplayApp(App):
                 pane.focus_default()
             else:  # a lazy pane right after start-up: focus it once it is mounted
                 self.call_after_refresh(lambda: pane.focus_default() if pane.children else None)
+
+    def action_leave(self) -> None:
+        """Escape: leave a text field or menu for its pane's default focus; else cancel a generation."""
+        focused = self.focused
+        if isinstance(focused, Input | Select | Checkbox):
+            for spec in PANES:
+                pane = self.pane(spec.id)
+                if pane in focused.ancestors and hasattr(pane, "focus_default"):
+                    pane.focus_default()
+                    if self.focused is focused:  # the default is this field itself
+                        self.screen.set_focus(None)
+                    return
+            self.screen.set_focus(None)
+            return
+        self.action_cancel()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "train":
+            return None if (self.train_job or self.awaiting_start) else True
+        return True
+
+    async def action_quit(self) -> None:
+        """Quit; while a run trains ask first (quitting stops it and saves a checkpoint)."""
+        if not (self.train_job or self.awaiting_start):
+            self.save_memory()
+            self.exit()
+            return
+        from tui.dialogs import Confirm
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.save_memory()
+                self.exit()
+
+        self.push_screen(Confirm("A run is training. Quit? It stops and saves a checkpoint.", "Quit", "Keep training"),
+                         done)
+
+    def action_continue_run(self, run_dir: str | None = None) -> None:
+        """Continue a finished run for more steps or more time (asked), on the same chart."""
+        run_dir = run_dir or self.last_run_dir
+        if not run_dir or self.train_job or self.awaiting_start:
+            self.notify("nothing to continue: train a run first (t), or pick one on Runs (5)", severity="warning")
+            return
+        from engine.runs.folders import read_config
+        from tui.dialogs import AskMore
+
+        config = read_config(Path(run_dir))
+        if config is None:
+            self.notify("this run has no config.json; it cannot be continued", severity="error")
+            return
+        train = self.pane("train")
+        step = train.last.step if train.last and run_dir == self.last_run_dir else None
+        elapsed = train.last.elapsed if train.last and run_dir == self.last_run_dir else None
+
+        def done(answer: tuple[str, float] | None) -> None:
+            if answer is None:
+                return
+            kind, amount = answer
+            extra: dict[str, Any] = {}
+            if kind == "steps":
+                base = step if step is not None else int(config.get("steps") or 0)
+                extra = {"steps": base + int(amount), "time_budget": 0}  # 0: no limit (a time limit would end it)
+            else:
+                base_t = elapsed if elapsed is not None else float(config.get("time_budget") or 0)
+                extra = {"time_budget": base_t + float(amount), "steps": 0}
+            self.action_train(resume_from=run_dir, config={**config, **extra},
+                              keep_curve=run_dir == self.last_run_dir)
+
+        self.push_screen(AskMore(step, elapsed), done)
 
     def action_pane(self, pane_id: str, method: str) -> None:
         """Call ``method`` of a pane (command-palette entries for pane actions)."""
@@ -377,7 +476,8 @@ class SeqplayApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
-    def action_train(self, resume_from: str | None = None, config: dict | None = None) -> None:
+    def action_train(self, resume_from: str | None = None, config: dict | None = None,
+                     keep_curve: bool = False) -> None:
         if self.train_job or self.awaiting_start:
             self.notify("a run is already training; stop it with x first", severity="warning")
             return
@@ -393,7 +493,7 @@ class SeqplayApp(App):
             return
         self.awaiting_start = True
         self.training_state = "starting"
-        self.pane("train").reset(config)
+        self.pane("train").reset(config, keep_curve=keep_curve)
         self.send(P.StartTraining(config=config, resume_from=resume_from))
         self.action_show_tab("train")
         self._update_subtitle()
@@ -454,54 +554,21 @@ class SeqplayApp(App):
     @on(SourceChosen)
     @_while_mounted
     def _source_chosen(self, message: SourceChosen) -> None:
-        self.pane("model").set_corpus_size(self.pane("data").train_tokens)
+        data = self.pane("data")
+        self.pane("model").set_corpus(data.vocab_size, data.train_tokens)
         self._update_subtitle()
 
     @on(RunOpened)
     @_while_mounted
     def _run_opened(self, message: RunOpened) -> None:
         if message.action == "continue":
-            from tui.catalog import run_config
-
-            config = run_config(Path(message.path)) or None
-            if config is None:
-                self.notify("this run has no config.json; it cannot be continued", severity="error")
-                return
-            self.action_train(resume_from=message.path, config=config)
+            self.action_continue_run(message.path)
             return
         self.model_run = message.path
         self.notify(f"opened {Path(message.path).name}: generation uses it now", timeout=3)
         self.pane("generate").set_model_label(Path(message.path).name)
         self.action_show_tab("generate")
         self._update_subtitle()
-
-    # -- command palette ---------------------------------------------------------------------------
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        for spec in PANES:
-            yield SystemCommand(f"Show {spec.title}", f"Switch to the {spec.title} pane ({spec.key})",
-                                lambda pane_id=spec.id: self.action_show_tab(pane_id))
-        for label, help_text, action in PALETTE_ACTIONS:
-            yield SystemCommand(label, help_text, lambda a=action: self.run_action(a))
-
-
-PALETTE_ACTIONS: list[tuple[str, str, str]] = [
-    ("Start training", "Train the chosen model on the chosen corpus (t)", "train"),
-    ("Pause / resume training", "Toggle pause (p)", "pause_resume"),
-    ("Single step", "Pause and run one optimisation step (s)", "single_step"),
-    ("Stop training", "Stop after this step and save a checkpoint (x)", "stop"),
-    ("Save checkpoint", "Write a checkpoint now (ctrl+s)", "save"),
-    ("Set learning rate", "Change the learning rate of the running job (l)", "set_lr"),
-    ("Generate", "Generate from the current model (g)", "generate"),
-    ("Cancel generation", "Stop the running generation (escape)", "cancel"),
-    ("Toggle log scale", "Log scale for the loss curve (y)", "pane('train', 'toggle_log')"),
-    ("Toggle smoothing", "Smooth the training loss curve (m)", "pane('train', 'toggle_smooth')"),
-    ("Toggle loss / perplexity", "Plot perplexity instead of loss (v)", "pane('train', 'toggle_metric')"),
-    ("Refresh runs", "Re-read the run folders", "pane('runs', 'refresh_runs')"),
-    ("Overlay selected runs", "Validation bits/char of the selected runs on one chart", "pane('runs', 'overlay')"),
-    ("Help", "Keys and how to use seqplay (? or F1)", "help"),
-]
-
 
 @contextlib.contextmanager
 def _real_stdio() -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""The help screen (? or F1): what each pane is for and every key."""
+"""The help screen (? or F1): what each pane is for, and every key, read from the bindings."""
 
 from __future__ import annotations
 
@@ -8,39 +8,32 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-HELP = """\
+ABOUT = """\
 # seqplay
 
 Train small sequence models on your own text, watch them learn, sample from them and compare runs.
+**ctrl+p** opens the command palette (every action below, and themes). **escape** leaves a text field,
+so the keys below act again.
 
-| key | what it does |
-|---|---|
-| 1 … 6 | Data · Model · Train · Generate · Runs · Insight |
-| t | start training the chosen model on the chosen corpus |
-| p | pause / resume training |
-| s | single step (pauses first) |
-| x | stop training (a checkpoint is saved) |
-| ctrl+s | save a checkpoint now |
-| l | change the learning rate while it trains |
-| y · m · v | Train curve: log scale · smoothing · loss/perplexity |
-| g | generate from the current model |
-| escape | cancel the generation |
-| n | step mode: next token |
-| ctrl+t | toggle step mode |
-| ← → | move over generated tokens (alternatives show on the right) |
-| space · enter · c · o | Runs: select · open · continue training · overlay |
-| ctrl+p | command palette: every action, themes |
-| ? or F1 | this help · q quits |
-
-**Data**: a built-in corpus or any text file; statistics per tokenizer; the validation split.
-**Model**: an architecture, its equation and hyper-parameters; the parameter count updates as you type,
-with an estimate of memory, speed and time on this machine.
-**Train**: training and validation loss (palette: log scale, smoothing, perplexity), speed, ETA, samples;
-text copied verbatim from the training data is highlighted.
-**Generate**: tokens tinted by probability (red unlikely, green likely); in step mode pick any
-alternative with enter to branch the text.
-**Runs**: past runs; overlay validation curves in bits per character.
+**Data**: a built-in corpus, a typed path (→ completes) or the file browser (backspace: parent folder);
+statistics and the token counts of the chosen tokenizer. **Model**: an architecture, its equation and
+the hyper-parameters it has; the exact parameter count and an estimate of memory, speed and time.
+**Train**: loss curves, speed, progress and ETA from whichever limit ends the run, samples (text copied
+from the training data is highlighted). **Generate**: tokens tinted by probability. **Runs**: past runs
+and their validation curves.
 """
+
+
+def keys_markdown(app) -> str:
+    from tui.app import PANES
+    from tui.commands import key_entries, key_text
+
+    rows = ["| key | where | what it does |", "|---|---|---|"]
+    rows.append(f"| {' · '.join(s.key for s in PANES)} | everywhere | {' · '.join(s.title for s in PANES)} |")
+    for entry in key_entries(app):
+        where = entry.pane_title or "everywhere"
+        rows.append(f"| {key_text(entry.binding)} | {where} | {entry.binding.tooltip or entry.binding.description} |")
+    return "\n".join(rows)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -48,7 +41,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
-            yield Markdown(HELP)
+            yield Markdown(ABOUT + "\n" + keys_markdown(self.app))
 
     def action_dismiss(self, result=None) -> None:
         self.dismiss(None)

@@ -1,8 +1,9 @@
 """Bounded series for live curves: a long run keeps a fixed number of points in memory.
 
-The newest points stay at full resolution; when the buffer is full its older half is averaged in
-pairs (bucketed), so a curve of a million steps still costs at most ``capacity`` points to hold and
-to draw. No point is dropped without being folded into a bucket.
+The newest points stay at full resolution; when the buffer is full its older half is folded into a
+min/max envelope (every four points become their lowest and their highest, in step order), so a curve
+of a million steps still costs at most ``capacity`` points to hold and to draw, and a spike survives
+any amount of folding.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 
 
 class BoundedSeries:
-    """(x, y) points, at most ``capacity`` of them; old points are averaged in pairs when full."""
+    """(x, y) points, at most ``capacity`` of them; old points fold into a min/max envelope when full."""
 
     def __init__(self, capacity: int = 400):
         if capacity < 4:
@@ -43,21 +44,32 @@ class BoundedSeries:
 
     def _compact(self) -> None:
         half = len(self.xs) // 2
-        half -= half % 2
-        old_x, old_y = self.xs[:half], self.ys[:half]
-        merged_x = [(old_x[i] + old_x[i + 1]) / 2 for i in range(0, half, 2)]
-        merged_y = [_mean2(old_y[i], old_y[i + 1]) for i in range(0, half, 2)]
-        self.xs = merged_x + self.xs[half:]
-        self.ys = merged_y + self.ys[half:]
+        half -= half % 4
+        xs: list[float] = []
+        ys: list[float] = []
+        for i in range(0, half, 4):
+            group = [(x, y) for x, y in zip(self.xs[i:i + 4], self.ys[i:i + 4]) if math.isfinite(y)]
+            if not group:
+                group = [(self.xs[i], self.ys[i])]
+            lo = min(group, key=lambda p: p[1])
+            hi = max(group, key=lambda p: p[1])
+            for x, y in sorted({lo, hi}):
+                xs.append(x)
+                ys.append(y)
+        self.xs = xs + self.xs[half:]
+        self.ys = ys + self.ys[half:]
 
     def last(self) -> tuple[float, float] | None:
         return (self.xs[-1], self.ys[-1]) if self.xs else None
 
 
-def _mean2(a: float, b: float) -> float:
-    if math.isfinite(a) and math.isfinite(b):
-        return (a + b) / 2
-    return a if math.isfinite(a) else b
+def integer_ticks(lo: float, hi: float, count: int = 5) -> list[int]:
+    """About ``count`` round whole-number ticks (1, 2 or 5 x 10^k apart) inside [lo, hi]."""
+    raw = max(hi - lo, 1.0) / max(count - 1, 1)
+    magnitude = 10 ** max(0, math.floor(math.log10(raw)))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(lo / step) * step
+    return list(range(int(first), int(math.floor(hi)) + 1, int(step)))
 
 
 def ema(values: list[float], alpha: float) -> list[float]:

@@ -18,7 +18,6 @@ returns log-probabilities as logits (softmax of them is the same distribution) a
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -26,13 +25,10 @@ from torch import Tensor
 
 from engine.errors import ConfigError, DataError
 from engine.models.base import SeqModel, lm_loss
+from engine.models.registry import ngram_max_order as max_order
 
 _TABLES = ("keys", "counts", "ctx_keys", "ctx_total", "ctx_types")
 
-
-def max_order(vocab_size: int) -> int:
-    """Highest order whose codes fit exactly in int64 (codes up to V^n)."""
-    return max(1, int(62 / math.log2(max(vocab_size, 2))))
 
 
 class NGramLM(SeqModel):

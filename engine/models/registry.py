@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,17 @@ class NGramConfig(ModelConfig):
 
     def validate(self) -> NGramConfig:
         super().validate()
+        if not (0.0 < float(self.discount) < 1.0):
+            raise ConfigError(f"discount must be in (0, 1), got {self.discount}")
+        if self.vocab_size and self.order > ngram_max_order(self.vocab_size):
+            raise ConfigError(f"order {self.order} is too high for a vocabulary of {self.vocab_size}; "
+                              f"use order <= {ngram_max_order(self.vocab_size)}")
         return self
+
+
+def ngram_max_order(vocab_size: int) -> int:
+    """Highest n-gram order whose codes fit exactly in int64 (codes up to V^n)."""
+    return max(1, int(62 / math.log2(max(vocab_size, 2))))
 
 
 @dataclass

@@ -452,3 +452,12 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
             return 0.0
 
     return sorted(runs, key=when, reverse=True)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's config.json (the TrainConfig it was started with), or None when missing or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

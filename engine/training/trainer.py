@@ -55,6 +55,7 @@ from engine.runs.checkpoint import (
 )
 from engine.runs.checks import resume_config
 from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
+from engine.planning import plan_model  # the torch-free owner of the model a config builds
 from engine.runs.snapshots import after_step
 from engine.training import guard, state
 from engine.training.config import TrainConfig
@@ -65,26 +66,7 @@ from engine.worker import protocol as P
 
 Control = Callable[[float], Iterable[P.Command]]
 FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
-TASK_EXTRA_IDS = {"mlm": 1, "seq2seq": 3}
 MLP_TRAIN_WINDOW_MIN = 64  # the MLP trains on windows of max(64, 4n) tokens (n = its context)
-
-
-def model_overrides(config: TrainConfig) -> dict[str, Any]:
-    """The model-config overrides a TrainConfig asks for (``model`` dict plus ``context``)."""
-    overrides = dict(config.model)
-    if config.context is not None:
-        overrides["context"] = config.context
-    return overrides
-
-
-def plan_model(config: TrainConfig, vocab_size: int) -> Any:
-    """The validated model config for a TrainConfig (no torch allocation): refuses bad sizes early."""
-    from engine.models.registry import get_arch, make_config
-
-    info = get_arch(config.arch)
-    extra = TASK_EXTRA_IDS.get(info.task, 0)  # mlm: [MASK]; seq2seq: pad, bos, eos (appended ids)
-    mcfg = make_config(config.arch, vocab_size + extra, **model_overrides(config))
-    return mcfg.validate()
 
 
 class Trainer:

@@ -79,7 +79,7 @@ class GeneratePane(Vertical):
         self.query_one("#alternatives", DataTable).add_columns("token", "prob")
 
     def focus_default(self) -> None:
-        self.query_one("#prompt").focus()
+        self.output.focus()  # not the prompt: a focused field would swallow 1-6 and the other keys
 
     @property
     def output(self) -> TokenView:

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
@@ -15,7 +16,7 @@ from tui.catalog import human_count, human_seconds, short_path
 from tui.widgets.curve import LinePlot
 
 LOG_LINES = 200
-SMOOTHING = 0.9
+SMOOTHING_LEVELS = (0.0, 0.6, 0.9, 0.97)  # EMA weight of the history (TensorBoard's smoothing slider)
 
 
 def _safe_exp(x: float) -> float:
@@ -23,7 +24,24 @@ def _safe_exp(x: float) -> float:
 
 
 class TrainPane(Vertical):
-    """Everything about the job being trained. The app feeds it events with ``apply``."""
+    """Everything about the job being trained. The app feeds it events with ``apply``.
+
+    Its keys act on the run; ``check_action`` dims the ones that cannot act now (nothing training,
+    nothing to continue)."""
+
+    BINDINGS = [
+        Binding("p", "pause_resume", "Pause/resume", id="pause"),
+        Binding("s", "single_step", "Step", id="step"),
+        Binding("x", "stop", "Stop", id="stop"),
+        Binding("ctrl+s", "save", "Save", id="save"),
+        Binding("l", "set_lr", "Set LR", id="set_lr"),
+        Binding("c", "continue_run", "Continue", id="continue"),
+        Binding("y", "toggle_log", "Log scale", show=False, id="log_scale"),
+        Binding("m", "toggle_smooth", "Smoothing", tooltip="Smoothing strength: off, 0.6, 0.9, 0.97", show=False,
+                id="smoothing"),
+        Binding("v", "toggle_metric", "Loss/ppl", show=False, id="metric"),
+    ]
+    RUN_ACTIONS = ("pause_resume", "single_step", "stop", "save", "set_lr")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -36,11 +54,12 @@ class TrainPane(Vertical):
         self.time_budget: float | None = None
         self.metric = "loss"  # loss | ppl
         self._status_dirty = False
+        self._hinted = False
 
     def compose(self) -> ComposeResult:
         yield Static("Nothing is training. Pick a corpus (1) and a model (2), then press [b]t[/b].", id="train-status")
         with Horizontal(id="train-progress-row"):
-            yield ProgressBar(total=None, show_eta=False, id="train-progress")
+            yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="train-progress")
             yield Static("", id="train-eta")
         yield LinePlot(title="loss (nats/token)", ylabel="loss", id="curve")
         yield Label("Sample", classes="section")
@@ -61,7 +80,42 @@ class TrainPane(Vertical):
             self._show_status()
 
     def focus_default(self) -> None:
-        pass
+        self.curve.focus()
+
+    # -- keys ------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.RUN_ACTIONS:
+            return True if self.app.train_job is not None else None
+        if action == "continue_run":
+            return True if self.app.train_job is None and not self.app.awaiting_start and self.app.last_run_dir else None
+        return True
+
+    def action_pause_resume(self) -> None:
+        self.app.action_pause_resume()
+
+    def action_single_step(self) -> None:
+        self.app.action_single_step()
+
+    def action_stop(self) -> None:
+        self.app.action_stop()
+
+    def action_save(self) -> None:
+        self.app.action_save()
+
+    def action_set_lr(self) -> None:
+        self.app.action_set_lr()
+
+    def action_continue_run(self) -> None:
+        self.app.action_continue_run()
+
+    def action_toggle_log(self) -> None:
+        self.toggle_log()
+
+    def action_toggle_smooth(self) -> None:
+        self.toggle_smooth()
+
+    def action_toggle_metric(self) -> None:
+        self.toggle_metric()
 
     # -- view toggles --------------------------------------------------------------------------------
     def toggle_log(self) -> None:
@@ -70,9 +124,11 @@ class TrainPane(Vertical):
         self.app.notify(f"log scale {'on' if self.curve.log_y else 'off'}", timeout=2)
 
     def toggle_smooth(self) -> None:
-        self.curve.smooth = 0.0 if self.curve.smooth else SMOOTHING
+        levels = SMOOTHING_LEVELS
+        i = levels.index(self.curve.smooth) if self.curve.smooth in levels else 0
+        self.curve.smooth = levels[(i + 1) % len(levels)]
         self.curve.redraw_now()
-        self.app.notify(f"smoothing {'on' if self.curve.smooth else 'off'}", timeout=2)
+        self.app.notify(f"smoothing {self.curve.smooth:g}" if self.curve.smooth else "smoothing off", timeout=2)
 
     def toggle_metric(self) -> None:
         self.metric = "ppl" if self.metric == "loss" else "loss"
@@ -82,14 +138,20 @@ class TrainPane(Vertical):
         self.curve.redraw_now()
 
     # -- events -------------------------------------------------------------------------------------
-    def reset(self, config: dict[str, Any]) -> None:
-        self.started, self.last, self.last_eval = None, None, None
+    def reset(self, config: dict[str, Any], keep_curve: bool = False) -> None:
+        """A new job starts; ``keep_curve``: it continues the run on screen (same chart)."""
+        self.started, self.last_eval = None, None
+        if not keep_curve:
+            self.last = None
         self.state = "starting"
+        self._hinted = False
         self.total_steps = config.get("steps") or None
         self.time_budget = config.get("time_budget") or None
         self.current_lr = float(config.get("lr") or self.current_lr)
-        self.curve.clear()
-        self.query_one("#sample", Static).update("")
+        if not keep_curve:
+            self.curve.clear()
+            self.query_one("#sample", Static).update("")
+        self.query_one("#train-progress-row").display = True
         self.query_one("#train-progress", ProgressBar).update(total=self.total_steps, progress=0)
         self._log(f"starting {config.get('arch')} on {config.get('source')} ...")
         self._show_status()
@@ -97,6 +159,7 @@ class TrainPane(Vertical):
     def apply(self, events: list[P.Event]) -> None:
         """Take a batch of this job's events; the status line is redrawn once per batch."""
         train_points: list[tuple[float, float]] = []
+        finished: str | None = None
         for ev in events:
             if isinstance(ev, P.StepMetrics):
                 for p in ev.points:
@@ -128,14 +191,23 @@ class TrainPane(Vertical):
                 self._log(f"checkpoint step {ev.step} -> {short_path(ev.path)}")
             elif isinstance(ev, P.Finished):
                 self._log(f"finished ({ev.reason}) at step {ev.step}")
+                finished = ev.reason
         if train_points:
             self.curve.add_points("train", train_points)
-        self._status_dirty = True  # redrawn by a 4 Hz timer, not once per batch
+        if finished is not None:
+            self.finished(finished)  # after the batch's other events: nothing redraws the progress
+        else:
+            self._status_dirty = True  # redrawn by a 4 Hz timer, not once per batch
 
     def finished(self, reason: str) -> None:
         self.state = f"finished ({reason})"
         self._status_dirty = False
         self._show_status()
+        self.query_one("#train-eta", Static).update("")
+        self.query_one("#train-progress-row").display = False  # no percent or ETA once it is over
+        if self.last is not None and not self._hinted:
+            self._hinted = True
+            self._log("[dim]c continues this run (more steps or time)[/]")
 
     def _log(self, text: str) -> None:
         self.query_one("#train-log", RichLog).write(text)
@@ -171,13 +243,32 @@ class TrainPane(Vertical):
         if s:
             parts.append(f"{s.device} · {s.params:,} params")
         self.query_one("#train-status", Static).update(" · ".join(parts))
+        if self.state.startswith("finished"):
+            return
+        fraction, eta = progress(step, p.elapsed if p else 0.0, s.start_step if s else 0, total, self.time_budget)
         bar = self.query_one("#train-progress", ProgressBar)
-        eta = None
-        if p and total:
-            done = max(step - (s.start_step if s else 0), 1)
-            eta = p.elapsed / done * max(total - step, 0) if p.elapsed else None
-            bar.update(total=total, progress=step)
-        elif p and self.time_budget:
-            eta = max(self.time_budget - p.elapsed, 0)
-            bar.update(total=self.time_budget, progress=min(p.elapsed, self.time_budget))
-        self.query_one("#train-eta", Static).update(f"ETA {human_seconds(eta)}")
+        if fraction is None:
+            bar.update(total=None)
+            self.query_one("#train-eta", Static).update("")
+            return
+        bar.update(total=1000, progress=round(1000 * fraction))
+        self.query_one("#train-eta", Static).update(f"{fraction:.0%} ETA {human_seconds(eta)}")
+
+
+def progress(step: int, elapsed: float, start_step: int, total_steps: int | None,
+             time_budget: float | None) -> tuple[float | None, float | None]:
+    """(fraction done, seconds left) of a run that ends at ``total_steps`` or after ``time_budget``
+    seconds, whichever comes first; (None, None) for a run with neither limit. Steps and elapsed time
+    both count the whole run (a resumed run keeps them), so the step rate is the run's."""
+    by_steps = min(step / total_steps, 1.0) if total_steps else None
+    by_time = min(elapsed / time_budget, 1.0) if time_budget else None
+    if by_steps is None and by_time is None:
+        return None, None
+    fraction = max(f for f in (by_steps, by_time) if f is not None)
+    left = []
+    if total_steps and step > start_step and elapsed > 0:
+        # elapsed is cumulative; the rate of this job is what predicts the rest
+        left.append(max(total_steps - step, 0) * elapsed / max(step, 1))
+    if time_budget:
+        left.append(max(time_budget - elapsed, 0.0))
+    return fraction, (min(left) if left else None)

@@ -9,13 +9,15 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from tui.series import BoundedSeries, ema
+from tui.series import BoundedSeries, ema, integer_ticks
 
 REDRAW_HZ = 4.0
 
 
 class LinePlot(PlotextPlot):
     """Named line series with optional log scale and smoothing; call ``mark_dirty`` after changing data."""
+
+    can_focus = True
 
     def __init__(self, title: str = "", xlabel: str = "step", ylabel: str = "", capacity: int = 400, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -29,6 +31,7 @@ class LinePlot(PlotextPlot):
         self.smooth = 0.0  # EMA weight applied to series named in ``smoothed``
         self.smoothed: set[str] = set()
         self.transform = None  # optional y -> y' (e.g. loss -> perplexity)
+        self.integer_x = xlabel == "step"  # steps are whole numbers: no 125.4 ticks
         self.points_received = 0
         self.redraws = 0
         self._dirty = False
@@ -74,16 +77,25 @@ class LinePlot(PlotextPlot):
         plt.xlabel(self.xlabel)
         plt.ylabel(self.ylabel + (" (log)" if self.log_y else ""))
         drawn = 0
+        xs_seen: list[float] = []
         for name, s in self.series.items():
             if not len(s):
                 continue
-            ys = ema(s.ys, self.smooth) if name in self.smoothed else s.ys
-            if self.transform is not None:
-                ys = [self.transform(y) for y in ys]
-            pts = [(x, y) for x, y in zip(s.xs, ys) if math.isfinite(y) and (y > 0 or not self.log_y)]
-            if pts:
-                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker=self.markers[name])
-                drawn += len(pts)
+            smooth = name in self.smoothed and self.smooth > 0
+            layers = [(s.ys, "gray", None)] if smooth else []  # the raw curve, faint, behind its EMA
+            layers.append((ema(s.ys, self.smooth) if smooth else s.ys, None, name))
+            for ys, color, label in layers:
+                if self.transform is not None:
+                    ys = [self.transform(y) for y in ys]
+                pts = [(x, y) for x, y in zip(s.xs, ys) if math.isfinite(y) and (y > 0 or not self.log_y)]
+                if pts:
+                    extra = {"color": color} if color else {}
+                    plt.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker=self.markers[name], **extra)
+                    drawn += len(pts)
+                    xs_seen += (pts[0][0], pts[-1][0])
+        if xs_seen and self.integer_x:
+            ticks = integer_ticks(min(xs_seen), max(xs_seen))
+            plt.xticks(ticks, [f"{t:,}" for t in ticks])
         plt.yscale("log" if self.log_y and drawn else "linear")  # plotext fails on a log axis without data
         self.refresh()
 

@@ -354,6 +354,6 @@ def fake_analysis(cmd: P.Analyze) -> dict:
                                                 "span_length": 4, "ngram_share": 0.5}]}
 
 def _default_runs_dir() -> Path:
-    from tui.catalog import runs_dir
+    from engine.runs.folders import runs_root
 
-    return runs_dir()
+    return runs_root()
