@@ -49,6 +49,7 @@ class ModelPane(Horizontal):
         self.corpus_tokens: int | None = None
         self.vocab_size: int | None = None
         self.params_shown: int | None = None  # the parameter count on screen (None: not known yet)
+        self.counted_for: str | None = None  # the architecture whose count (or refusal) is on screen
         self._values: dict[str, dict[str, Any]] = {}  # arch -> hyper-parameters typed so far
 
     def compose(self) -> ComposeResult:
@@ -143,6 +144,7 @@ class ModelPane(Horizontal):
         info = get_arch(name)
         self.arch = name
         self.params_shown = None  # until the new form is mounted and counted
+        self.counted_for = None
         self.query_one("#arch-description", Static).update(f"[b]{info.name}[/b] ({info.family}, {info.task}): {info.description}")
         self.query_one("#arch-equation", Static).update(f"[i]{info.equation}[/i]")
         self.query_one("#lr", Input).placeholder = f"{info.default_lr:g}"
@@ -239,8 +241,10 @@ class ModelPane(Horizontal):
         except SeqplayError as err:
             count.update(f"[red]{err}[/]")
             estimate.update("")
+            self.counted_for = self.arch
             return
         self.params_shown = params
+        self.counted_for = self.arch
         count.update(f"parameters: [b]{params:,}[/b]  [dim](vocabulary {self.vocab_size:,} from the Data pane)[/]")
         device = cfg.device if cfg.device != "auto" else (getattr(self.app, "worker_device", None) or "auto")
         est = estimate_run(cfg, self.vocab_size, self.corpus_tokens, device)
