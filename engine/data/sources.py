@@ -273,7 +273,7 @@ def prepare(
     tok, ids, n_chars = hit
     train, val = split_ids(ids, val_fraction)
     if len(train) < 2:
-        raise DataError(f"{source.name} gives only {len(ids)} tokens; give more text or a smaller validation fraction")
+        raise DataError(f"{source.name} gives only {len(ids)} tokens; give more text or a smaller validation fraction (--val-fraction)")
     val_chars = min(tok.count_chars(val), n_chars)  # the smaller split: cheaper to count
     return Prepared(source, tok, train, val, n_chars, n_chars - val_chars, val_chars, cached)
 
