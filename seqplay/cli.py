@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:  # a bad flag, choice or missing argument: one line too, with where to look
+        where = f"`{err.ctx.command_path} --help`" if err.ctx is not None else "`seqplay --help`"
+        click.echo(f"error: {' '.join(err.format_message().split()).rstrip('.')}; see {where}", err=True)
+        sys.exit(2)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)

@@ -296,3 +296,13 @@ test_fuzz_every_number_is_in_bounds_or_refused_in_one_line = _fuzz(300)(_numbers
 test_fuzz_train_numbers_on_the_cli_run_or_refuse_in_one_line = _fuzz(150)(_cli(_cli_property))
 test_fuzz_numbers_longer = pytest.mark.slow(_fuzz(20_000)(_numbers(_number_property)))
 test_fuzz_cli_longer = pytest.mark.slow(_fuzz(3_000)(_cli(_cli_property)))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["archs", "--vocab", "0"], "vocab must be a positive whole number up to 10000000, got 0"),
+    (["generate"], "Missing argument 'RUN'; see `seqplay generate --help`"),
+    (["generate", "x", "--window", "nope"], "'nope' is not one of 'slide', 'exact'; see `seqplay generate --help`"),
+    (["train", "--bogus"], "No such option '--bogus'"),
+])
+def test_click_usage_errors_are_one_line_too(capsys, argv, words):
+    assert words in one_line(capsys, *argv)

@@ -410,7 +410,7 @@ def prepare(
         else:
             rule = f"validation: the last {val_fraction:.0%} of the text (vocabulary learned from the rest)"
     if len(train) < 2:
-        raise DataError(f"{source.name} gives only {len(ids)} tokens; give more text or a smaller validation fraction")
+        raise DataError(f"{source.name} gives only {len(ids)} tokens; give more text or a smaller validation fraction (--val-fraction)")
     return Prepared(source, tok, train, val, hit.n_chars, train_chars, val_chars, cached, test_ids, test_chars, rule)
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 import click
 
+from engine.settings import Setting
+from seqplay.commands.options import option
+
 CHAR_VOCAB = 65  # tinyshakespeare's character vocabulary: the size the table reports params for
 SPECIALS = {"mlm": 1, "seq2seq": 3}  # [MASK]; pad, bos, eos: appended to the tokenizer's vocabulary
 
@@ -88,8 +91,8 @@ def _print_detail(row: dict[str, Any]) -> None:
 @click.command("archs")
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--vocab", default=CHAR_VOCAB, show_default=True, type=click.IntRange(1, 10_000_000),
-              help="Tokenizer vocabulary size the parameter counts assume.")
+@option(Setting(name="vocab", kind=int, default=CHAR_VOCAB, lo=1, hi=10_000_000,
+               help="Tokenizer vocabulary size the parameter counts assume."))
 def archs(name: str | None, as_json: bool, vocab: int) -> None:
     """List the model architectures with their default sizes and parameter counts, or with NAME show
     one architecture: its equation and every setting (type, default, the `seqplay train` flag)."""
