@@ -125,6 +125,8 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
     settings = settings_from_options(opts, model.task)
     if save_preset:
         settings.save_preset(save_preset)
+    if not as_json and opts.get("alternatives") is None:
+        settings = settings.replace(top_alternatives=0)  # printed text shows no alternatives: skip them
     try:
         if model.task == "seq2seq":
             _seq2seq(model, tok, prompt, settings, beams, length_penalty, as_json)
