@@ -268,6 +268,13 @@ def _default(name: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
+def describe() -> list[dict[str, Any]]:
+    """Every setting as data for a form or a help screen: name, default, help, bounds, and its stage."""
+    stage_of = {p: s.name for s in STAGES.values() for p in s.params}
+    return [{"name": f.name, "default": _default(f.name), "help": f.metadata["help"], "lo": f.metadata["lo"],
+             "hi": f.metadata["hi"], "stage": stage_of.get(f.name)} for f in dataclasses.fields(SamplingSettings)]
+
+
 def cli_fields() -> list[dataclasses.Field]:
     """The fields that are plain ``--name value`` options of the generation commands, in order."""
     return [f for f in dataclasses.fields(SamplingSettings) if f.metadata.get("cli")]
