@@ -69,3 +69,13 @@ def test_the_slide_window_says_it_is_approximate(capsys, tmp_path):
     assert code == 0 and "approximate" in err
     done = json.loads(out.splitlines()[-1])
     assert done["approximate"] is True and {"model_ms_per_token", "processors_ms_per_token", "stream_ms_per_token"} <= set(done)
+
+
+def test_stages_prints_the_chain_at_one_token(capsys, tmp_path):
+    ckpt = str(make_checkpoint(tmp_path / "gru", "gru", width=32, embed=16, layers=1))
+    code, out, _ = run(capsys, "generate", ckpt, "-p", "the ", "--stages", "3", "--top-k", "4", "-t", "0.5", "--json")
+    view = json.loads(out)
+    assert code == 0 and view["position"] == 3 and [s["stage"] for s in view["stages"]] == ["temperature", "top_k"]
+    assert view["stages"][1]["kept"] == 4
+    code, out, _ = run(capsys, "generate", ckpt, "-p", "the ", "--stages", "3", "--top-k", "4")
+    assert code == 0 and "top_k: kept 4" in out
