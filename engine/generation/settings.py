@@ -259,6 +259,8 @@ class SamplingSettings:
             )
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ConfigError(f"seed must be a whole number, got {self.seed!r}")
+        if any(not -100.0 <= float(b) <= 100.0 for b in self.logit_bias.values()):
+            raise ConfigError("logit bias values must be in [-100, 100] (as OpenAI's logit_bias); use --ban to forbid a token")
         if vocab_size is not None:
             bad = [t for t in [*self.logit_bias, *self.banned] if not 0 <= int(t) < vocab_size]
             if bad:
