@@ -76,6 +76,8 @@ class TextStream:
 
     def __init__(self, tokenizer: Any, stops: Sequence[str] = ()):
         self.tokenizer = tokenizer
+        # one id, one whole character, no context: a token's text is its own decode (cached per id)
+        self.pieces: dict[int, str] | None = {} if getattr(tokenizer, "name", "") == "char" else None
         self.stops = [s for s in stops if s]
         self.ids: list[int] = []
         self.prefix = 0  # decode from here (one clean boundary back, for context-dependent decoders)
@@ -91,7 +93,14 @@ class TextStream:
     def push(self, token: int) -> str:
         if self.stopped:
             return ""
-        self.ids.append(int(token))
+        token = int(token)
+        self.ids.append(token)
+        if self.pieces is not None:
+            piece = self.pieces.get(token)
+            if piece is None:
+                piece = self.pieces[token] = self.tokenizer.decode([token])
+            self.prefix = self.read = len(self.ids)
+            return self._release(piece)
         decode = self.tokenizer.decode
         before = decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
         after = decode(self.ids[self.prefix :])
