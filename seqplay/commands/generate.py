@@ -175,7 +175,10 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
         else:
             _out("\n")
     note = " (approximate)" if gen.approximate else ""
-    click.echo(f"[{gen.reason}: {len(gen.generated)} tokens, {gen.tokens_per_s:,.0f} tokens/s{note}]", err=True)
+    n = max(len(gen.generated), 1)
+    split = ", ".join(f"{k[:-2]} {v * 1e3 / n:.2f}" for k, v in gen.timing.items())
+    click.echo(f"[{gen.reason}: {len(gen.generated)} tokens, {gen.tokens_per_s:,.0f} tokens/s{note}; "
+               f"ms per token: {split}]", err=True)
 
 
 def _stages(model: Any, tok: Any, prompt: str, settings: Any, step: int, as_json: bool) -> None:
