@@ -359,10 +359,27 @@ def stream(model: Any, tokenizer: Any, prompt: str | Sequence[int], settings: Sa
     return gen.done_event()
 
 
+class eval_mode:
+    """Generate in eval mode (no dropout) and give a training model back in training mode."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> None:
+        if self.was_training:
+            self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.was_training:
+            self.model.train()
+
+
 def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[int], settings: SamplingSettings | None = None,
                   **kw: Any) -> str:
-    """The whole continuation as one string (a convenience for samples and tests)."""
-    gen = Generation(model, tokenizer, prompt, settings, **kw)
-    for _ in gen:
-        pass
+    """The whole continuation as one string, in eval mode (a training model is handed back in training
+    mode; the global RNG is untouched): what in-training samples, scripts and tests call."""
+    with eval_mode(model):
+        gen = Generation(model, tokenizer, prompt, settings, **kw)
+        for _ in gen:
+            pass
     return gen.text
