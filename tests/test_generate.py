@@ -407,3 +407,25 @@ def test_mlm_fills_blanks_left_to_right(tok):
     assert text == tok.decode(ids[:15] + [filled[1].token] + ids[16:])
     with pytest.raises(ConfigError, match="no blank"):
         fill_blanks(model, tok, "no blanks here")
+
+
+def test_char_stream_shortcut_adds_up_to_the_decoded_text(tok):
+    assert tok.unk_id is not None
+    ids = tok.encode("the cat sat on the mat. a dog").tolist() + [tok.unk_id]
+    ts = TextStream(tok, stops=["zz"])
+    assert ts.pieces is not None  # the char tokenizer takes the per-id path
+    out = "".join(ts.push(t) for t in ids) + ts.finish()
+    assert out == tok.decode(ids)
+    ts = TextStream(tok, stops=["at."])
+    out = "".join(ts.push(t) for t in ids) + ts.finish()
+    assert out == "the cat sat on the m" and ts.stopped
+
+
+def test_generate_text_runs_in_eval_mode_and_leaves_the_rng_alone(tok):
+    model = tiny("lstm", tok, dropout=0.5).train()
+    s = SamplingSettings(seed=2, max_tokens=30)
+    state = torch.get_rng_state()
+    first = generate_text(model, tok, "the ", s)
+    assert torch.equal(state, torch.get_rng_state()) and model.training
+    assert generate_text(model, tok, "the ", s) == first  # no dropout noise: the same text again
+    assert first == generate_text(model.eval(), tok, "the ", s)

@@ -106,3 +106,11 @@ def test_length_penalty_acts_on_finished_hypotheses():
     assert short[0].ids == () and short[0].score == pytest.approx(-1.0)
     assert long[0].ids == (1, 1) and long[0].score == pytest.approx(-1.5 / 9)
     assert all(b.score == pytest.approx(b.logprob / max(len(b.ids) + (b.reason == "eot"), 1) ** 2.0) for b in long)
+
+
+def test_beams_end_when_the_bans_leave_no_continuation(gru, tok):
+    prompt = tok.encode("ab").tolist()
+    found = beam_search(gru, prompt, width=3, max_tokens=40, settings=SamplingSettings(no_repeat_ngram=1))
+    assert found and all(b.reason == "exhausted" for b in found)
+    for b in found:  # every token at most once, prompt included: the vocabulary is used up
+        assert len(set(prompt + list(b.ids))) == len(prompt) + len(b.ids) == tok.vocab_size

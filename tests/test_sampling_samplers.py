@@ -215,3 +215,12 @@ def test_stage_view_shows_each_stage_before_and_after():
     from engine.generation.streaming import generate_text
 
     assert view["text"] == generate_text(model, tok, "the ", s.replace(max_tokens=4))
+
+
+@pytest.mark.parametrize("bad", [
+    {"chain": "top_k"}, {"chain": ["top_k"]}, {"chain": [{"stage": "top_k", "top_k": "x"}]},
+    {"banned": "3"}, {"banned": ["x"]}, {"logit_bias": {"a": 1}}, {"stop": "ab"}, {"seed": "a"}, {"temperature": "hot"},
+])
+def test_bad_presets_are_one_line_errors(bad):
+    with pytest.raises(ConfigError):
+        SamplingSettings.from_preset(bad).validate()

@@ -5,7 +5,9 @@ history stages of the sampling chain (repetition / presence / frequency penaltie
 n-gram, logit bias, bans -- the same ``LogitsPipeline`` sampling uses, with each hypothesis's own
 history), are added to its running sum, and the best ``2B`` candidates are kept until ``B`` live ones
 remain. A hypothesis finishes at the end token (``eot_id``: the tokenizer's end-of-text, or a seq2seq
-model's eos), when its text contains a stop string (cut before it), or at ``max_tokens``. Finished
+model's eos), when its text contains a stop string (cut before it), or at ``max_tokens``; when the
+history stages remove every continuation (no-repeat n-gram 1 has used up the vocabulary) the live
+hypotheses end as they are. Finished
 hypotheses are ranked by ``score = sum log p / len ** length_penalty`` (``len`` counts the generated
 tokens including the end token): the length penalty acts on finished hypotheses only, never on the
 choice among live ones. Search stops early when no live beam can beat the B-th finished one
@@ -33,7 +35,7 @@ class Beam:
     ids: tuple[int, ...]
     logprob: float
     score: float
-    reason: str = "max_tokens"  # "eot" | "stop_string" | "max_tokens"
+    reason: str = "max_tokens"  # "eot" | "stop_string" | "max_tokens" | "exhausted" (every continuation banned)
     text: str | None = None  # with stop strings: the text before the stop
 
 
@@ -82,6 +84,12 @@ def beam_loop(step: StepFn, width: int, length_penalty: float, max_tokens: int, 
                 new_parents.append(parent)
             if len(new_live) == width:
                 break
+        if not new_live and not any(v != float("-inf") for v in values.tolist()):
+            # the chain removed every continuation (bans / no-repeat n-gram): the live hypotheses end here
+            finished.extend(Beam(tuple(ids), s, beam_score(s, len(ids), length_penalty), "exhausted")
+                            for ids, s in live if ids)
+            live = []
+            break
         live = new_live
         parents = torch.tensor(new_parents, dtype=torch.long)
         if history is not None and live:

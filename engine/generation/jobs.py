@@ -12,7 +12,7 @@ import torch
 from engine.errors import ConfigError, SeqplayError
 from engine.generation.decoders import BlankFilling, Seq2SeqGeneration, TaskGeneration, _greedy
 from engine.generation.processors import SamplingSettings
-from engine.generation.streaming import Generation
+from engine.generation.streaming import Generation, eval_mode
 from engine.worker.protocol import CancelGeneration, ErrorEvent, Event, Generate, GenerateStep, GenerationDone
 
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class GenerationJobs:
                 gen = self.current
                 if gen is None or gen.gen_id != cmd.gen_id or gen.done:
                     return  # stale step for a generation that has ended
-                with _torch_threads(self.threads), _eval_mode(gen.model):
+                with _torch_threads(self.threads), eval_mode(gen.model):
                     self.emit(gen.next(choose=cmd.choose))
                 if gen.done:
                     self._finish(None)
@@ -101,7 +101,7 @@ class GenerationJobs:
         settings = SamplingSettings.from_dict(cmd.settings)
         settings.max_tokens = cmd.max_tokens
         task = getattr(model, "task", "lm")
-        with _torch_threads(self.threads), _eval_mode(model):
+        with _torch_threads(self.threads), eval_mode(model):
             if task == "seq2seq":
                 self.current = Seq2SeqGeneration(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
             elif task == "mlm":
@@ -131,7 +131,7 @@ class GenerationJobs:
             return
         deadline = time.perf_counter() + self.slice_s
         try:
-            with _torch_threads(self.threads), _eval_mode(gen.model):
+            with _torch_threads(self.threads), eval_mode(gen.model):
                 while not gen.done and time.perf_counter() < deadline:
                     self.emit(gen.next())
         except Exception as err:  # noqa: BLE001 - reported, never raised into the worker loop
@@ -157,18 +157,3 @@ class _torch_threads:
     def __exit__(self, *exc: Any) -> None:
         if self.old is not None and self.old != self.n:
             torch.set_num_threads(self.old)
-
-
-class _eval_mode:
-    """Generate in eval mode (no dropout) and give a training model back in training mode."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        if self.was_training:
-            self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.was_training:
-            self.model.train()

@@ -609,7 +609,7 @@ def inverse_cdf(probs: torch.Tensor, u: float) -> torch.Tensor:
     """The token ``min{i : F(i) > u * F(V-1)}`` (a 1-element tensor), ``F`` the cumulative sum of ``probs``
     (1-D) in float64: a token of probability 0 is never drawn, and ``u`` ~ U[0, 1) draws each token with
     its probability."""
-    cdf = probs.double().cumsum(-1)
+    cdf = probs.cumsum(-1, dtype=torch.float64)
     index = torch.searchsorted(cdf, cdf[-1:] * u, right=True)
     return index.clamp_(max=probs.shape[-1] - 1)
 
@@ -653,10 +653,11 @@ class TokenChooser:
 
     def processed_logprobs(self, raw_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw log-probs, processed log-probs) for 1-D float logits at the current history."""
-        raw_logp = raw_logits.float().log_softmax(dim=-1)
+        raw = raw_logits if raw_logits.dtype == torch.float32 else raw_logits.float()
+        raw_logp = raw.log_softmax(dim=-1)
         if not self.pipeline.steps:
             return raw_logp, raw_logp
-        return raw_logp, self.pipeline(raw_logits.float(), self.history).log_softmax(dim=-1)
+        return raw_logp, self.pipeline(raw, self.history).log_softmax(dim=-1)
 
     def choose(self, raw_logits: torch.Tensor, force: int | None = None) -> Choice:
         """Draw (or take ``force``) the next token and append it to the history."""
@@ -668,26 +669,29 @@ class TokenChooser:
                 raise ConfigError(f"token id {force} is outside the vocabulary (0..{self.vocab_size - 1})")
             token_t = torch.tensor([int(force)], device=probs.device)
         elif self.settings.temperature == 0.0 and self.settings.dynatemp_range == 0.0:
-            token_t = probs.argmax().view(1)
+            token_t = probs.argmax(-1, keepdim=True)
         else:
             token_t = inverse_cdf(probs, u)
-        # one host transfer for everything the event reports
-        parts = [token_t.to(probs.dtype), probs.gather(0, token_t), raw_logp.gather(0, token_t).exp(),
-                 torch.special.entr(probs).sum().view(1), probs.sum().view(1), raw_logp.sum().view(1)]
+        # everything the event reports, in one host transfer: token, p, log p_raw, entropy, top-n
+        parts = [token_t.to(probs.dtype), torch.stack((probs, raw_logp)).index_select(1, token_t).view(2),
+                 torch.special.entr(probs).sum(-1, keepdim=True)]
         if self.top_n > 0:
             values, ids = torch.topk(probs, self.top_n)
             parts += [values, ids.to(probs.dtype)]
         got = torch.cat(parts).tolist()
-        token, prob, raw_prob, ent, total, raw_total = int(got[0]), got[1], got[2], got[3], got[4], got[5]
-        if raw_total != raw_total:  # NaN
-            raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
-        if total != total or total == 0.0:
+        token, prob, raw_prob, ent = int(got[0]), got[1], math.exp(got[2]), got[3]
+        if ent != ent:  # NaN: the model's scores, or the settings removed every token
+            if bool(torch.isnan(raw_logp).any()):
+                raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
             raise ConfigError("the sampling settings removed every token (bans / no-repeat n-gram); relax them")
         top: tuple[tuple[int, float], ...] = ()
         if self.top_n > 0:
             n = self.top_n
-            top = tuple((int(i), v) for v, i in zip(got[6 : 6 + n], got[6 + n :]) if v > 0.0)
-        self.pipeline.observe(self.history, (token,))
-        self.history.push((token,))
+            top = tuple((int(i), v) for v, i in zip(got[4 : 4 + n], got[4 + n :]) if v > 0.0)
+        if self.pipeline.steps:
+            self.pipeline.observe(self.history, (token,))
+            self.history.push((token,))
+        else:
+            self.history.ids[0].append(token)
         self.last_u = u
-        return Choice(token, prob, raw_prob, ent, top, self.last_u)
+        return Choice(token, prob, raw_prob, ent, top, u)

@@ -164,7 +164,11 @@ class SamplingSettings:
         (unset parameters keep their defaults); stages not listed are off."""
         data: dict[str, Any] = {k: v for k, v in rest.items() if k != "chain"}
         order = []
+        if not isinstance(chain, list):
+            raise ConfigError("a sampling chain is a list of {\"stage\": name, parameter: value} objects; fix it")
         for item in chain:
+            if not isinstance(item, dict):
+                raise ConfigError(f"chain entry {item!r} is not an object like {{\"stage\": \"top_k\", \"top_k\": 40}}; fix it")
             item = dict(item)
             name = item.pop("stage", None)
             if name not in STAGES:
@@ -176,7 +180,7 @@ class SamplingSettings:
                 raise ConfigError(f"stage {name} has no parameter {', '.join(extra)}; it takes {', '.join(STAGES[name].params)}")
             order.append(name)
             data.update(item)
-        settings = cls.from_dict(data)
+        settings = cls.from_dict(data).validate()
         settings.order = order
         for name in DEFAULT_ORDER:  # stages not listed are switched off
             if name not in order and settings.stage_active(name):
@@ -198,7 +202,7 @@ class SamplingSettings:
         if "chain" not in preset:
             return cls.from_dict(preset)
         rest = {k: v for k, v in preset.items() if k != "chain"}
-        return cls.from_chain(list(preset["chain"] or []), **rest)
+        return cls.from_chain(preset["chain"] or [], **rest)
 
     def save_preset(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_preset(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -226,11 +230,16 @@ class SamplingSettings:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown sampling setting(s) {', '.join(unknown)}; remove them")
-        if "logit_bias" in data:
-            data["logit_bias"] = {int(k): float(v) for k, v in dict(data["logit_bias"] or {}).items()}
-        for name in ("banned", "order", "stop", "dry_sequence_breakers"):
+        try:
+            if "logit_bias" in data:
+                data["logit_bias"] = {int(k): float(v) for k, v in dict(data["logit_bias"] or {}).items()}
+            if "banned" in data:
+                data["banned"] = [int(t) for t in _as_list(data["banned"], "banned")]
+        except (TypeError, ValueError):
+            raise ConfigError("logit_bias maps token ids to numbers and banned lists token ids; fix their values") from None
+        for name in ("order", "stop", "dry_sequence_breakers"):
             if name in data:
-                data[name] = list(data[name] or [])
+                data[name] = _as_list(data[name], name)
         return cls(**data)
 
     def replace(self, **changes: Any) -> SamplingSettings:
@@ -246,6 +255,8 @@ class SamplingSettings:
             )
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ConfigError(f"seed must be a whole number, got {self.seed!r}")
+        if any(not -100.0 <= float(b) <= 100.0 for b in self.logit_bias.values()):
+            raise ConfigError("logit bias values must be in [-100, 100] (as OpenAI's logit_bias); use --ban to forbid a token")
         if vocab_size is not None:
             bad = [t for t in [*self.logit_bias, *self.banned] if not 0 <= int(t) < vocab_size]
             if bad:
@@ -257,6 +268,14 @@ class SamplingSettings:
         if any(not isinstance(s, str) or not s for s in self.dry_sequence_breakers):
             raise ConfigError("DRY sequence breakers must be non-empty text")
         return self
+
+
+def _as_list(value: Any, name: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{name} must be a list, got {value!r}")
+    return list(value)
 
 
 def _default(name: str) -> Any:
@@ -272,6 +291,12 @@ def setting_of(name: str) -> Setting:
 def cli_fields() -> list[Setting]:
     """The settings that are plain ``--name value`` options of the generation commands, in order."""
     return [s for s in settings_of(SamplingSettings) if s.cli]
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every setting as data for a form or a help screen: its Setting (``Setting.to_dict``) and its stage."""
+    stage_of = {p: s.name for s in STAGES.values() for p in s.params}
+    return [{**s.to_dict(), "stage": stage_of.get(s.name)} for s in settings_of(SamplingSettings)]
 
 
 def parse_assignments(pairs: list[str] | tuple[str, ...], base: SamplingSettings | None = None) -> SamplingSettings:

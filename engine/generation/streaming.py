@@ -76,6 +76,8 @@ class TextStream:
 
     def __init__(self, tokenizer: Any, stops: Sequence[str] = ()):
         self.tokenizer = tokenizer
+        # one id, one whole character, no context: a token's text is its own decode (cached per id)
+        self.pieces: dict[int, str] | None = {} if getattr(tokenizer, "name", "") == "char" else None
         self.stops = [s for s in stops if s]
         self.ids: list[int] = []
         self.prefix = 0  # decode from here (one clean boundary back, for context-dependent decoders)
@@ -91,7 +93,14 @@ class TextStream:
     def push(self, token: int) -> str:
         if self.stopped:
             return ""
-        self.ids.append(int(token))
+        token = int(token)
+        self.ids.append(token)
+        if self.pieces is not None:
+            piece = self.pieces.get(token)
+            if piece is None:
+                piece = self.pieces[token] = self.tokenizer.decode([token])
+            self.prefix = self.read = len(self.ids)
+            return self._release(piece)
         decode = self.tokenizer.decode
         before = decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
         after = decode(self.ids[self.prefix :])
@@ -350,10 +359,27 @@ def stream(model: Any, tokenizer: Any, prompt: str | Sequence[int], settings: Sa
     return gen.done_event()
 
 
+class eval_mode:
+    """Generate in eval mode (no dropout) and give a training model back in training mode."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> None:
+        if self.was_training:
+            self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.was_training:
+            self.model.train()
+
+
 def generate_text(model: Any, tokenizer: Any, prompt: str | Sequence[int], settings: SamplingSettings | None = None,
                   **kw: Any) -> str:
-    """The whole continuation as one string (a convenience for samples and tests)."""
-    gen = Generation(model, tokenizer, prompt, settings, **kw)
-    for _ in gen:
-        pass
+    """The whole continuation as one string, in eval mode (a training model is handed back in training
+    mode; the global RNG is untouched): what in-training samples, scripts and tests call."""
+    with eval_mode(model):
+        gen = Generation(model, tokenizer, prompt, settings, **kw)
+        for _ in gen:
+            pass
     return gen.text

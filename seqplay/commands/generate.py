@@ -123,13 +123,16 @@ BEAMS = Setting(name="beams", kind=int, default=1, lo=1, hi=1024, help="Beam wid
 @click.option("--window", type=click.Choice(["exact", "slide"]), default="exact", show_default=True,
               help="Transformer past its context: exact (recompute the last context; the model's distribution) "
                    "or slide (approximate: re-encode half the KV cache; faster).")
+@click.option("--stages", "stages_at", default=None, type=click.IntRange(0),
+              help="Sampler lab: print the distribution before and after each stage at generated token N.")
 @click.option("--save-preset", default=None, type=click.Path(dir_okay=False), help="Write the sampling settings as a preset.")
 @option(_T["threads"], default=1, help="Torch threads (1 is fastest for small models; at most the cores).")
 @option(_T["device"], default="cpu", help="cpu | cuda | cuda:N | mps")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
 @click.pass_context
 def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penalty: float, window: str,
-             save_preset: str | None, threads: int, device: str, as_json: bool, **opts: Any) -> None:
+             stages_at: int | None, save_preset: str | None, threads: int, device: str, as_json: bool,
+             **opts: Any) -> None:
     """Generate text from RUN (a run folder, run name or checkpoint file)."""
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -149,8 +152,12 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
     warn_unknown(tok, prompt)
     if save_preset:
         settings.save_preset(save_preset)
+    if not as_json and opts.get("alternatives") is None:
+        settings = settings.replace(top_alternatives=0)  # printed text shows no alternatives: skip them
     try:
-        if model.task == "seq2seq":
+        if stages_at is not None:
+            _stages(model, tok, prompt, settings, stages_at, as_json)
+        elif model.task == "seq2seq":
             _seq2seq(model, tok, prompt, settings, beams, length_penalty, as_json)
         elif model.task == "mlm":
             _mlm(model, tok, prompt, settings, as_json)
@@ -192,7 +199,32 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
         else:
             _out("\n")
     note = " (approximate)" if gen.approximate else ""
-    click.echo(f"[{gen.reason}: {len(gen.generated)} tokens, {gen.tokens_per_s:,.0f} tokens/s{note}]", err=True)
+    n = max(len(gen.generated), 1)
+    split = ", ".join(f"{k[:-2]} {v * 1e3 / n:.2f}" for k, v in gen.timing.items())
+    click.echo(f"[{gen.reason}: {len(gen.generated)} tokens, {gen.tokens_per_s:,.0f} tokens/s{note}; "
+               f"ms per token: {split}]", err=True)
+
+
+def _stages(model: Any, tok: Any, prompt: str, settings: Any, step: int, as_json: bool) -> None:
+    from engine.errors import ConfigError
+    from engine.generation.lab import stage_view
+
+    if model.task != "lm":
+        raise ConfigError("--stages shows a language model's sampling chain; this is a " + model.task + " run")
+    view = stage_view(model, tok, prompt, settings, step)
+    if as_json:
+        _out(json.dumps({"event": "stages", **view}, ensure_ascii=False) + "\n")
+        return
+
+    def bars(rows: list[dict[str, Any]]) -> str:
+        return "  ".join(f"{r['text']!r} {r['p']:.3f}" for r in rows[:6])
+
+    _out(f"{prompt}{view['text']} | token {view['position']}\n")
+    if not view["stages"]:
+        _out("no stage is active: the draw uses the model's distribution\n")
+    for s in view["stages"]:
+        _out(f"{s['stage']:>20s}: kept {s['kept']}, removed {len(s['removed'])}, boosted {len(s['boosted'])}, "
+             f"entropy {s['entropy_after']:.3f}\n{'':22s}{bars(s['after'])}\n")
 
 
 def _beams(model: Any, tok: Any, prompt: str, settings: Any, width: int, length_penalty: float, as_json: bool) -> None:
