@@ -3,8 +3,8 @@
 A run with ``TrainConfig.snapshot_base = b`` (default 50; 0 = off) keeps the model at steps
 0, b, 2b, 4b, 8b, ... (each twice the one before), plus the last step and the best validation step::
 
-    <run>/snapshots/step-000400.safetensors   model tensors only (no optimizer, no RNG)
-    <run>/snapshots/step-000400.json          a checkpoint JSON (same reader, same sha256 check) with
+    <run>/snapshots/snap-000400.safetensors   model tensors only (no optimizer, no RNG)
+    <run>/snapshots/snap-000400.json          a checkpoint JSON (same reader, same sha256 check) with
                                               kind "snapshot" and tags: scheduled | best | last
 
 Snapshots are checkpoints without the training state, so ``engine.runs.checkpoint.load_model`` reads
@@ -25,7 +25,7 @@ from typing import Any
 from engine.errors import CheckpointError
 
 FOLDER = "snapshots"
-_STEP_RE = re.compile(r"^step-(\d+)\.json$")
+_STEP_RE = re.compile(r"^snap-(\d+)\.json$")  # not step-*: never taken for a training checkpoint
 TAGS = ("scheduled", "best", "last")
 
 
@@ -179,7 +179,7 @@ def write_snapshot(run_dir: Path, step: int, model: Any, meta: dict[str, Any], t
     from engine.runs.checkpoint import atomic_write_json, save_checkpoint
 
     folder = snapshot_dir(run_dir)
-    path = folder / f"step-{step:06d}.json"
+    path = folder / f"snap-{step:06d}.json"
     old = _read_json(path) if path.exists() else None
     if (old is not None and old.get("kind") == "snapshot" and old.get("step") == step
             and old.get("elapsed") == meta.get("elapsed")):
