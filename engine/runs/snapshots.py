@@ -212,10 +212,6 @@ def after_step(trainer: Any, final: bool = False) -> None:
         tags.append("last")
     if not tags:
         return
-    for s in snaps:  # one best and one last: the tag moves to this step
-        for tag in ("best", "last"):
-            if tag in tags and tag in s.tags and s.step != step:
-                _retag(s, tag)
     from engine.bench import environment
 
     model = trainer.model
@@ -232,6 +228,13 @@ def after_step(trainer: Any, final: bool = False) -> None:
         from engine.runs.checkpoint import disk_error_message
 
         raise TrainingError(disk_error_message(err, snapshot_dir(run_dir))) from None
+    for s in snaps:  # one best and one last: the tag moves to this step (after the new one is safely written)
+        for tag in ("best", "last"):
+            if tag in tags and tag in s.tags and s.step != step:
+                try:
+                    _retag(s, tag)
+                except OSError:
+                    pass  # the old one keeps its tag: RUN@best / RUN@last take the newest so tagged
 
 
 # --------------------------------------------------------------------------------------------------
