@@ -253,8 +253,8 @@ def timeline(run: str | Path, prompt: str, settings: Any, device: str = "cpu", w
     run_dir = find_run(str(run))
     snaps = list_snapshots(run_dir)
     if not snaps:
-        raise CheckpointError(f"run {run_dir.name} has no snapshots (trained with snapshot_base 0 or before snapshots existed); "
-                              "train a new run to get a timeline")
+        raise CheckpointError(f"run {run_dir.name} has no snapshots (an n-gram is counted, not trained; other runs were trained "
+                              "with --snapshot-base 0 or before snapshots existed); train a new run to get a timeline")
     for s in snaps:
         loaded = load_model(s.path, device=device)
         if loaded.model.task != "lm":
