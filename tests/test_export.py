@@ -162,3 +162,13 @@ def test_onnx_refuses_models_it_does_not_cover(capsys, tmp_path):
     ckpt = checkpoint(tmp_path / "s2s" / "checkpoints", "mlp", context=4, embed=8, width=16)
     code, _, err = run_cli(capsys, "export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "o"))
     assert code == 2 and err.startswith("error: ONNX export covers")
+
+
+@pytest.mark.parametrize("kind", ["word", "byte", "bpe"])
+def test_pipeline_greedy_text_for_every_tokenizer(capsys, tmp_path, kind):
+    ckpt = checkpoint(tmp_path / "run" / "checkpoints", "transformer", tokenizer=kind, layers=1, width=32, heads=2, context=32)
+    code, out, _ = run_cli(capsys, "export", str(ckpt), "--out", str(tmp_path / "hf"), "-p", "the cat")
+    assert code == 0, out
+    code, ours, _ = run_cli(capsys, "generate", str(ckpt), "-p", "the cat", "-n", "12", "-t", "0")
+    pipe = transformers.pipeline("text-generation", model=str(tmp_path / "hf"), device="cpu")
+    assert pipe("the cat", max_new_tokens=12, do_sample=False)[0]["generated_text"] == ours.rstrip("\n")

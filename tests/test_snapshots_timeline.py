@@ -161,3 +161,17 @@ def test_a_step_reached_again_on_another_trajectory_replaces_its_snapshot(tmp_pa
     write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 2.0}, ["last"])  # same moment: only the tag is added
     got, tensors = read_checkpoint(path)
     assert got["tags"] == ["scheduled", "last"] and torch.equal(tensors["model.head.weight"], b.state_dict()["head.weight"])
+
+
+def test_the_worker_generates_from_a_snapshot(run_dir):
+    from engine.generation.generate import GenerationJobs
+    from engine.worker import protocol as P
+
+    events = []
+    jobs = GenerationJobs(events.append)
+    jobs.handle(P.Generate(gen_id="g", prompt="the ", source=f"{run_dir}@8", settings={"seed": 3}, max_tokens=15))
+    while jobs.busy:
+        jobs.pump()
+    done = [e for e in events if isinstance(e, P.GenerationDone)]
+    want = next(r for r in timeline(run_dir, "the ", SamplingSettings(seed=3, max_tokens=15)) if r["step"] == 8)
+    assert done and done[-1].reason == "max_tokens" and done[-1].text == want["text"]

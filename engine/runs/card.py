@@ -406,7 +406,7 @@ def replay(card_path: str | Path, corpus: str | None = None, runs_dir: str | Non
     last = max(curves["train"], default=0)
     stop_at = min(last, steps) if steps else last
     if stop_at <= 0:
-        raise CheckpointError("the card's training curve is empty; there is nothing to replay")
+        raise CheckpointError("the card's training curve is empty (an n-gram is counted, not trained); there is nothing to replay")
 
     from engine.device import pick_device
 

@@ -3,8 +3,8 @@
 A run with ``TrainConfig.snapshot_base = b`` (default 50; 0 = off) keeps the model at steps
 0, b, 2b, 4b, 8b, ... (each twice the one before), plus the last step and the best validation step::
 
-    <run>/snapshots/step-000400.safetensors   model tensors only (no optimizer, no RNG)
-    <run>/snapshots/step-000400.json          a checkpoint JSON (same reader, same sha256 check) with
+    <run>/snapshots/snap-000400.safetensors   model tensors only (no optimizer, no RNG)
+    <run>/snapshots/snap-000400.json          a checkpoint JSON (same reader, same sha256 check) with
                                               kind "snapshot" and tags: scheduled | best | last
 
 Snapshots are checkpoints without the training state, so ``engine.runs.checkpoint.load_model`` reads
@@ -25,7 +25,7 @@ from typing import Any
 from engine.errors import CheckpointError
 
 FOLDER = "snapshots"
-_STEP_RE = re.compile(r"^step-(\d+)\.json$")
+_STEP_RE = re.compile(r"^snap-(\d+)\.json$")  # not step-*: never taken for a training checkpoint
 TAGS = ("scheduled", "best", "last")
 
 
@@ -122,7 +122,7 @@ def resolve_at(spec: str) -> Path:
     """The checkpoint JSON ``RUN@STEP`` names: the snapshot at STEP (``best``/``last``: the snapshot
     so tagged), else the step checkpoint at STEP. A one-line CheckpointError names the steps there are."""
     from engine.runs.checkpoint import step_checkpoints
-    from engine.runs.folders import find_run
+    from engine.runs.paths import find_run
 
     parts = split_at(spec)
     if parts is None:
@@ -179,7 +179,7 @@ def write_snapshot(run_dir: Path, step: int, model: Any, meta: dict[str, Any], t
     from engine.runs.checkpoint import atomic_write_json, save_checkpoint
 
     folder = snapshot_dir(run_dir)
-    path = folder / f"step-{step:06d}.json"
+    path = folder / f"snap-{step:06d}.json"
     old = _read_json(path) if path.exists() else None
     if (old is not None and old.get("kind") == "snapshot" and old.get("step") == step
             and old.get("elapsed") == meta.get("elapsed")):
@@ -212,10 +212,6 @@ def after_step(trainer: Any, final: bool = False) -> None:
         tags.append("last")
     if not tags:
         return
-    for s in snaps:  # one best and one last: the tag moves to this step
-        for tag in ("best", "last"):
-            if tag in tags and tag in s.tags and s.step != step:
-                _retag(s, tag)
     from engine.device import environment
 
     model = trainer.model
@@ -232,6 +228,13 @@ def after_step(trainer: Any, final: bool = False) -> None:
         from engine.runs.checkpoint import disk_error_message
 
         raise TrainingError(disk_error_message(err, snapshot_dir(run_dir))) from None
+    for s in snaps:  # one best and one last: the tag moves to this step (after the new one is safely written)
+        for tag in ("best", "last"):
+            if tag in tags and tag in s.tags and s.step != step:
+                try:
+                    _retag(s, tag)
+                except OSError:
+                    pass  # the old one keeps its tag: RUN@best / RUN@last take the newest so tagged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,13 +248,13 @@ def timeline(run: str | Path, prompt: str, settings: Any, device: str = "cpu", w
     so the only thing that changes between lines is the model."""
     from engine.generation.generate import Generation
     from engine.runs.checkpoint import load_model
-    from engine.runs.folders import find_run
+    from engine.runs.paths import find_run
 
     run_dir = find_run(str(run))
     snaps = list_snapshots(run_dir)
     if not snaps:
-        raise CheckpointError(f"run {run_dir.name} has no snapshots (trained with snapshot_base 0 or before snapshots existed); "
-                              "train a new run to get a timeline")
+        raise CheckpointError(f"run {run_dir.name} has no snapshots (an n-gram is counted, not trained; other runs were trained "
+                              "with --snapshot-base 0 or before snapshots existed); train a new run to get a timeline")
     for s in snaps:
         loaded = load_model(s.path, device=device)
         if loaded.model.task != "lm":

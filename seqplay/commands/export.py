@@ -30,7 +30,8 @@ def export(run: str, fmt: str, out: str | None, prompt: str, as_json: bool) -> N
     from engine.errors import ExportError
 
     if out is None:
-        out = f"{Path(run.split('@')[0]).name or 'run'}-{fmt}"
+        base = Path(run.rpartition("@")[0] or run)
+        out = f"{(base.stem if base.suffix in ('.json', '.safetensors') else base.name) or 'run'}-{fmt}"
     target = Path(out)
     if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / MARKERS[fmt]).exists())):
         raise ExportError(f"{target} exists and is not an earlier seqplay {fmt} export; choose another --out")
