@@ -154,11 +154,11 @@ def test_a_step_reached_again_on_another_trajectory_replaces_its_snapshot(tmp_pa
     cfg = make_config("gru", 10, layers=1, width=8, embed=4)
     a, b = (build_model("gru", cfg) for _ in range(2))
     meta = {"arch": "gru", "model_config": cfg.to_dict(), "train_config": {"arch": "gru"}}
-    write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 1.0}, ["scheduled"])
-    path = write_snapshot(tmp_path, 8, b, {**meta, "elapsed": 2.0}, ["scheduled"])  # after a rollback
+    write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 1.0}, ["scheduled"], moment="p:t:0:8")
+    path = write_snapshot(tmp_path, 8, b, {**meta, "elapsed": 2.0}, ["scheduled"], moment="p:t:1:8")  # after a rollback
     got, tensors = read_checkpoint(path)
     assert torch.equal(tensors["model.head.weight"], b.state_dict()["head.weight"])
-    write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 2.0}, ["last"])  # same moment: only the tag is added
+    write_snapshot(tmp_path, 8, a, {**meta, "elapsed": 2.5}, ["last"], moment="p:t:1:8")  # same moment: only the tag
     got, tensors = read_checkpoint(path)
     assert got["tags"] == ["scheduled", "last"] and torch.equal(tensors["model.head.weight"], b.state_dict()["head.weight"])
 

@@ -231,7 +231,7 @@ def resolve_checkpoint(path_or_run: str | Path, prefer_best: bool = True) -> Pat
         raise CheckpointError("a checkpoint path cannot contain a NUL character; see `seqplay runs`")
     p = Path(path_or_run)
     if not p.exists() and "@" in str(path_or_run):  # RUN@STEP: a snapshot (engine.runs.snapshots)
-        from engine.runs.snapshots import resolve_at
+        from engine.runs.snapshot_index import resolve_at
 
         return resolve_at(str(path_or_run))
     if not p.exists():

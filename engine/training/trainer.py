@@ -114,6 +114,7 @@ class Trainer:
         self._last_flush = 0.0
         self._last_saved_step = -1
         self._last_eval_step = -1
+        self.restores = 0
         self.tainted = False  # weights after a blow-up: never checkpointed
         self.rollbacks = 0
         self.last_batch: Batch | None = None
@@ -235,7 +236,7 @@ class Trainer:
         """The state was just loaded from a checkpoint (resume or rollback): nothing to save or evaluate."""
         self._last_saved_step = self.step
         self._last_eval_step = self.step
-
+        self.restores += 1  # a new trajectory from here (time-machine snapshots re-reached are replaced)
 
     def _plan(self, meta: dict[str, Any] | None) -> Any:
         from engine.models.registry import config_from_dict
