@@ -483,23 +483,12 @@ class Trainer:
         """Longest span of ``text`` (>= ``minimum`` chars) found verbatim in the training text."""
         if len(text) < minimum:
             return ""
-        try:
-            from engine.insight.memorization import TrainingIndex
+        from engine.insight.memorization import TrainingIndex
 
-            if self._train_index is None:
-                self._train_index = TrainingIndex(self._training_text())
-            s, n = self._train_index.longest_span(text)
-            span = text[s : s + n]
-        except ImportError:
-            train, span = self._training_text(), ""
-            lo, hi = minimum, len(text)
-            while lo <= hi:  # binary search on the length: a copied span of length L has all shorter ones
-                mid = (lo + hi) // 2
-                hit = next((text[i : i + mid] for i in range(len(text) - mid + 1) if text[i : i + mid] in train), None)
-                if hit is None:
-                    hi = mid - 1
-                else:
-                    span, lo = hit, mid + 1
+        if self._train_index is None:
+            self._train_index = TrainingIndex(self._training_text())
+        s, n = self._train_index.longest_span(text)
+        span = text[s : s + n]
         return span if len(span) >= minimum else ""
 
     def _training_text(self) -> str:
