@@ -178,6 +178,8 @@ class Trainer:
             ckpt = resolve_checkpoint(self.resume_from, prefer_best=False)
             meta, tensors = read_checkpoint(ckpt)
             saved = dict(meta.get("train_config") or {})
+            if "l2" not in saved and saved.get("optimizer", "adamw") != "adamw" and saved.get("weight_decay"):
+                saved["l2"], saved["weight_decay"] = saved["weight_decay"], None  # runs from before --l2: it was L2
             saved.update({k: v for k, v in self.overrides.items() if v is not None})
             self.config = TrainConfig.from_dict(saved)
             self.run_dir = ckpt.parent.parent
@@ -250,7 +252,6 @@ class Trainer:
         """The state was just loaded from a checkpoint (resume or rollback): nothing to save or evaluate."""
         self._last_saved_step = self.step
         self._last_eval_step = self.step
-
 
     def _plan(self, meta: dict[str, Any] | None) -> Any:
         from engine.models.registry import config_from_dict
