@@ -50,11 +50,12 @@ def bare_loop(cfg, warmup: int = 10) -> float:
     for i in range(cfg.steps):
         if i == warmup:
             start = time.perf_counter()
-        x, y, reset = t._batch()
-        if t.recurrent and reset:
+        batch = t.next_batch()
+        (x, y), recurrent = batch.tensors, getattr(t.task, "recurrent", False)
+        if recurrent and batch.reset:
             state = None
         with autocast(t.device, t.precision):
-            if t.recurrent:
+            if recurrent:
                 _, loss, state = model(x, y, state=state)
                 state = model.detach_state(state)
             else:

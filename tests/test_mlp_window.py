@@ -32,7 +32,7 @@ def test_mlp_trains_on_long_windows_and_evaluates_on_them(tmp_path):
     trainer = Trainer(mlp_config(tmp_path, n=4, steps=3, eval_every=3), rec)
     assert trainer.run().reason == "done"
     assert trainer.model.config.context == 4 and trainer.context == 64  # n = 4; window max(64, 16)
-    x, y = trainer.batcher.next()
+    x, y = trainer.task.batcher.next()
     assert x.shape == (4, 64) and np.array_equal(x[:, 1:], y[:, :-1])
     val_loss = rec.of("eval")[-1].val_loss
     # The model's own loss on the same validation windows (evenly spaced 64-token windows).

@@ -66,3 +66,26 @@ def test_weight_decay_for_an_optimizer_without_decoupled_decay_is_refused_with_t
     TrainConfig(optimizer=optimizer, weight_decay=0.0, l2=0.01).validate()
     with pytest.raises(ConfigError, match="--weight-decay"):
         TrainConfig(optimizer="adamw", l2=0.01).validate()
+
+
+def test_a_run_from_before_l2_resumes_with_its_decay_as_l2(tmp_path):
+    """Old checkpoints of adam/sgd runs hold weight_decay (then applied as L2) and no l2: resume keeps
+    the penalty they trained with, named l2."""
+    import json
+
+    from engine.runs.checkpoint import read_checkpoint, save_checkpoint, step_checkpoints
+    from tests.train_helpers import tiny_config
+
+    Trainer(tiny_config(tmp_path, optimizer="adam", steps=4, eval_every=4, run_name="old"), Recorder()).run()
+    _, path = step_checkpoints(tmp_path / "runs" / "old")[-1]
+    meta, tensors = read_checkpoint(path)
+    del meta["train_config"]["l2"]
+    meta["train_config"]["weight_decay"] = 0.1
+    meta["optimizer"]["param_groups"][0]["weight_decay"] = 0.1  # what the old code handed to Adam
+    path.unlink()
+    save_checkpoint(path, tensors, meta)
+    t = Trainer({}, Recorder(), resume_from=str(path), overrides={"steps": 6})
+    assert t.run().reason == "done"
+    assert t.config.l2 == 0.1 and t.config.weight_decay is None
+    assert t.optimizer.param_groups[0]["weight_decay"] == 0.1
+    assert json.loads((tmp_path / "runs" / "old" / "config.json").read_text())["optimizer"] == "adam"

@@ -25,6 +25,8 @@ ADAM_BETAS = (0.9, 0.95)  # nanoGPT's; PyTorch's default is (0.9, 0.999)
 DEFAULT_WEIGHT_DECAY = 0.1  # AdamW's decoupled decay when --weight-decay is not given
 # Default learning rates for optimizers whose scale differs from Adam's (None: the architecture's).
 DEFAULT_LR: dict[str, float | None] = {"adamw": None, "adam": None, "rmsprop": None, "sgd": 0.5, "adagrad": 0.03}
+# SGD on recurrent models (with the default --clip 1) learns much faster at a larger step (docs/training.md).
+SGD_LR_BY_FAMILY = {"recurrent": 2.0}
 
 
 def default_lr(config: Any) -> float:
@@ -33,7 +35,10 @@ def default_lr(config: Any) -> float:
 
     if config.lr is not None:
         return float(config.lr)
-    return DEFAULT_LR.get(config.optimizer) or get_arch(config.arch).default_lr or 1e-3
+    info = get_arch(config.arch)
+    if config.optimizer == "sgd" and info.family in SGD_LR_BY_FAMILY:
+        return SGD_LR_BY_FAMILY[info.family]
+    return DEFAULT_LR.get(config.optimizer) or info.default_lr or 1e-3
 
 
 def decay_settings(config: Any) -> tuple[float, float]:

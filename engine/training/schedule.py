@@ -83,9 +83,7 @@ class Schedule:
     def beyond_horizon(self, steps: int | None, time_budget: float | None) -> bool:
         """Whether a budget reaches past the horizon (extending the run: the final-LR rule applies)."""
         return bool((steps and self.total_steps and steps > self.total_steps)
-                    or (time_budget and self.time_budget and time_budget > self.time_budget)
-                    or (steps and not self.total_steps and self.time_budget)
-                    or (time_budget and not self.time_budget and self.total_steps))
+                    or (time_budget and self.time_budget and time_budget > self.time_budget))
 
     def plateau(self, improved: bool) -> bool:
         """Record one evaluation; True when the learning rate was just halved."""

@@ -164,6 +164,10 @@ class Trainer:
             ckpt = resolve_checkpoint(self.resume_from, prefer_best=False)
             self._lock = lock_run(ckpt.parent.parent) if self.is_main else None  # one writer per run
             meta, tensors = read_checkpoint(ckpt)
+            saved = meta.get("train_config")
+            if isinstance(saved, dict) and "l2" not in saved and saved.get("optimizer", "adamw") != "adamw" \
+                    and saved.get("weight_decay"):
+                saved["l2"], saved["weight_decay"] = saved["weight_decay"], None  # runs from before --l2: it was L2
             self.config = resume_config(meta, self.overrides, ckpt)  # same bounds as the CLI; no unnamed file read
             self.run_dir = ckpt.parent.parent
             self._resume_path = ckpt
@@ -471,23 +475,12 @@ class Trainer:
         """Longest span of ``text`` (>= ``minimum`` chars) found verbatim in the training text."""
         if len(text) < minimum:
             return ""
-        try:
-            from engine.insight.memorization import TrainingIndex
+        from engine.insight.memorization import TrainingIndex
 
-            if self._train_index is None:
-                self._train_index = TrainingIndex(self._training_text())
-            s, n = self._train_index.longest_span(text)
-            span = text[s : s + n]
-        except ImportError:
-            train, span = self._training_text(), ""
-            lo, hi = minimum, len(text)
-            while lo <= hi:  # binary search on the length: a copied span of length L has all shorter ones
-                mid = (lo + hi) // 2
-                hit = next((text[i : i + mid] for i in range(len(text) - mid + 1) if text[i : i + mid] in train), None)
-                if hit is None:
-                    hi = mid - 1
-                else:
-                    span, lo = hit, mid + 1
+        if self._train_index is None:
+            self._train_index = TrainingIndex(self._training_text())
+        s, n = self._train_index.longest_span(text)
+        span = text[s : s + n]
         return span if len(span) >= minimum else ""
 
     def _training_text(self) -> str:
