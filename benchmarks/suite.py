@@ -440,7 +440,7 @@ def adaptive_vs_full(corpus: str, seconds: float, threads: int | None = None, ar
                           precision="fp32")
         t = Trainer(cfg, lambda e: None, pause_on_error=False)
         fin = t.run()
-        val = float(t.evaluate(t.data.val_ids))
+        val = float(t.task.split_loss(t.data.val_ids))
         rate = t.tokens_seen / max(t.elapsed, 1e-9)
         rows.append(Row("wordlm", f"{arch} {output} output: whole-split validation perplexity after {seconds:g} s",
                         math.exp(min(val, 700)), "ppl",

@@ -77,6 +77,21 @@ class NGramLM(SeqModel):
         self.fitted = torch.ones((), dtype=torch.int64, device=device)
         return self
 
+    def data_sized_buffers(self) -> list[str]:
+        """The count tables: their lengths depend on the data (a checkpoint's loader checks dtype and rank)."""
+        return [name for name in self._buffers if name != "fitted"]
+
+    def check_tables(self, state: dict[str, Tensor]) -> str | None:
+        """Why a loaded set of count tables cannot be used (tables of one order of different lengths)."""
+        for k in range(1, self.config.order + 1):
+            keys = state.get(f"o{k}_keys")
+            if keys is not None and state.get(f"o{k}_counts") is not None and len(state[f"o{k}_counts"]) != len(keys):
+                return f"tensor model.o{k}_counts does not match model.o{k}_keys in length"
+            ctx = [state.get(f"o{k}_{t}") for t in ("ctx_keys", "ctx_total", "ctx_types")]
+            if all(c is not None for c in ctx) and len({len(c) for c in ctx}) > 1:
+                return f"the order-{k} context tables have different lengths"
+        return None
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Count tables have data-dependent sizes: adopt the saved tensors' shapes before loading."""
         for name, t in state_dict.items():

@@ -52,12 +52,27 @@ def expect_tensor(tensors: dict[str, Any], key: str, like: Any, where: Path, sha
 def check_model_tensors(model: Any, tensors: dict[str, Any], where: Path) -> dict[str, Any]:
     """The ``model.*`` tensors as a state dict, each checked against the live model's entry; no key
     missing, none extra."""
+    import torch
+
     live = model.state_dict()
     saved = {k[len("model."):] for k in tensors if k.startswith("model.")}
     extra = sorted(saved - set(live))
     if extra:
         raise _bad(where, f"tensor model.{extra[0]} is not part of this model")
-    return {name: expect_tensor(tensors, f"model.{name}", ref, where) for name, ref in live.items()}
+    sized = set(getattr(model, "data_sized_buffers", lambda: ())())  # e.g. the n-gram's count tables
+    out = {}
+    for name, ref in live.items():
+        if name in sized:
+            got = tensors.get(f"model.{name}")
+            if not isinstance(got, torch.Tensor) or got.dtype != ref.dtype or got.dim() != ref.dim():
+                raise _bad(where, f"tensor model.{name} is missing or not a {ref.dim()}-d {str(ref.dtype).replace('torch.', '')} table")
+            out[name] = got
+        else:
+            out[name] = expect_tensor(tensors, f"model.{name}", ref, where)
+    problem = getattr(model, "check_tables", lambda state: None)(out)
+    if problem:
+        raise _bad(where, problem)
+    return out
 
 
 def _finite_number(x: Any) -> bool:

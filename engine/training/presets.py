@@ -22,7 +22,6 @@ The rules (a setting the user gave always wins):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,14 +105,9 @@ def fast_defaults(config: TrainConfig, given: set[str], train_tokens: int, val_t
     # evaluation: at most EVAL_SHARE of the training compute
     train_cost = planned_steps * per_step
     eval_tokens = max(1, val_tokens)
-    n_evals = max(1, int(EVAL_SHARE * train_cost / (EVAL_COST * eval_tokens)))
-    eval_batch = cur.batch_size * context
-    batches = math.ceil(eval_tokens / eval_batch)
-    if n_evals == 1 and EVAL_SHARE * train_cost < EVAL_COST * eval_tokens:  # even one whole pass is too dear
-        batches = max(1, int(EVAL_SHARE * train_cost / EVAL_COST / eval_batch))
-    whole = batches * eval_batch >= eval_tokens
-    pick("eval_batches", None if whole else batches, "the whole validation split" if whole
-         else f"a sample: {batches * eval_batch:,} of {val_tokens:,} validation tokens")
+    n_evals = max(1, int(EVAL_SHARE * train_cost / (EVAL_COST * eval_tokens)))  # the last one at the end
+    # the whole validation split every time (issue 13: figures on the whole split unless asked): the
+    # budget is kept by evaluating less often, never by scoring a sample
     every = max(1, planned_steps // n_evals)
     pick("eval_every", every, f"{n_evals} evaluation(s), about {EVAL_SHARE:.0%} of the compute")
     pick("sample_every", every, "a sample at each evaluation")
@@ -170,7 +164,7 @@ def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_
         ("model", f"{model_line}, {params:,} parameters"),
         ("data", f"{train_tokens:,} training / {val_tokens:,} validation tokens, vocabulary {vocab_size:,}"),
         ("batch", f"{config.batch_size} x {ctx if ctx else 'default'} tokens" + (f" x {config.grad_accum}" if config.grad_accum > 1 else "")),
-        ("optimizer", f"{config.optimizer}, lr {lr}, {sched}, weight decay {config.weight_decay:g}"),
+        ("optimizer", f"{config.optimizer}, lr {lr}, {sched}, " + _regulariser(config)),
         ("budget", budget),
         ("evaluation", f"every {config.eval_every:,} steps and at the end, "
                        + ("whole validation split" if per_eval >= val_tokens else f"{per_eval:,} of {val_tokens:,} validation tokens")),
@@ -179,3 +173,14 @@ def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_
     if auto:
         rows.append(("fast defaults", ", ".join(sorted(auto)) + " (give a flag to override)"))
     return rows
+
+
+def _regulariser(config: Any) -> str:
+    """The weight decay or L2 the optimizer will use (``engine.training.optim.decay_settings``)."""
+    from engine.training.optim import decay_settings
+
+    try:
+        decay, l2 = decay_settings(config)
+    except Exception:  # noqa: BLE001 - validate() reports a bad pair; the summary stays printable
+        return "weight decay ?"
+    return f"L2 {l2:g}" if l2 else f"weight decay {decay:g}"
