@@ -173,7 +173,7 @@ def leaf_paths(obj, prefix=()):
 
 def set_path(obj, path, value):
     if not path:
-        return value
+        return {} if value is DELETE else value
     parent = obj
     for k in path[:-1]:
         parent = parent[k]
@@ -209,8 +209,8 @@ def apply_json(json_path: Path, mutations) -> None:
     for path, value in mutations:
         try:
             meta = set_path(meta, path, value)
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed the parent
+        except (KeyError, IndexError, TypeError, AttributeError):
+            continue  # an earlier mutation removed or replaced the parent
     json_path.write_text(json.dumps(meta))
 
 

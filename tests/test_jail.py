@@ -295,3 +295,23 @@ def test_a_run_handed_over_from_another_home_asks_for_its_source(run, tmp_path, 
     monkeypatch.setenv("SEQPLAY_HOME", str(tmp_path / "other-home"))
     rec, fin = resume(run)
     assert fin.reason == "error" and "--source" in one_error(rec)
+
+
+def test_a_partial_optimizer_state_is_refused(run):
+    def change(t, meta):
+        meta["optimizer"]["tensor_keys"]["0"].remove("exp_avg")
+        del t["optim.0.exp_avg"]
+
+    rewrite(newest(run), change)
+    rec, fin = resume(run)
+    msg = one_error(rec)
+    assert fin.reason == "error" and "parameter 0 lacks exp_avg" in msg, msg
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop", "adagrad"])
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_every_optimizer_and_carried_state_resume_through_the_checks(tmp_path, optimizer, arch):
+    fin = Trainer(tiny_config(tmp_path, arch=arch, optimizer=optimizer, steps=2, eval_every=2), Recorder()).run()
+    rec = Recorder()
+    again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
+    assert again.reason == "done" and again.step == 3, [e.message for e in rec.of("error")]

@@ -95,7 +95,8 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
             if k != "params" and not _same_kind(v, ref[k]):
                 raise _bad(where, f"optimizer setting {k}={str(v)[:40]} in group {i} does not fit this optimizer (expected like {ref[k]!r})")
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    allowed = OPTIMIZER_STATE_KEYS.get(type(optimizer).__name__)
+    required = _state_keys(optimizer)
+    allowed = required if required is not None else OPTIMIZER_STATE_KEYS.get(type(optimizer).__name__)
     keys, scalars = saved.get("tensor_keys") or {}, saved.get("scalars") or {}
     if not isinstance(keys, dict) or not isinstance(scalars, dict):
         raise _bad(where, "the optimizer state lists are not JSON objects")
@@ -127,7 +128,34 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
     stray = sorted(k for k in tensors if k.startswith("optim.") and k.split(".")[1] not in keys)
     if stray:
         raise _bad(where, f"tensor {stray[0]} belongs to no parameter the optimizer state lists")
+    if required is not None:  # a partial state crashes the optimizer's step: each one complete (or absent)
+        for pid, entry in state.items():
+            if set(entry) != required:
+                missing = sorted(required - set(entry)) or sorted(set(entry) - required)
+                raise _bad(where, f"optimizer state of parameter {pid} lacks {', '.join(missing)}")
+        preset = [i for i, p in enumerate(params) if optimizer.state.get(p)]  # e.g. Adagrad's, made at construction
+        lacking = [i for i in preset if i not in state]
+        if lacking:
+            raise _bad(where, f"optimizer state of parameter {lacking[0]} is missing")
     return {"state": state, "param_groups": groups}
+
+
+def _state_keys(optimizer: Any) -> frozenset[str] | None:
+    """The state names this optimizer keeps per parameter after a step (with its settings: amsgrad,
+    momentum, centered...), found by stepping a copy on a one-element parameter."""
+    import inspect
+
+    import torch
+
+    try:
+        p = torch.zeros(1, requires_grad=True)
+        p.grad = torch.zeros(1)
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        probe = type(optimizer)([p], **{k: v for k, v in optimizer.defaults.items() if k in accepted})
+        probe.step()
+        return frozenset(probe.state[p])
+    except Exception:  # noqa: BLE001 - an optimizer that cannot be probed keeps the name table only
+        return None
 
 
 def check_rng(tensors: dict[str, Any], key: str, live_state: Any, where: Path) -> Any:
