@@ -315,3 +315,28 @@ def test_every_optimizer_and_carried_state_resume_through_the_checks(tmp_path, o
     rec = Recorder()
     again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
     assert again.reason == "done" and again.step == 3, [e.message for e in rec.of("error")]
+
+
+@pytest.mark.parametrize("change", ["model_config deleted", "width huge", "arch swapped"])
+def test_saved_model_settings_are_checked_before_building(run, change):
+    def mutate(t, meta):
+        if change == "model_config deleted":
+            del meta["model_config"]
+        elif change == "width huge":
+            meta["model_config"]["width"] = 10**9
+        else:
+            meta["train_config"]["arch"] = "gru"
+
+    rewrite(newest(run), mutate)
+    rec, fin = resume(run)
+    assert fin.reason == "error" and one_error(rec)
+
+
+def test_a_model_value_torch_cannot_take_is_one_line(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, arch="lstm", steps=2, eval_every=2), Recorder()).run()
+    best = Path(fin.run_dir) / "checkpoints" / "best.json"
+    meta = json.loads(best.read_text())
+    meta["model_config"]["forget_bias"] = 1e308  # found by the fuzzer: a RuntimeError from torch
+    best.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError):
+        load_model(best)

@@ -276,8 +276,8 @@ def build_from_meta(meta: dict[str, Any]) -> Any:
         return build_model(arch, cfg)
     except SeqplayError as err:
         raise CheckpointError(f"checkpoint's model cannot be built: {err}") from None
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint's model config is invalid ({err}); it is corrupt") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, OverflowError) as err:  # a value torch cannot take
+        raise CheckpointError(f"checkpoint's model config is invalid ({str(err)[:120]}); it is corrupt") from None
 
 
 def load_model_state(model: Any, tensors: dict[str, Any], where: Path) -> None:

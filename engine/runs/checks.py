@@ -261,6 +261,18 @@ def resume_config(meta: dict[str, Any], overrides: dict[str, Any], where: Path) 
     saved = meta.get("train_config")
     if not isinstance(saved, dict):
         raise _bad(where, "the saved training settings are missing")
+    if not isinstance(meta.get("arch"), str) or not isinstance(meta.get("model_config"), dict):
+        raise _bad(where, "the checkpoint names no architecture or model config")
+    if saved.get("arch") != meta["arch"]:
+        raise _bad(where, f"the saved settings are for {str(saved.get('arch'))[:30]!r}, the model is {meta['arch'][:30]!r}")
+    try:  # the model's settings: the same strict reading and bounds as for a new run
+        from engine.models.registry import config_from_dict
+
+        config_from_dict(meta["arch"], meta["model_config"]).validate()
+    except SeqplayError as err:
+        raise CheckpointError(f"{Path(where).name}: the saved model settings are refused: {err}") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise _bad(where, f"the saved model settings are invalid ({type(err).__name__})") from None
     saved = dict(saved)
     saved.update({k: v for k, v in overrides.items() if v is not None})
     try:
