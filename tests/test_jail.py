@@ -340,3 +340,12 @@ def test_a_model_value_torch_cannot_take_is_one_line(tmp_path):
     best.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError):
         load_model(best)
+
+
+def test_a_carried_state_of_the_wrong_shape_is_refused(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, arch="lstm", steps=2, eval_every=2), Recorder()).run()
+    ckpt = newest(Path(fin.run_dir))
+    rewrite(ckpt, lambda t, meta: t.__setitem__("state.0", torch.zeros(1, 4, 999)))
+    rec = Recorder()
+    again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
+    assert again.reason == "error" and "state.0" in one_error(rec)

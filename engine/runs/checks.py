@@ -180,7 +180,16 @@ def check_carried_state(model: Any, tensors: dict[str, Any], n: Any, batch_size:
     walk(ref)
     if not isinstance(n, int) or isinstance(n, bool) or n != len(flat):
         raise _bad(where, f"the checkpoint carries {str(n)[:20]} state tensors, this model carries {len(flat)}")
-    return tuple(expect_tensor(tensors, f"state.{i}", like, where) for i, like in enumerate(flat))
+    out = []
+    for i, like in enumerate(flat):
+        shape = tuple(like.shape)
+        got = tensors.get(f"state.{i}")
+        if got is not None and len(shape) >= 2 and got.dim() == len(shape):
+            rows = int(got.shape[1])  # the batch dimension: a data-parallel rank carries its share of the batch
+            if rows >= 1 and batch_size % rows == 0:
+                shape = (shape[0], rows, *shape[2:])
+        out.append(expect_tensor(tensors, f"state.{i}", like, where, shape=shape))
+    return tuple(out)
 
 
 def check_batcher_state(batcher: Any, saved: Any, where: Path) -> None:
