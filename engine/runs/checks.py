@@ -64,15 +64,19 @@ def _finite_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _same_kind(saved: Any, live: Any) -> bool:
-    """A saved hyper-parameter may replace the live one: flags and names equal, numbers finite."""
-    if isinstance(live, bool) or live is None or isinstance(live, str):
-        return saved == live
-    if isinstance(live, int | float):
-        return _finite_number(saved)
+def _same_setting(key: str, saved: Any, live: Any) -> bool:
+    """A saved optimizer setting may replace the live one: the learning rate if finite and >= 0 (the
+    schedule moves it), every other setting only if equal (the live optimizer is built from the same
+    saved training settings, so a difference is an altered file)."""
+    if key == "lr":
+        return _finite_number(saved) and saved >= 0
     if isinstance(live, tuple | list):
-        return isinstance(saved, list | tuple) and len(saved) == len(live) and all(map(_same_kind, saved, live))
-    return False
+        return isinstance(saved, list | tuple) and list(saved) == list(live) and all(map(_finite_or_flag, saved))
+    return type(saved) is type(live) and saved == live if not isinstance(live, float) else _finite_number(saved) and saved == live
+
+
+def _finite_or_flag(x: Any) -> bool:
+    return not isinstance(x, float) or math.isfinite(x)
 
 
 def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -92,7 +96,7 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
         if g["params"] != ref["params"]:
             raise _bad(where, f"optimizer parameter group {i} names other parameters than the model's")
         for k, v in g.items():
-            if k != "params" and not _same_kind(v, ref[k]):
+            if k != "params" and not _same_setting(k, v, ref[k]):
                 raise _bad(where, f"optimizer setting {k}={str(v)[:40]} in group {i} does not fit this optimizer (expected like {ref[k]!r})")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     required = _state_keys(optimizer)
