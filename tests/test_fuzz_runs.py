@@ -281,8 +281,8 @@ def _run_files(trained: Path) -> list[str]:
 def apply_layout(box: Sandbox, ops) -> None:
     for op, rel, n in ops:
         p = box.run / rel
-        if not p.exists() and not p.is_symlink():
-            continue
+        if p.is_symlink() or not p.exists():
+            continue  # made a link (or removed) by an earlier op: leave it (writing through it is the attack)
         if op in ("delete", "link-outside", "link-loop", "fifo", "folder") and p.is_file() and not p.is_symlink():
             p.unlink()
         if op == "truncate" and p.is_file():

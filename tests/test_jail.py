@@ -349,3 +349,11 @@ def test_a_carried_state_of_the_wrong_shape_is_refused(tmp_path):
     rec = Recorder()
     again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
     assert again.reason == "error" and "state.0" in one_error(rec)
+
+
+def test_cli_resume_of_a_handed_over_run_needs_source_and_runs_with_it(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQPLAY_HOME", str(tmp_path / "other-home"))
+    source = json.loads(newest(run).read_text())["train_config"]["source"]
+    assert_one_line(seqplay("resume", run, "--steps", "5"), "--source")
+    res = seqplay("resume", run, "--steps", "5", "--source", source)
+    assert res.returncode == 0 and "finished at step 5" in res.stdout, res.stderr[-2000:]

@@ -400,10 +400,10 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
         target = str(find_run(run, runs_dir))
     ckpt = resolve_checkpoint(target, prefer_best=False)
     saved = read_meta(ckpt).get("train_config") or {}
-    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc,
-                                       source=source).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
     total = steps or saved.get("steps")
-    code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
+    code = _run_job({}, str(ckpt), dict(overrides, **({"source": source} if source else {})), as_json, use_worker, total,
+                    time_budget or saved.get("time_budget"))
     if code:
         sys.exit(code)
 
