@@ -357,3 +357,18 @@ def test_cli_resume_of_a_handed_over_run_needs_source_and_runs_with_it(run, tmp_
     assert_one_line(seqplay("resume", run, "--steps", "5"), "--source")
     res = seqplay("resume", run, "--steps", "5", "--source", source)
     assert res.returncode == 0 and "finished at step 5" in res.stdout, res.stderr[-2000:]
+
+
+def test_adagrad_state_cannot_be_emptied(tmp_path):
+    """Adagrad makes its state at construction and never again: an emptied state would crash its step."""
+    fin = Trainer(tiny_config(tmp_path, optimizer="adagrad", steps=2, eval_every=2), Recorder()).run()
+
+    def empty(t, meta):
+        meta["optimizer"]["tensor_keys"], meta["optimizer"]["scalars"] = {}, {}
+        for key in [k for k in t if k.startswith("optim.")]:
+            del t[key]
+
+    rewrite(newest(Path(fin.run_dir)), empty)
+    rec = Recorder()
+    again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
+    assert again.reason == "error" and "parameter 0 is missing" in one_error(rec)

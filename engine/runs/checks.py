@@ -99,7 +99,7 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
             if k != "params" and not _same_setting(k, v, ref[k]):
                 raise _bad(where, f"optimizer setting {k}={str(v)[:40]} in group {i} does not fit this optimizer (expected like {ref[k]!r})")
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    required = _state_keys(optimizer)
+    required, eager = _probe(optimizer)
     allowed = required if required is not None else OPTIMIZER_STATE_KEYS.get(type(optimizer).__name__)
     keys, scalars = saved.get("tensor_keys") or {}, saved.get("scalars") or {}
     if not isinstance(keys, dict) or not isinstance(scalars, dict):
@@ -137,16 +137,16 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
             if set(entry) != required:
                 missing = sorted(required - set(entry)) or sorted(set(entry) - required)
                 raise _bad(where, f"optimizer state of parameter {pid} lacks {', '.join(missing)}")
-        preset = [i for i, p in enumerate(params) if optimizer.state.get(p)]  # e.g. Adagrad's, made at construction
-        lacking = [i for i in preset if i not in state]
-        if lacking:
+        lacking = [i for i in range(len(params)) if i not in state] if eager else []
+        if lacking:  # an optimizer that makes its state at construction (Adagrad) never makes it again
             raise _bad(where, f"optimizer state of parameter {lacking[0]} is missing")
     return {"state": state, "param_groups": groups}
 
 
-def _state_keys(optimizer: Any) -> frozenset[str] | None:
-    """The state names this optimizer keeps per parameter after a step (with its settings: amsgrad,
-    momentum, centered...), found by stepping a copy on a one-element parameter."""
+def _probe(optimizer: Any) -> tuple[frozenset[str] | None, bool]:
+    """(the state names this optimizer keeps per parameter after a step, with its settings: amsgrad,
+    momentum, centered...; whether it makes that state at construction), found by stepping a copy on
+    a one-element parameter. (None, False) if the copy cannot be made."""
     import inspect
 
     import torch
@@ -156,10 +156,11 @@ def _state_keys(optimizer: Any) -> frozenset[str] | None:
         p.grad = torch.zeros(1)
         accepted = inspect.signature(type(optimizer).__init__).parameters
         probe = type(optimizer)([p], **{k: v for k, v in optimizer.defaults.items() if k in accepted})
+        eager = bool(probe.state.get(p))
         probe.step()
-        return frozenset(probe.state[p])
+        return frozenset(probe.state[p]), eager
     except Exception:  # noqa: BLE001 - an optimizer that cannot be probed keeps the name table only
-        return None
+        return None, False
 
 
 def check_rng(tensors: dict[str, Any], key: str, live_state: Any, where: Path) -> Any:
