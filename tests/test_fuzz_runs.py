@@ -281,8 +281,8 @@ def _run_files(trained: Path) -> list[str]:
 def apply_layout(box: Sandbox, ops) -> None:
     for op, rel, n in ops:
         p = box.run / rel
-        if p.is_symlink() or not p.is_file():
-            continue  # made a link, FIFO or folder (or removed) by an earlier op: leave it
+        if p.is_symlink() or not p.is_file() or p.parent.is_symlink():
+            continue  # made a link, FIFO or folder (or removed, or moved away) by an earlier op: leave it
         if op in ("delete", "link-outside", "link-loop", "fifo", "folder") and p.is_file() and not p.is_symlink():
             p.unlink()
         if op == "truncate" and p.is_file():
