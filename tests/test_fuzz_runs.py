@@ -386,6 +386,7 @@ def test_fuzz_run_folder_layout(trained):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_long_in_process(trained):
     @LONG
     @given(json_mutations(_meta_paths(trained), with_config=False))
@@ -422,6 +423,7 @@ def _one_line_or_success(res: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_cli_with_hostile_settings(trained):
     """Subprocesses: the training settings too (threads, sizes, paths), through resume, generate and runs."""
     @CLI

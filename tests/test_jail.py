@@ -372,3 +372,12 @@ def test_adagrad_state_cannot_be_emptied(tmp_path):
     rec = Recorder()
     again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
     assert again.reason == "error" and "parameter 0 is missing" in one_error(rec)
+
+
+@pytest.mark.parametrize("value", [True, "x", [1]])
+def test_a_checkpoint_whose_settings_are_not_an_object_is_one_line(run, value):
+    for json_path in (run / "checkpoints").glob("*.json"):  # found by the CLI fuzz (a TypeError traceback)
+        rewrite(json_path, lambda t, meta: meta.__setitem__("train_config", value))
+    assert_one_line(seqplay("resume", run, "--steps", "5"), "no complete checkpoint")
+    with pytest.raises(CheckpointError, match="train_config is not a JSON object"):
+        read_checkpoint(newest(run))

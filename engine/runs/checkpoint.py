@@ -146,6 +146,10 @@ def read_meta(json_path: Path) -> dict[str, Any]:
     if (not isinstance(name, str) or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
             or not name.endswith(".safetensors")):
         raise CheckpointError(f"{json_path} names no valid tensors file; the checkpoint is corrupt")
+    for key, kind in (("arch", str), ("model_config", dict), ("train_config", dict), ("tokenizer", dict),
+                      ("optimizer", dict), ("batcher", dict), ("schedule", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{json_path.name}: {key} is not a JSON {'object' if kind is dict else 'string'}; the checkpoint is corrupt")
     size = meta.get("tensors_bytes")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_TENSORS_BYTES:
         raise CheckpointError(f"{json_path} declares no valid tensors size ({str(size)[:40]}); the checkpoint is corrupt")

@@ -399,7 +399,9 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
     except Exception:  # noqa: BLE001 - try the --runs-dir name lookup before giving up
         target = str(find_run(run, runs_dir))
     ckpt = resolve_checkpoint(target, prefer_best=False)
-    saved = read_meta(ckpt).get("train_config") or {}
+    from engine.runs.checks import resume_config  # the trainer's own check, before anything is spawned
+
+    saved = resume_config(read_meta(ckpt), {"source": source} if source else {}, ckpt).to_dict()
     overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
     total = steps or saved.get("steps")
     code = _run_job({}, str(ckpt), dict(overrides, **({"source": source} if source else {})), as_json, use_worker, total,
