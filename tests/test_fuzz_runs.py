@@ -173,7 +173,7 @@ def leaf_paths(obj, prefix=()):
 
 def set_path(obj, path, value):
     if not path:
-        return value
+        return {} if value is DELETE else value
     parent = obj
     for k in path[:-1]:
         parent = parent[k]
@@ -209,8 +209,8 @@ def apply_json(json_path: Path, mutations) -> None:
     for path, value in mutations:
         try:
             meta = set_path(meta, path, value)
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed the parent
+        except (KeyError, IndexError, TypeError, AttributeError):
+            continue  # an earlier mutation removed or replaced the parent
     json_path.write_text(json.dumps(meta))
 
 
@@ -281,8 +281,8 @@ def _run_files(trained: Path) -> list[str]:
 def apply_layout(box: Sandbox, ops) -> None:
     for op, rel, n in ops:
         p = box.run / rel
-        if not p.exists() and not p.is_symlink():
-            continue
+        if p.is_symlink() or not p.is_file() or p.parent.is_symlink():
+            continue  # made a link, FIFO or folder (or removed, or moved away) by an earlier op: leave it
         if op in ("delete", "link-outside", "link-loop", "fifo", "folder") and p.is_file() and not p.is_symlink():
             p.unlink()
         if op == "truncate" and p.is_file():
@@ -386,6 +386,7 @@ def test_fuzz_run_folder_layout(trained):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_long_in_process(trained):
     @LONG
     @given(json_mutations(_meta_paths(trained), with_config=False))
@@ -422,6 +423,7 @@ def _one_line_or_success(res: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_cli_with_hostile_settings(trained):
     """Subprocesses: the training settings too (threads, sizes, paths), through resume, generate and runs."""
     @CLI

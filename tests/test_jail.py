@@ -295,3 +295,89 @@ def test_a_run_handed_over_from_another_home_asks_for_its_source(run, tmp_path, 
     monkeypatch.setenv("SEQPLAY_HOME", str(tmp_path / "other-home"))
     rec, fin = resume(run)
     assert fin.reason == "error" and "--source" in one_error(rec)
+
+
+def test_a_partial_optimizer_state_is_refused(run):
+    def change(t, meta):
+        meta["optimizer"]["tensor_keys"]["0"].remove("exp_avg")
+        del t["optim.0.exp_avg"]
+
+    rewrite(newest(run), change)
+    rec, fin = resume(run)
+    msg = one_error(rec)
+    assert fin.reason == "error" and "parameter 0 lacks exp_avg" in msg, msg
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop", "adagrad"])
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_every_optimizer_and_carried_state_resume_through_the_checks(tmp_path, optimizer, arch):
+    fin = Trainer(tiny_config(tmp_path, arch=arch, optimizer=optimizer, steps=2, eval_every=2), Recorder()).run()
+    rec = Recorder()
+    again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
+    assert again.reason == "done" and again.step == 3, [e.message for e in rec.of("error")]
+
+
+@pytest.mark.parametrize("change", ["model_config deleted", "width huge", "arch swapped"])
+def test_saved_model_settings_are_checked_before_building(run, change):
+    def mutate(t, meta):
+        if change == "model_config deleted":
+            del meta["model_config"]
+        elif change == "width huge":
+            meta["model_config"]["width"] = 10**9
+        else:
+            meta["train_config"]["arch"] = "gru"
+
+    rewrite(newest(run), mutate)
+    rec, fin = resume(run)
+    assert fin.reason == "error" and one_error(rec)
+
+
+def test_a_model_value_torch_cannot_take_is_one_line(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, arch="lstm", steps=2, eval_every=2), Recorder()).run()
+    best = Path(fin.run_dir) / "checkpoints" / "best.json"
+    meta = json.loads(best.read_text())
+    meta["model_config"]["forget_bias"] = 1e308  # found by the fuzzer: a RuntimeError from torch
+    best.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError):
+        load_model(best)
+
+
+def test_a_carried_state_of_the_wrong_shape_is_refused(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, arch="lstm", steps=2, eval_every=2), Recorder()).run()
+    ckpt = newest(Path(fin.run_dir))
+    rewrite(ckpt, lambda t, meta: t.__setitem__("state.0", torch.zeros(1, 4, 999)))
+    rec = Recorder()
+    again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
+    assert again.reason == "error" and "state.0" in one_error(rec)
+
+
+def test_cli_resume_of_a_handed_over_run_needs_source_and_runs_with_it(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQPLAY_HOME", str(tmp_path / "other-home"))
+    source = json.loads(newest(run).read_text())["train_config"]["source"]
+    assert_one_line(seqplay("resume", run, "--steps", "5"), "--source")
+    res = seqplay("resume", run, "--steps", "5", "--source", source)
+    assert res.returncode == 0 and "finished at step 5" in res.stdout, res.stderr[-2000:]
+
+
+def test_adagrad_state_cannot_be_emptied(tmp_path):
+    """Adagrad makes its state at construction and never again: an emptied state would crash its step."""
+    fin = Trainer(tiny_config(tmp_path, optimizer="adagrad", steps=2, eval_every=2), Recorder()).run()
+
+    def empty(t, meta):
+        meta["optimizer"]["tensor_keys"], meta["optimizer"]["scalars"] = {}, {}
+        for key in [k for k in t if k.startswith("optim.")]:
+            del t[key]
+
+    rewrite(newest(Path(fin.run_dir)), empty)
+    rec = Recorder()
+    again = Trainer({}, rec, resume_from=fin.run_dir, overrides={"steps": 3}, pause_on_error=False).run()
+    assert again.reason == "error" and "parameter 0 is missing" in one_error(rec)
+
+
+@pytest.mark.parametrize("value", [True, "x", [1]])
+def test_a_checkpoint_whose_settings_are_not_an_object_is_one_line(run, value):
+    for json_path in (run / "checkpoints").glob("*.json"):  # found by the CLI fuzz (a TypeError traceback)
+        rewrite(json_path, lambda t, meta: meta.__setitem__("train_config", value))
+    assert_one_line(seqplay("resume", run, "--steps", "5"), "no complete checkpoint")
+    with pytest.raises(CheckpointError, match="train_config is not a JSON object"):
+        read_checkpoint(newest(run))

@@ -146,6 +146,10 @@ def read_meta(json_path: Path) -> dict[str, Any]:
     if (not isinstance(name, str) or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
             or not name.endswith(".safetensors")):
         raise CheckpointError(f"{json_path} names no valid tensors file; the checkpoint is corrupt")
+    for key, kind in (("arch", str), ("model_config", dict), ("train_config", dict), ("tokenizer", dict),
+                      ("optimizer", dict), ("batcher", dict), ("schedule", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{json_path.name}: {key} is not a JSON {'object' if kind is dict else 'string'}; the checkpoint is corrupt")
     size = meta.get("tensors_bytes")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_TENSORS_BYTES:
         raise CheckpointError(f"{json_path} declares no valid tensors size ({str(size)[:40]}); the checkpoint is corrupt")
@@ -280,8 +284,8 @@ def build_from_meta(meta: dict[str, Any]) -> Any:
         return build_model(arch, cfg)
     except SeqplayError as err:
         raise CheckpointError(f"checkpoint's model cannot be built: {err}") from None
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint's model config is invalid ({err}); it is corrupt") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, OverflowError) as err:  # a value torch cannot take
+        raise CheckpointError(f"checkpoint's model config is invalid ({str(err)[:120]}); it is corrupt") from None
 
 
 def load_model_state(model: Any, tensors: dict[str, Any], where: Path) -> None:

@@ -79,15 +79,19 @@ def _finite_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _same_kind(saved: Any, live: Any) -> bool:
-    """A saved hyper-parameter may replace the live one: flags and names equal, numbers finite."""
-    if isinstance(live, bool) or live is None or isinstance(live, str):
-        return saved == live
-    if isinstance(live, int | float):
-        return _finite_number(saved)
+def _same_setting(key: str, saved: Any, live: Any) -> bool:
+    """A saved optimizer setting may replace the live one: the learning rate if finite and >= 0 (the
+    schedule moves it), every other setting only if equal (the live optimizer is built from the same
+    saved training settings, so a difference is an altered file)."""
+    if key == "lr":
+        return _finite_number(saved) and saved >= 0
     if isinstance(live, tuple | list):
-        return isinstance(saved, list | tuple) and len(saved) == len(live) and all(map(_same_kind, saved, live))
-    return False
+        return isinstance(saved, list | tuple) and list(saved) == list(live) and all(map(_finite_or_flag, saved))
+    return type(saved) is type(live) and saved == live if not isinstance(live, float) else _finite_number(saved) and saved == live
+
+
+def _finite_or_flag(x: Any) -> bool:
+    return not isinstance(x, float) or math.isfinite(x)
 
 
 def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -107,10 +111,11 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
         if g["params"] != ref["params"]:
             raise _bad(where, f"optimizer parameter group {i} names other parameters than the model's")
         for k, v in g.items():
-            if k != "params" and not _same_kind(v, ref[k]):
+            if k != "params" and not _same_setting(k, v, ref[k]):
                 raise _bad(where, f"optimizer setting {k}={str(v)[:40]} in group {i} does not fit this optimizer (expected like {ref[k]!r})")
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    allowed = OPTIMIZER_STATE_KEYS.get(type(optimizer).__name__)
+    required, eager = _probe(optimizer)
+    allowed = required if required is not None else OPTIMIZER_STATE_KEYS.get(type(optimizer).__name__)
     keys, scalars = saved.get("tensor_keys") or {}, saved.get("scalars") or {}
     if not isinstance(keys, dict) or not isinstance(scalars, dict):
         raise _bad(where, "the optimizer state lists are not JSON objects")
@@ -142,7 +147,35 @@ def check_optimizer_state(optimizer: Any, saved: dict[str, Any], tensors: dict[s
     stray = sorted(k for k in tensors if k.startswith("optim.") and k.split(".")[1] not in keys)
     if stray:
         raise _bad(where, f"tensor {stray[0]} belongs to no parameter the optimizer state lists")
+    if required is not None:  # a partial state crashes the optimizer's step: each one complete (or absent)
+        for pid, entry in state.items():
+            if set(entry) != required:
+                missing = sorted(required - set(entry)) or sorted(set(entry) - required)
+                raise _bad(where, f"optimizer state of parameter {pid} lacks {', '.join(missing)}")
+        lacking = [i for i in range(len(params)) if i not in state] if eager else []
+        if lacking:  # an optimizer that makes its state at construction (Adagrad) never makes it again
+            raise _bad(where, f"optimizer state of parameter {lacking[0]} is missing")
     return {"state": state, "param_groups": groups}
+
+
+def _probe(optimizer: Any) -> tuple[frozenset[str] | None, bool]:
+    """(the state names this optimizer keeps per parameter after a step, with its settings: amsgrad,
+    momentum, centered...; whether it makes that state at construction), found by stepping a copy on
+    a one-element parameter. (None, False) if the copy cannot be made."""
+    import inspect
+
+    import torch
+
+    try:
+        p = torch.zeros(1, requires_grad=True)
+        p.grad = torch.zeros(1)
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        probe = type(optimizer)([p], **{k: v for k, v in optimizer.defaults.items() if k in accepted})
+        eager = bool(probe.state.get(p))
+        probe.step()
+        return frozenset(probe.state[p]), eager
+    except Exception:  # noqa: BLE001 - an optimizer that cannot be probed keeps the name table only
+        return None, False
 
 
 def check_rng(tensors: dict[str, Any], key: str, live_state: Any, where: Path) -> Any:
@@ -167,7 +200,16 @@ def check_carried_state(model: Any, tensors: dict[str, Any], n: Any, batch_size:
     walk(ref)
     if not isinstance(n, int) or isinstance(n, bool) or n != len(flat):
         raise _bad(where, f"the checkpoint carries {str(n)[:20]} state tensors, this model carries {len(flat)}")
-    return tuple(expect_tensor(tensors, f"state.{i}", like, where) for i, like in enumerate(flat))
+    out = []
+    for i, like in enumerate(flat):
+        shape = tuple(like.shape)
+        got = tensors.get(f"state.{i}")
+        if got is not None and len(shape) >= 2 and got.dim() == len(shape):
+            rows = int(got.shape[1])  # the batch dimension: a data-parallel rank carries its share of the batch
+            if rows >= 1 and batch_size % rows == 0:
+                shape = (shape[0], rows, *shape[2:])
+        out.append(expect_tensor(tensors, f"state.{i}", like, where, shape=shape))
+    return tuple(out)
 
 
 def check_batcher_state(batcher: Any, saved: Any, where: Path) -> None:
@@ -256,6 +298,18 @@ def resume_config(meta: dict[str, Any], overrides: dict[str, Any], where: Path) 
     saved = meta.get("train_config")
     if not isinstance(saved, dict):
         raise _bad(where, "the saved training settings are missing")
+    if not isinstance(meta.get("arch"), str) or not isinstance(meta.get("model_config"), dict):
+        raise _bad(where, "the checkpoint names no architecture or model config")
+    if saved.get("arch") != meta["arch"]:
+        raise _bad(where, f"the saved settings are for {str(saved.get('arch'))[:30]!r}, the model is {meta['arch'][:30]!r}")
+    try:  # the model's settings: the same strict reading and bounds as for a new run
+        from engine.models.registry import config_from_dict
+
+        config_from_dict(meta["arch"], meta["model_config"]).validate()
+    except SeqplayError as err:
+        raise CheckpointError(f"{Path(where).name}: the saved model settings are refused: {err}") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise _bad(where, f"the saved model settings are invalid ({type(err).__name__})") from None
     saved = dict(saved)
     saved.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -378,18 +378,13 @@ def resume(run: str, steps: int | None, time_budget: float | None, device: str |
     except Exception:  # noqa: BLE001 - try the --runs-dir name lookup before giving up
         target = str(find_run(run, runs_dir))
     ckpt = resolve_checkpoint(target, prefer_best=False)
-    saved = read_meta(ckpt).get("train_config") or {}
-    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc,
-                                       source=source).items() if v is not None}
-    # The saved settings pass the same bounds as the CLI's (threads, sizes, budgets) before anything runs.
-    from engine.errors import CheckpointError, ConfigError
+    from engine.runs.checks import resume_config  # the trainer's own check, before anything is spawned
 
-    try:
-        TrainConfig.from_dict({**saved, **overrides}).validate()
-    except ConfigError as err:
-        raise CheckpointError(f"the saved settings of {ckpt.parent.parent.name} are refused: {err}") from None
+    saved = resume_config(read_meta(ckpt), {"source": source} if source else {}, ckpt).to_dict()
+    overrides = {k: v for k, v in dict(steps=steps, time_budget=time_budget, device=device, nproc=nproc).items() if v is not None}
     total = steps or saved.get("steps")
-    code = _run_job({}, str(ckpt), overrides, as_json, use_worker, total, time_budget or saved.get("time_budget"))
+    code = _run_job({}, str(ckpt), dict(overrides, **({"source": source} if source else {})), as_json, use_worker, total,
+                    time_budget or saved.get("time_budget"))
     if code:
         sys.exit(code)
 
