@@ -67,3 +67,18 @@ def test_wikitext2_lstm_run_reports_validation_and_test_perplexity(tmp_path, wik
     assert any("<unk> is 5.4% of the validation tokens" in t for t in logs)
     assert any(t.startswith("test: loss") and "245,569 test tokens" in t for t in logs)
     assert fin.test_loss is not None and math.exp(fin.test_loss) < 2_000
+
+
+def test_cli_shows_the_unk_share_beside_bits_per_char(tmp_path):
+    from click.testing import CliRunner
+
+    from seqplay.cli import cli
+
+    d = _folder(tmp_path)
+    res = CliRunner().invoke(cli, ["train", str(d), "--tokenizer", "whitespace", "--arch", "lstm", "--steps", "4",
+                                   "--threads", "1", "--precision", "fp32", "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())  # the progress console wraps long lines
+    eval_line = flat[flat.index("step 4: val loss"):]
+    assert "bits/char (<unk> 0.2% of validation tokens: a lower bound)" in eval_line  # "zebra": 1 of 425 tokens
+    assert "test: loss" in flat
