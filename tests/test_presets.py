@@ -47,8 +47,8 @@ def test_a_tiny_run_evaluates_on_a_sample_it_can_afford():
 
 def test_other_archs_keep_their_model_and_get_the_budget_rules():
     cfg, picked = fast_defaults(TrainConfig(source="x", arch="lstm"), set(), *SHAKESPEARE_SPLIT)
-    assert cfg.model == {} and cfg.batch_size == 32 and cfg.lr is None
-    assert {c.name for c in picked} == {"steps", "eval_batches", "eval_every", "sample_every"}
+    assert cfg.model == {} and cfg.batch_size == 32 and cfg.lr is None and cfg.steps == 2000
+    assert {c.name for c in picked} == {"eval_batches", "eval_every", "sample_every"}
     ngram, none = fast_defaults(TrainConfig(source="x", arch="ngram"), set(), *SHAKESPEARE_SPLIT)
     assert none == [] and ngram == TrainConfig(source="x", arch="ngram")
 
