@@ -54,7 +54,7 @@ WIKITEXT = SHARED / "corpora" / "wikitext-2"
 RERUN_WINDOW = 64  # recurrent "without carried state": the window re-run per token (= training BPTT length)
 SUITES = ("ceiling", "train", "target", "wordlm", "generate", "tokenizers", "overhead", "memory")
 DEFAULT_SUITES = ("ceiling", "train", "generate", "tokenizers")
-CORPUS_SUITES = ("train", "target", "tokenizers", "memory")  # need a text corpus (--corpus)
+CORPUS_SUITES = ("train", "target", "tokenizers", "overhead", "memory")  # need a text corpus (--corpus)
 WORD_SUITES = ("wordlm",)  # need a split folder (--word-corpus)
 
 TARGET_MODEL = {"layers": 4, "heads": 4, "width": 128, "dropout": 0.0}
@@ -585,14 +585,14 @@ def bench_tokenizers(megabytes: float = 2.0, corpus: str | None = None) -> list[
     return rows
 
 
-def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer") -> list[Row]:
+def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer", corpus: str | None = None) -> list[Row]:
     """Worker (and TUI) throughput against a bare loop on the same model and batches."""
     wo = _script("worker_overhead")
     rows: list[Row] = []
     if wo is None:
         rows.append(_missing("overhead", "worker_overhead"))
     else:
-        cfg = wo.make_config(arch, steps, None)
+        cfg = wo.make_config(arch, steps, None, corpus=corpus)
         bare, work = [], []
         for _ in range(repeats):  # interleaved: drifting load hits both alike
             bare.append(wo.bare_loop(cfg))
