@@ -120,4 +120,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from engine.errors import SeqplayError
+
+    try:
+        main()
+    except SeqplayError as err:
+        sys.exit(f"error: {err}")
