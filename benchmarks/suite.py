@@ -242,16 +242,22 @@ def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str
     source = resolve_corpus(corpus, SHAKESPEARE, "--corpus")
     rows: list[Row] = []
     runs = _runs_dir()
-    for arch in archs or [a for a, info in ARCHS.items() if info.task == "lm"]:
+    chosen = list(archs or [a for a, info in ARCHS.items() if info.task == "lm"])
+    runs_of: list[tuple[str, str, dict[str, Any]]] = [(a, a, {}) for a in chosen]
+    if "transformer" in chosen:  # and the shape `seqplay train FILE` actually trains (engine.training.presets)
+        fast = {k: v for k, v in TRANSFORMER_FAST.items() if k in ("context", "batch_size")}
+        runs_of.append(("transformer (fast defaults)", "transformer", {**fast, "model": {**TRANSFORMER_FAST["model"], "dropout": 0.0}}))
+    for label, arch, extra_cfg in runs_of:
         cfg = TrainConfig(source=source, arch=arch, steps=10**9, eval_every=10**9, sample_every=0,
-                          checkpoint_every=10**9, runs_dir=runs, threads=threads, precision=precision, device=device)
+                          checkpoint_every=10**9, runs_dir=runs, threads=threads, precision=precision, device=device,
+                          **extra_cfg)
         t = Trainer(cfg, lambda e: None)
         t.setup()
         if not t.trainable:
             start = time.perf_counter()
             t.model.fit(t.data.train_ids)
             rate = len(t.data.train_ids) / (time.perf_counter() - start)
-            rows.append(Row("train", arch, rate, "tokens/s", "fit (counting)"))
+            rows.append(Row("train", label, rate, "tokens/s", "fit (counting)"))
             continue
         t.model.train()
         for _ in range(3):  # warm-up: allocator, kernels, autocast caches
@@ -269,7 +275,7 @@ def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str
         extra: dict[str, Any] = {"precision": t.precision, "threads": t.threads, "params": t.n_params,
                                  "ms_per_step": 1000 * _median(times), "device": t.device,
                                  "flops_per_s": achieved, "mfu": util}
-        rows.append(Row("train", arch, rate, "tokens/s", note, extra))
+        rows.append(Row("train", label, rate, "tokens/s", note, extra))
         if t.metrics is not None:
             t.metrics.close()
     mspeed = _script("models_speed")
