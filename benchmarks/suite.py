@@ -54,7 +54,7 @@ WIKITEXT = SHARED / "corpora" / "wikitext-2"
 RERUN_WINDOW = 64  # recurrent "without carried state": the window re-run per token (= training BPTT length)
 SUITES = ("ceiling", "train", "target", "wordlm", "generate", "tokenizers", "overhead", "memory")
 DEFAULT_SUITES = ("ceiling", "train", "generate", "tokenizers")
-CORPUS_SUITES = ("train", "target", "tokenizers", "memory")  # need a text corpus (--corpus)
+CORPUS_SUITES = ("train", "target", "tokenizers", "overhead", "memory")  # need a text corpus (--corpus)
 WORD_SUITES = ("wordlm",)  # need a split folder (--word-corpus)
 
 TARGET_MODEL = {"layers": 4, "heads": 4, "width": 128, "dropout": 0.0}
@@ -216,16 +216,22 @@ def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str
     source = resolve_corpus(corpus, SHAKESPEARE, "--corpus")
     rows: list[Row] = []
     runs = _runs_dir()
-    for arch in archs or [a for a, info in ARCHS.items() if info.task == "lm"]:
+    chosen = list(archs or [a for a, info in ARCHS.items() if info.task == "lm"])
+    runs_of: list[tuple[str, str, dict[str, Any]]] = [(a, a, {}) for a in chosen]
+    if "transformer" in chosen:  # and the shape `seqplay train FILE` actually trains (engine.training.presets)
+        fast = {k: v for k, v in TRANSFORMER_FAST.items() if k in ("context", "batch_size")}
+        runs_of.append(("transformer (fast defaults)", "transformer", {**fast, "model": {**TRANSFORMER_FAST["model"], "dropout": 0.0}}))
+    for label, arch, extra_cfg in runs_of:
         cfg = TrainConfig(source=source, arch=arch, steps=10**9, eval_every=10**9, sample_every=0,
-                          checkpoint_every=10**9, runs_dir=runs, threads=threads, precision=precision, device=device)
+                          checkpoint_every=10**9, runs_dir=runs, threads=threads, precision=precision, device=device,
+                          **extra_cfg)
         t = Trainer(cfg, lambda e: None)
         t.setup()
         if not t.trainable:
             start = time.perf_counter()
             t.model.fit(t.data.train_ids)
             rate = len(t.data.train_ids) / (time.perf_counter() - start)
-            rows.append(Row("train", arch, rate, "tokens/s", "fit (counting)"))
+            rows.append(Row("train", label, rate, "tokens/s", "fit (counting)"))
             continue
         t.model.train()
         for _ in range(3):  # warm-up: allocator, kernels, autocast caches
@@ -243,7 +249,7 @@ def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str
         extra: dict[str, Any] = {"precision": t.precision, "threads": t.threads, "params": t.n_params,
                                  "ms_per_step": 1000 * _median(times), "device": t.device,
                                  "flops_per_s": achieved, "mfu": util}
-        rows.append(Row("train", arch, rate, "tokens/s", note, extra))
+        rows.append(Row("train", label, rate, "tokens/s", note, extra))
         if t.metrics is not None:
             t.metrics.close()
     mspeed = _script("models_speed")
@@ -357,12 +363,14 @@ def bench_target(corpus: str | None = None, target: float = 1.88, baseline: bool
     return rows
 
 
-def _wlm_reference(arch: str, vocab: int, ids: Any, steps: int, threads: int) -> float:
+def _wlm_reference(arch: str, vocab: int, ids: Any, steps: int, threads: int,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
     """Tokens/s of pytorch/examples word_language_model's ``main.py`` training loop, re-implemented
     here (the example is not a dependency): RNNModel = embedding, dropout 0.2, ``nn.LSTM``/``GRU``/
     ``RNN`` 2 x 200 with dropout 0.2, linear decoder (untied); ``log_softmax`` + ``nll_loss`` over
     the full vocabulary; plain SGD by hand (lr 20); clip 0.25; hidden state repackaged every batch;
-    batch 20 x BPTT 35 streams (``batchify``); the loss read back every batch; fp32."""
+    batch 20 x BPTT 35 streams (``batchify``); the loss read back every batch; fp32. ``clock``:
+    wall time by default, ``time.process_time`` to count this process' CPU time only."""
     import torch
     from torch import nn
 
@@ -380,7 +388,7 @@ def _wlm_reference(arch: str, vocab: int, ids: Any, steps: int, threads: int) ->
     for i in range(steps + 2):
         start = (i * bptt) % (n - bptt - 1)
         x, y = data[start : start + bptt], data[start + 1 : start + 1 + bptt].reshape(-1)
-        t0 = time.perf_counter()
+        t0 = clock()
         if hidden is not None:
             hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
         for p in params:
@@ -394,7 +402,7 @@ def _wlm_reference(arch: str, vocab: int, ids: Any, steps: int, threads: int) ->
             p.data.add_(p.grad, alpha=-20.0)
         loss.item()  # the example reads the loss back every batch
         if i >= 2:
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     return bsz * bptt / _median(times)
 
 
@@ -414,14 +422,14 @@ def _wordlm_trainer(corpus: str, arch: str, precision: str, threads: int | None,
     return t
 
 
-def _step_rate(t: Any, steps: int) -> float:
+def _step_rate(t: Any, steps: int, clock: Callable[[], float] = time.perf_counter) -> float:
     for _ in range(2):
         t.train_step()
     times = []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0 = clock()
         t.train_step()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return 20 * 35 / _median(times)
 
 
@@ -559,14 +567,14 @@ def bench_tokenizers(megabytes: float = 2.0, corpus: str | None = None) -> list[
     return rows
 
 
-def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer") -> list[Row]:
+def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer", corpus: str | None = None) -> list[Row]:
     """Worker (and TUI) throughput against a bare loop on the same model and batches."""
     wo = _script("worker_overhead")
     rows: list[Row] = []
     if wo is None:
         rows.append(_missing("overhead", "worker_overhead"))
     else:
-        cfg = wo.make_config(arch, steps, None)
+        cfg = wo.make_config(arch, steps, None, corpus=corpus)
         bare, work = [], []
         for _ in range(repeats):  # interleaved: drifting load hits both alike
             bare.append(wo.bare_loop(cfg))

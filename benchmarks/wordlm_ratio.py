@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,18 +26,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--arch", default="lstm", choices=["lstm", "gru", "rnn"])
+    ap.add_argument("--cpu-time", action="store_true", help="time steps in this process' CPU time (a loaded machine)")
     args = ap.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     corpus = resolve_corpus(args.corpus, WIKITEXT, "--corpus", folder=True)
     runs = tempfile.mkdtemp(prefix="seqplay-wordlm-")
     fp32 = _wordlm_trainer(corpus, args.arch, "fp32", args.threads, runs)
     auto = _wordlm_trainer(corpus, args.arch, "auto", args.threads, runs)
     for r in range(args.rounds):
-        o32 = _step_rate(fp32, args.steps)
-        o = _step_rate(auto, args.steps)
-        ref = _wlm_reference(args.arch, fp32.model_config.vocab_size, fp32.data.train_ids, args.steps, args.threads)
+        o32 = _step_rate(fp32, args.steps, clock)
+        o = _step_rate(auto, args.steps, clock)
+        ref = _wlm_reference(args.arch, fp32.model_config.vocab_size, fp32.data.train_ids, args.steps, args.threads, clock)
         print(f"round {r + 1}: seqplay fp32 {o32:.0f} tok/s, seqplay {auto.precision} {o:.0f}, reference {ref:.0f}; "
-              f"fp32 ratio {o32 / ref:.2f}x, default-precision ratio {o / ref:.2f}x; load {os.getloadavg()[0]:.1f}", flush=True)
+              f"fp32 ratio {o32 / ref:.2f}x, default-precision ratio {o / ref:.2f}x; "
+              f"{'CPU' if args.cpu_time else 'wall'} time; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    from engine.errors import SeqplayError
+
+    try:
+        main()
+    except SeqplayError as err:
+        sys.exit(f"error: {err}")

@@ -20,15 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/tinyshakespeare.txt"
-
-
-def make_config(arch: str, steps: int, threads: int, precision: str = "fp32"):
+def make_config(arch: str, steps: int, threads: int | None, precision: str = "fp32", corpus: str | None = None):
+    """The measured run's config; ``corpus`` defaults to the shared tinyshakespeare (a missing one is
+    a one-line error, never a switch to another corpus)."""
+    from benchmarks.suite import SHAKESPEARE, resolve_corpus
     from engine.training.config import TrainConfig
 
     model = dict(layers=2, width=128, heads=4, dropout=0.0) if arch == "transformer" else dict(layers=1, width=256, embed=64, dropout=0.0)
     return TrainConfig(
-        source=str(CORPUS) if CORPUS.exists() else "grammar", arch=arch, model=model, context=64, batch_size=32,
+        source=resolve_corpus(corpus, SHAKESPEARE, "--corpus"), arch=arch, model=model, context=64, batch_size=32,
         steps=steps, eval_every=10**9, sample_every=0, schedule="constant", precision=precision, threads=threads,
         runs_dir=os.environ.get("BENCH_RUNS", "/tmp/seqplay-bench-runs"), compile="off",
     )
@@ -100,15 +100,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="bare loop only: precision x threads, transformer and lstm")
+    ap.add_argument("--corpus", default=None, help="text corpus (default: $SEQPLAY_SHARED/corpora/tinyshakespeare.txt)")
     args = ap.parse_args()
     if args.sweep:
         for arch in ("transformer", "lstm"):
             for precision in ("fp32", "bf16"):
                 for threads in (1, 2):
-                    tps = bare_loop(make_config(arch, args.steps, threads, precision))
+                    tps = bare_loop(make_config(arch, args.steps, threads, precision, args.corpus))
                     print(f"{arch:12s} {precision} threads={threads}: {tps:10,.0f} tok/s", flush=True)
         return
-    cfg = make_config(args.arch, args.steps, args.threads)
+    cfg = make_config(args.arch, args.steps, args.threads, corpus=args.corpus)
     bare, work = [], []
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
         bare.append(bare_loop(cfg))
@@ -120,4 +121,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from engine.errors import SeqplayError
+
+    try:
+        main()
+    except SeqplayError as err:
+        sys.exit(f"error: {err}")

@@ -57,8 +57,9 @@ def test_train_suite_measures_each_arch_through_the_trainer(tmp_path: Path) -> N
     corpus = tmp_path / "c.txt"
     corpus.write_text("to be or not to be, that is the question. " * 300, encoding="utf-8")
     rows = bench.bench_train(["transformer", "ngram"], steps=2, corpus=str(corpus), threads=1)
-    by_name = {r.name: r for r in rows if r.name in ("transformer", "ngram")}
-    assert set(by_name) == {"transformer", "ngram"}
+    by_name = {r.name: r for r in rows if r.name in ("transformer", "ngram", "transformer (fast defaults)")}
+    assert set(by_name) == {"transformer", "ngram", "transformer (fast defaults)"}
+    assert "batch 16x64" in by_name["transformer (fast defaults)"].note
     for r in by_name.values():
         assert r.unit == "tokens/s" and math.isfinite(r.value) and r.value > 0
     tr = by_name["transformer"]

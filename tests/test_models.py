@@ -285,3 +285,24 @@ def test_bf16_autocast_step_and_fp32_continuation(arch):
     if model.recurrent:
         assert all(s.dtype == torch.float32 for s in state)
         model(x, state=state)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_explicit_cpu_attention_equals_sdpa(bf16, monkeypatch):
+    """The written-out causal attention the CPU training path takes gives SDPA's loss and gradients."""
+    from engine.device import autocast
+    from engine.models import transformer as tmod
+
+    torch.manual_seed(0)
+    model = build_model("transformer", make_config("transformer", 50, layers=2, heads=2, width=32, context=16, dropout=0.0)).train()
+    x, y = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    out = {}
+    for explicit in (False, True):
+        monkeypatch.setattr(tmod, "EXPLICIT_CPU_ATTENTION", explicit)
+        with autocast("cpu", "bf16" if bf16 else "fp32"):
+            logits, loss, _ = model(x, y)
+        out[explicit] = (logits.float(), loss, torch.autograd.grad(loss, list(model.parameters())))
+    (l0, s0, g0), (l1, s1, g1) = out[False], out[True]
+    tol = 2e-2 if bf16 else 1e-5
+    assert torch.allclose(l0, l1, atol=tol, rtol=tol) and abs(s0.item() - s1.item()) < tol
+    assert all(torch.allclose(a, b, atol=tol, rtol=tol) for a, b in zip(g0, g1))

@@ -10,8 +10,8 @@ The rules (a setting the user gave always wins):
   width 128, context 64) with the recipe tuned in ``seqplay bench target``: batch 16, peak lr 3e-3
   (3x nanoGPT's), warmup 20 steps, cosine to 10%, dropout 0 while the run sees the training text
   fewer than ``DROPOUT_EPOCHS`` times (a short run cannot over-fit; dropout only slows it down).
-* The step budget (no ``--steps``, no ``--time``): about ``EPOCHS`` passes over the training
-  tokens, between ``MIN_STEPS`` and ``MAX_STEPS``. With ``--time`` the budget is the time and the
+* The Transformer's step budget (no ``--steps``, no ``--time``): about ``EPOCHS`` passes over the
+  training tokens, between ``MIN_STEPS`` and ``MAX_STEPS`` (other architectures keep 2,000 steps). With ``--time`` the budget is the time and the
   cosine schedule follows the elapsed fraction of it.
 * Evaluation costs at most about ``EVAL_SHARE`` of the training compute: an evaluation (forward
   only, about a third of a training step per token) over the validation tokens, as many times as
@@ -52,10 +52,6 @@ class Choice:
     why: str
 
 
-def _model_field(config: TrainConfig, name: str, default: Any) -> Any:
-    return config.model.get(name, default)
-
-
 def fast_defaults(config: TrainConfig, given: set[str], train_tokens: int, val_tokens: int) -> tuple[TrainConfig, list[Choice]]:
     """``config`` with the fast defaults applied to every setting not in ``given`` (TrainConfig field
     names; model settings as ``model.<name>``), and the list of what was picked.
@@ -87,14 +83,14 @@ def fast_defaults(config: TrainConfig, given: set[str], train_tokens: int, val_t
             else:
                 pick(key, value, "tuned recipe (seqplay bench target)")
     cur = dataclasses.replace(config, **changes, model=model)
-    context = int(cur.context or _model_field(cur, "context", info.make_config().to_dict().get("context", 64)))
+    context = int(cur.context or cur.model.get("context") or info.make_config().to_dict().get("context", 64))
     per_step = cur.batch_size * cur.grad_accum * context
     if cur.time_budget:
         planned_steps = max(1, int(cur.time_budget * ASSUMED_TOKENS_PER_S / per_step))
         if "steps" not in given:
             pick("steps", None, f"the {cur.time_budget:g} s budget ends the run; cosine follows its elapsed fraction")
-    elif "steps" in given and cur.steps:
-        planned_steps = int(cur.steps)
+    elif ("steps" in given and cur.steps) or config.arch != "transformer":
+        planned_steps = int(cur.steps or MAX_STEPS)  # other archs keep their step default (not tuned yet)
     else:
         planned_steps = int(min(MAX_STEPS, max(MIN_STEPS, round(EPOCHS * train_tokens / per_step))))
         pick("steps", planned_steps, f"about {EPOCHS:g} passes over the {train_tokens:,} training tokens")
@@ -111,8 +107,7 @@ def fast_defaults(config: TrainConfig, given: set[str], train_tokens: int, val_t
     every = max(1, planned_steps // n_evals)
     pick("eval_every", every, f"{n_evals} evaluation(s), about {EVAL_SHARE:.0%} of the compute")
     pick("sample_every", every, "a sample at each evaluation")
-    final = dataclasses.replace(cur, **{k: v for k, v in changes.items() if k not in ("model",)}, model=model)
-    return final.validate(), picked
+    return dataclasses.replace(cur, **changes, model=model).validate(), picked
 
 
 def given_settings(params: dict[str, bool], model_keys: set[str] | frozenset[str] = frozenset()) -> set[str]:
@@ -136,10 +131,17 @@ def describe_model(config: TrainConfig, vocab_size: int) -> tuple[str, int]:
         overrides["context"] = config.context
     mcfg = make_config(config.arch, vocab_size, **overrides)
     d = mcfg.to_dict()
-    parts = [f"{d['layers']} layers" if "layers" in d else "", f"width {d['width']}" if "width" in d else "",
+    parts = [f"order {d['order']}" if "order" in d else "", f"{d['layers']} layers" if "layers" in d else "", f"width {d['width']}" if "width" in d else "",
              f"{d['heads']} heads" if "heads" in d else "", f"context {d['context']}" if "context" in d else "",
              f"dropout {d['dropout']:g}" if "dropout" in d else ""]
     return f"{config.arch} " + ", ".join(p for p in parts if p), int(mcfg.num_params())
+
+
+def describe_context(config: TrainConfig) -> int | None:
+    """The architecture's default window (None for models without one)."""
+    from engine.models.registry import get_arch
+
+    return get_arch(config.arch).make_config().to_dict().get("context")
 
 
 def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_tokens: int,
@@ -148,7 +150,7 @@ def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_
     and which of them the defaults chose. Torch-free: the app shows the same rows."""
     auto = {c.name for c in picked}
     model_line, params = describe_model(config, vocab_size)
-    ctx = config.context or config.model.get("context")
+    ctx = config.context or config.model.get("context") or describe_context(config)
     lr = f"{config.lr:g}" if config.lr is not None else "architecture default"
     if config.schedule == "cosine":
         sched = f"cosine (warmup {config.warmup}, down to {config.min_lr_ratio:g}x)"
@@ -160,9 +162,14 @@ def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_
         budget = f"{config.time_budget:g} s" if config.time_budget else "until stopped"
     per_eval = val_tokens if config.eval_batches is None else min(
         val_tokens, config.eval_batches * config.batch_size * int(ctx or 1))
+    from engine.models.registry import get_arch
+
+    data_row = ("data", f"{train_tokens:,} training / {val_tokens:,} validation tokens, vocabulary {vocab_size:,}")
+    if get_arch(config.arch).family == "count":
+        return [("model", model_line + " (counts: fit once, no steps)"), data_row]
     rows = [
         ("model", f"{model_line}, {params:,} parameters"),
-        ("data", f"{train_tokens:,} training / {val_tokens:,} validation tokens, vocabulary {vocab_size:,}"),
+        data_row,
         ("batch", f"{config.batch_size} x {ctx if ctx else 'default'} tokens" + (f" x {config.grad_accum}" if config.grad_accum > 1 else "")),
         ("optimizer", f"{config.optimizer}, lr {lr}, {sched}, " + _regulariser(config)),
         ("budget", budget),

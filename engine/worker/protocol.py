@@ -199,6 +199,7 @@ class Started(Event):
     total_steps: int | None = None
     time_budget: float | None = None
     start_step: int = 0
+    val_unk_share: float = 0.0  # fraction of validation tokens that are <unk> (word-level bits/char: a lower bound)
 
 
 @dataclass(frozen=True)

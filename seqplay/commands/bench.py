@@ -31,7 +31,7 @@ from seqplay.commands.options import option
               help="JSON file to write (default: $SEQPLAY_HOME/bench/bench-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of a table.")
 @click.option("--corpus", default=None,
-              help="Text corpus for train/target/tokenizers/memory (default: $SEQPLAY_SHARED/corpora/tinyshakespeare.txt).")
+              help="Text corpus for train/target/tokenizers/overhead/memory (default: $SEQPLAY_SHARED/corpora/tinyshakespeare.txt).")
 @click.option("--word-corpus", default=None,
               help="Split folder (train/valid/test.txt) for wordlm (default: $SEQPLAY_SHARED/corpora/wikitext-2).")
 @option(setting_of(TrainConfig, "threads"), help="Torch threads (default: the trainer's choice).")
@@ -78,7 +78,7 @@ def bench(suites: tuple[str, ...], out: str | None, as_json: bool, corpus: str |
         "wordlm": {"corpus": word_corpus, "threads": threads, "seconds": seconds, **step_opt},
         "generate": {"tokens": tokens},
         "tokenizers": {"corpus": corpus},
-        "overhead": {},
+        "overhead": {"corpus": corpus},
         "memory": {"sizes_mb": size_list, "corpus": corpus},
     }
     console = None

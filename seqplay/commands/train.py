@@ -62,6 +62,7 @@ class _Display:
         self.fatal = False
         self.run_dir = ""
         self.val_ppl = float("nan")
+        self.unk = 0.0
         self.total_steps, self.time_budget = total_steps, time_budget
         self.progress: Any = None
         self.task: Any = None
@@ -101,6 +102,7 @@ class _Display:
             click.echo(event.to_json())
             return
         if isinstance(event, P.Started):
+            self.unk = event.val_unk_share
             self.run_dir = event.run_dir
             self.total_steps = event.total_steps or self.total_steps
             self.progress.update(self.task, description=event.arch, completed=event.start_step if self.total_steps else 0)
@@ -118,6 +120,7 @@ class _Display:
                       else f"whole split, {event.val_split_tokens:,} tokens")
             self.print(f"step {event.step}: val loss {event.val_loss:.4f}, ppl {_fmt(event.val_ppl)}"
                        + (f", {event.val_bpc:.3f} bits/char" if math.isfinite(event.val_bpc) else "")
+                       + (f" (<unk> {self.unk:.1%} of validation tokens: a lower bound)" if self.unk and math.isfinite(event.val_bpc) else "")
                        + (f", exact match {event.accuracy:.1%} of {event.accuracy_pairs:,} pairs"
                           if event.accuracy is not None and event.accuracy_pairs else "")
                        + f" ({scored})" + (" (best)" if event.best else ""))
