@@ -296,7 +296,7 @@ async def test_tui_model_too_big_for_memory_is_explained():
         assert app.is_running and app.train_job is None
 
 
-TUI_TINY = {"hp-width": "32", "hp-layers": "1", "hp-heads": "2", "context": "16", "batch": "4"}
+TUI_TINY = {"hp-width": "32", "hp-layers": "1", "hp-heads": "2", "hp-context": "16", "batch": "4"}
 
 
 def _seqplay_app(engine) -> object:
