@@ -30,6 +30,7 @@ HERE = Path(__file__).parent
 @pytest.fixture(autouse=True)
 def _frozen(monkeypatch):
     monkeypatch.chdir(HERE.parent)
+    monkeypatch.setenv("HOME", str(HERE.parent))  # the browse folder reads ~/tests/tui_files in any checkout
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     monkeypatch.setitem(planning.DEVICE_FLOPS, "cpu", 1e10)

@@ -232,7 +232,7 @@ def _write_run(root: Path, name: str, arch: str, offset: float) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"arch": arch, "source": "grammar", "params": 1000, "steps": 300,
-                                                 "best_val_bpc": 2.0 + offset, "status": "done", "created": 1.0 + offset}))
+                                                 "best_val_bpc": 2.0 + offset, "status": "done", "created": 1_700_000_000.0 + offset}))
     (folder / "config.json").write_text(json.dumps({"arch": arch, "source": "grammar"}))
     with open(folder / "metrics.jsonl", "w") as f:
         for step in (100, 200, 300):

@@ -307,6 +307,7 @@ class SeqplayApp(App):
         train_events: list[P.Event] = []
         gen_events: list[P.Event] = []
         insight_events: list[P.Event] = []
+        finished: P.Finished | None = None
         for ev in message.events:
             self.events_seen += 1
             if isinstance(ev, (P.AnalysisProgress, P.AnalysisDone)):
@@ -332,12 +333,12 @@ class SeqplayApp(App):
                     self.dropped_events += 1
             elif self.awaiting_start and isinstance(ev, P.Finished):
                 self._finished(ev)  # the job failed before it started
-            elif ev.job == self.train_job and self.train_job is not None:
+            elif ev.job == self.train_job and self.train_job is not None and finished is None:
                 train_events.append(ev)
                 if isinstance(ev, P.StateChanged):
                     self.training_state = ev.state
                 elif isinstance(ev, P.Finished):
-                    self._finished(ev)
+                    finished = ev
                 elif isinstance(ev, P.CheckpointWritten) and self._save_requested:
                     self._save_requested = False
                     self.notify(f"checkpoint saved at step {ev.step}", title="Train", timeout=3)
@@ -345,6 +346,8 @@ class SeqplayApp(App):
                 self.dropped_events += 1
         if train_events:
             self.pane("train").apply(train_events)
+        if finished is not None:  # after the pane took the batch's earlier events (same order in any batching)
+            self._finished(finished)
         if gen_events:
             self.pane("generate").apply(gen_events)
         if insight_events:

@@ -160,6 +160,8 @@ class TrainPane(Vertical):
         """Take a batch of this job's events; the status line is redrawn once per batch."""
         train_points: list[tuple[float, float]] = []
         finished: str | None = None
+        for name in ("train", "val"):  # fixed series order (legend, drawing), whatever a batch holds
+            self.curve.line(name)
         for ev in events:
             if isinstance(ev, P.StepMetrics):
                 for p in ev.points:
