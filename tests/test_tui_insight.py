@@ -8,6 +8,7 @@ import functools
 import io
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input, ProgressBar, Select, Static
 
 from engine.insight import params as IP
@@ -157,3 +158,43 @@ def test_tui_starts_no_subprocess():
     assert offenders == []
     assert not Path("tui/insight.py").exists()
     assert isinstance(Input, type)
+
+
+@pytest.mark.slow
+@sync
+async def test_real_worker_runs_each_view_on_a_picked_run(tmp_path):
+    """End to end on the real worker: every Insight view on a tiny LSTM and Transformer run."""
+    from engine.training.trainer import Trainer
+    from tests.train_helpers import tiny_config
+
+    runs = {arch: Trainer(tiny_config(tmp_path, arch, steps=6, eval_every=3, run_name=f"{arch}-tour",
+                                      runs_dir=None), emit=lambda e: None).run().run_dir
+            for arch in ("lstm", "transformer")}
+    app = SeqplayApp()
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        picker = pane.query_one("#insight-run")
+        await wait_for(pilot, lambda: len(picker.runs) == 2, what="the runs")
+        plan = [("gates", "lstm", "gates"), ("surprisal", "lstm", "surprisal"), ("attention", "transformer", "attention"),
+                ("memorization", "lstm", "memorization"), ("table", "lstm", "table")]
+        for analysis, arch, expect in plan:
+            picker.value = str(runs[arch])
+            pane.query_one("#insight-kind", Select).value = analysis
+            await pilot.pause()
+            if analysis == "memorization":
+                pane.form("memorization").control("tokens").value = "40"
+            pane.action_run_analysis()
+            await wait_for(pilot, lambda: not pane.running and pane.last is not None and pane.job is None, 120,
+                           what=analysis)
+            assert pane.last.reason == "done", (analysis, pane.last.message)
+            assert pane.last.data["analysis"] == expect
+        pane.query_one("#insight-kind", Select).value = "gradients"
+        await pilot.pause()
+        for name, value in (("archs", "rnn,lstm"), ("distance", "20"), ("seeds", "1"), ("windows", "2"),
+                            ("width", "16"), ("source", str(tmp_path / "tiny.txt"))):
+            pane.form("gradients").control(name).value = value
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: not pane.running and pane.job is None, 120, what="gradients")
+        assert pane.last.reason == "done", pane.last.message
+        assert [c["label"] for c in pane.last.data["curves"]] == ["rnn", "lstm"]
+    app.shutdown_engine()
