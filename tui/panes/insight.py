@@ -126,7 +126,7 @@ class InsightPane(Vertical):
 
     DEFAULT_CSS = """
     InsightPane #insight-controls { height: 1; }
-    InsightPane #insight-kind { width: 22; }
+    InsightPane #insight-kind { width: 28; }
     InsightPane #insight-run { width: 1fr; }
     InsightPane #insight-controls Button { min-width: 8; width: auto; height: 1; border: none; margin-left: 1; }
     InsightPane #insight-forms { height: auto; }
