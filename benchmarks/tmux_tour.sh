@@ -112,17 +112,23 @@ wait_for "/19]" 120
 keys Escape
 wait_for "cancelled" 60
 for view in "no self-attention" "gates in" "surprisal done" "table done|press b" "memorization done"; do
-    keys Enter Down Enter C-r
+    keys Enter; sleep 1; keys Down; sleep 0.5; keys Enter; sleep 0.5; keys C-r   # the next analysis, run
     start=$SECONDS
     until screen | grep -qE "$view"; do
         check
         (( SECONDS - start > 180 )) && fail "no result for ${view%% *}"
         sleep 0.5
     done
-    echo "   ${view%% *}: $(screen | grep -oE "$view" | head -1)"
+    echo "   shown: $(screen | grep -oE "$view" | head -1)"
 done
 
 echo "8. quit"
-keys q
-wait_for "SEQPLAY-EXIT=0" 30
+tmux send-keys -t "$SESSION" q
+start=$SECONDS
+until screen | grep -q "SEQPLAY-EXIT="; do
+    (( SECONDS - start > 30 )) && fail "q did not quit"
+    sleep 0.3
+done
+screen | grep -q "Traceback" && fail "a traceback on the way out"
+screen | grep -q "SEQPLAY-EXIT=0" || fail "seqplay exited with an error"
 echo "tour passed"
