@@ -100,6 +100,33 @@ async def test_form_values_survive_switching_analysis_and_bad_values_are_refused
 
 
 @sync
+async def test_the_second_run_of_a_surprisal_difference_is_picked_not_typed():
+    from engine.runs.folders import runs_root
+    from tests.test_runs_manage import make_run
+    from tui.widgets.run_picker import RunPicker
+
+    a, b = make_run(runs_root(), "a"), make_run(runs_root(), "b")
+    for run in (a, b):
+        (run / "tokenizer.json").write_text("{}")
+        (run / "checkpoints" / "best.json").write_text("{}")
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        other = pane.form("surprisal").control("other")
+        assert isinstance(other, RunPicker)
+        await wait_for(pilot, lambda: len(other.runs) == 2, what="the runs")
+        pane.query_one("#insight-run").value = str(a)
+        other.value = str(b)
+        pane.query_one("#insight-kind", Select).value = "surprisal"
+        await pilot.pause()
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: analyses(engine), what="Analyze")
+        cmd = analyses(engine)[-1]
+        assert cmd.run == str(a) and cmd.params.other == str(b)
+
+
+@sync
 async def test_an_analysis_that_needs_a_run_asks_for_one():
     engine = FakeEngine()
     app = SeqplayApp(engine_factory=lambda: engine)
