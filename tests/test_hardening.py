@@ -694,7 +694,7 @@ async def test_tui_ctrl_c_and_a_broken_run_folder_do_not_stop_the_app(tmp_path, 
         runs = app.pane("runs")
         runs.refresh_runs()
         await wait_for(pilot, lambda: {"good", "broken"} <= {r.name for r in runs.runs}, what="runs listed")
-        status = {r.name: r.status for r in runs.runs}
+        status = {r.name: f"{r.status} ({r.problem})" if r.problem else r.status for r in runs.runs}  # as shown
         assert "does not match its hash" in status["broken"] and "hash" not in status["good"], status
         assert app.is_running
 
