@@ -8,6 +8,7 @@ import functools
 import io
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input, ProgressBar, Select, Static
 
 from engine.insight import params as IP
@@ -99,6 +100,33 @@ async def test_form_values_survive_switching_analysis_and_bad_values_are_refused
 
 
 @sync
+async def test_the_second_run_of_a_surprisal_difference_is_picked_not_typed():
+    from engine.runs.folders import runs_root
+    from tests.test_runs_manage import make_run
+    from tui.widgets.run_picker import RunPicker
+
+    a, b = make_run(runs_root(), "a"), make_run(runs_root(), "b")
+    for run in (a, b):
+        (run / "tokenizer.json").write_text("{}")
+        (run / "checkpoints" / "best.json").write_text("{}")
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        other = pane.form("surprisal").control("other")
+        assert isinstance(other, RunPicker)
+        await wait_for(pilot, lambda: len(other.runs) == 2, what="the runs")
+        pane.query_one("#insight-run").value = str(a)
+        other.value = str(b)
+        pane.query_one("#insight-kind", Select).value = "surprisal"
+        await pilot.pause()
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: analyses(engine), what="Analyze")
+        cmd = analyses(engine)[-1]
+        assert cmd.run == str(a) and cmd.params.other == str(b)
+
+
+@sync
 async def test_an_analysis_that_needs_a_run_asks_for_one():
     engine = FakeEngine()
     app = SeqplayApp(engine_factory=lambda: engine)
@@ -157,3 +185,43 @@ def test_tui_starts_no_subprocess():
     assert offenders == []
     assert not Path("tui/insight.py").exists()
     assert isinstance(Input, type)
+
+
+@pytest.mark.slow
+@sync
+async def test_real_worker_runs_each_view_on_a_picked_run(tmp_path):
+    """End to end on the real worker: every Insight view on a tiny LSTM and Transformer run."""
+    from engine.training.trainer import Trainer
+    from tests.train_helpers import tiny_config
+
+    runs = {arch: Trainer(tiny_config(tmp_path, arch, steps=6, eval_every=3, run_name=f"{arch}-tour",
+                                      runs_dir=None), emit=lambda e: None).run().run_dir
+            for arch in ("lstm", "transformer")}
+    app = SeqplayApp()
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        picker = pane.query_one("#insight-run")
+        await wait_for(pilot, lambda: len(picker.runs) == 2, what="the runs")
+        plan = [("gates", "lstm", "gates"), ("surprisal", "lstm", "surprisal"), ("attention", "transformer", "attention"),
+                ("memorization", "lstm", "memorization"), ("table", "lstm", "table")]
+        for analysis, arch, expect in plan:
+            picker.value = str(runs[arch])
+            pane.query_one("#insight-kind", Select).value = analysis
+            await pilot.pause()
+            if analysis == "memorization":
+                pane.form("memorization").control("tokens").value = "40"
+            pane.action_run_analysis()
+            await wait_for(pilot, lambda: not pane.running and pane.last is not None and pane.job is None, 120,
+                           what=analysis)
+            assert pane.last.reason == "done", (analysis, pane.last.message)
+            assert pane.last.data["analysis"] == expect
+        pane.query_one("#insight-kind", Select).value = "gradients"
+        await pilot.pause()
+        for name, value in (("archs", "rnn,lstm"), ("distance", "20"), ("seeds", "1"), ("windows", "2"),
+                            ("width", "16"), ("source", str(tmp_path / "tiny.txt"))):
+            pane.form("gradients").control(name).value = value
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: not pane.running and pane.job is None, 120, what="gradients")
+        assert pane.last.reason == "done", pane.last.message
+        assert [c["label"] for c in pane.last.data["curves"]] == ["rnn", "lstm"]
+    app.shutdown_engine()

@@ -56,7 +56,7 @@ async def test_rename_note_delete_and_undo():
         runs = await open_runs(pilot, app)
         table = runs.query_one("#runs-table")
         row = [str(c) for c in table.get_row_at(0)]
-        assert row[6:9] == ["1.0k", "0:12", "0.03"], row  # tokens seen, wall time, final LR (beta: newest first)
+        assert row[5:8] == ["1.0k", "0:12", "0.03"], row  # tokens seen, wall time, final LR (beta: newest first)
         name = runs._current().name
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, AskText))

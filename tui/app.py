@@ -373,9 +373,8 @@ class SeqplayApp(App):
     def _finished(self, ev: P.Finished) -> None:
         self.pane("train").finished(ev.reason)
         self.last_run_dir = ev.run_dir or self.last_run_dir
-        self.model_run = self.last_run_dir
-        if self.model_run:
-            self.pane("generate").set_model_label(Path(self.model_run).name)
+        self.model_run = self.model_run or self.last_run_dir  # a run the user opened stays the model
+        self.pane("generate").run_finished(self.last_run_dir)
         self._reset_training("idle")
         self.notify(f"training {ev.reason} at step {ev.step}", title="Train", timeout=4)
         self.pane("runs").refresh_runs()

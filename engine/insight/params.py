@@ -121,7 +121,7 @@ class SurprisalParams(AnalysisParams):
 
     analysis: ClassVar[str] = "surprisal"
     title: ClassVar[str] = "surprisal"
-    other: str | None = _f(None, "compare with", "a second run: show the difference (empty: none)")
+    other: str | None = _f(None, "compare with", "a second run: show the difference (empty: none)", run=True)
     text: str | None = _f(None, "text", "text to score (empty: the run's validation text)")
     chars: int = _f(600, "chars", "characters of validation text when no text is given", min=2)
 

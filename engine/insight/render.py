@@ -247,6 +247,16 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _short(n: int | float | None) -> str:
+    """1234567 -> 1.2M (table cells that fit 80 columns)."""
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{suffix}"
+    return f"{n:,.0f}"
+
+
 def render_table(data: dict[str, Any]) -> RenderableType:
     """One Rich table per corpus; the n-gram baseline row in italics, runs that lose to it flagged."""
     if not data["groups"]:
@@ -264,8 +274,7 @@ def render_table(data: dict[str, Any]) -> RenderableType:
         for r in g["rows"]:
             flag = "base" if r["baseline"] else ("✗" if r["beats_baseline"] is False else "")
             style = "italic" if r["baseline"] else ("red" if r["beats_baseline"] is False else "")
-            t.add_row(r["run"], r["arch"], r["tokenizer"], f"{r['params']:,}",
-                      _fmt(r["tokens_seen"], ","), _fmt(r["wall_time"], ".1f") + ("s" if r["wall_time"] is not None else ""),
+            t.add_row(r["run"], r["arch"], r["tokenizer"], _short(r["params"]), _short(r["tokens_seen"]), _fmt(r["wall_time"], ".1f") + ("s" if r["wall_time"] is not None else ""),
                       _fmt(r["val_ppl"], ".2f"), _fmt(r["val_bpc"], ".3f"), flag, style=style)
         tables.append(t)
     tables.append(Text("✗: does not beat the n-gram baseline's bits/char; base: the n-gram baseline", style="dim"))

@@ -311,7 +311,8 @@ class TokenAlternative:
 class GeneratedToken(Event):
     """One generated token: its probability after the logit processors (``prob``) and under the raw
     model (``raw_prob``), the top alternatives after processing, and the entropy (nats) of the
-    processed distribution. ``job`` is the generation id."""
+    processed distribution. ``job`` is the generation id. ``rank``: 1-based rank of the token in the
+    processed distribution (0: not reported; the app then places it from ``top``)."""
 
     kind: ClassVar[str] = "token"
     index: int = 0
@@ -321,6 +322,7 @@ class GeneratedToken(Event):
     raw_prob: float = 0.0
     entropy: float = 0.0
     top: tuple[TokenAlternative, ...] = ()
+    rank: int = 0
 
 
 @dataclass(frozen=True)

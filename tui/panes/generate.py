@@ -1,71 +1,215 @@
-"""Generate pane: a prompt, sampling controls, streamed tokens tinted by probability, the top
-alternatives of the token under the cursor, and a step mode that lets the user branch the text."""
+"""The generation lab: pick the model, type a prompt, set any sampling control, watch tokens stream in
+tinted by probability, inspect each token's alternatives, and branch the text into a tree.
+
+* Model: a picker of the runs on disk and, while training, the live model. It changes only when the
+  user picks another entry or opens a run on the Runs pane; a run that finishes training does not
+  replace a run the user picked.
+* Sampling: one control per field of ``SamplingSettings`` (the CLI's options), the common ones always
+  shown, the rest under "more"; a grid that wraps to the pane's width. Enter in any field generates.
+  Named presets (built-in and the user's, saved in the user config folder: ``tui.presets``).
+* History: every generation is a root of the branch tree, every branch a child (``tui.widgets.branches``);
+  selecting a node shows it, ctrl+z removes the newest branch. Positions count from the start of the
+  generation, so token numbers run on across branches; each branch shows its cumulative log-prob.
+* The token under the cursor: its position, rank, processed and raw probability (also when it is
+  outside the top alternatives: forced or filtered tokens are listed, greyed when filtered to 0).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Checkbox, DataTable, Input, Label, Static
+from textual.widgets import Button, Collapsible, DataTable, Input, Label, Select, Static, Tree
 
-from engine.worker import protocol as P
 from engine.errors import ConfigError, SeqplayError
-from tui.widgets.tokens import TokenView, visible
+from engine.generation.settings import SamplingSettings
+from engine.worker import protocol as P
+from tui import presets
+from tui.widgets.ask_text import AskText
+from tui.widgets.branches import Branch, BranchHistory, BranchTree
+from tui.widgets.run_picker import LIVE, RunPicker
+from tui.widgets.tick import Tick
+from tui.widgets.tokens import TokenView, glyph, tint_legend
 
-# (field, label, default, type) of the sampling controls; names follow SamplingSettings.
-CONTROLS: list[tuple[str, str, str, type]] = [
-    ("temperature", "temp", "1.0", float),
-    ("top_k", "top-k", "0", int),
-    ("top_p", "top-p", "1.0", float),
-    ("min_p", "min-p", "0.0", float),
-    ("typical_p", "typical", "1.0", float),
-    ("repetition_penalty", "rep.pen", "1.0", float),
-    ("max_tokens", "max tok", "200", int),
-    ("seed", "seed", "", int),
-]
+BASIC = ("temperature", "top_k", "top_p", "min_p", "max_tokens", "seed")
+SKIPPED = {"logit_bias", "order"}  # dict / ordering settings: CLI-only for now
+LABELS = {"temperature": "temp", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p", "typical_p": "typical",
+          "repetition_penalty": "rep pen", "repetition_window": "rep window", "presence_penalty": "presence",
+          "frequency_penalty": "frequency", "no_repeat_ngram": "no-repeat n", "banned": "ban ids",
+          "stop": "stop", "max_tokens": "max tok", "top_alternatives": "alts", "seed": "seed"}
+
+
+def _plain_type(name: str) -> Any:
+    hint = typing.get_type_hints(SamplingSettings)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args and typing.get_origin(hint) is not list else hint
+
+
+def sampling_fields() -> list[dataclasses.Field]:
+    """The settings the lab offers: every SamplingSettings field the CLI offers too."""
+    return [f for f in dataclasses.fields(SamplingSettings)
+            if f.name not in SKIPPED and f.metadata.get("cli", True)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(v).encode("unicode_escape").decode() for v in value)
+    return str(value)
 
 
 def sampling_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """Validate the controls through engine.generation.settings when it exists; return a plain dict."""
-    try:
-        from engine.generation.settings import SamplingSettings
-    except ImportError:
-        return values
-    settings = SamplingSettings.from_dict({k: v for k, v in values.items() if v is not None or k == "seed"})
-    settings.validate()
-    return settings.to_dict()
+    """Validate the controls with ``SamplingSettings`` (the engine's rules); a plain dict."""
+    return SamplingSettings.from_dict(values).validate().to_dict()
+
+
+class SamplingForm(Vertical):
+    """The sampling controls as a wrapping grid (basic ones first, the rest in a Collapsible)."""
+
+    DEFAULT_CSS = """
+    SamplingForm { height: auto; }
+    SamplingForm .grid { height: auto; layout: grid; grid-size: 3; grid-gutter: 0 1; }
+    SamplingForm .cell { height: 1; }
+    SamplingForm .cell > Label { width: 11; color: $text-muted; }
+    SamplingForm .cell > Input { width: 1fr; }
+    SamplingForm Collapsible { padding: 0; border: none; }
+    SamplingForm Collapsible > Contents { padding: 0; }
+    """
+
+    def compose(self) -> ComposeResult:
+        fields = sampling_fields()
+        basic = [f for f in fields if f.name in BASIC]
+        more = [f for f in fields if f.name not in BASIC]
+        with Vertical(classes="grid"):
+            yield from self._cells(basic)
+        with Collapsible(title=f"more sampling controls ({len(more)})", collapsed=True, id="gen-more"):
+            with Vertical(classes="grid"):
+                yield from self._cells(more)
+
+    def _cells(self, fields: list[dataclasses.Field]) -> ComposeResult:
+        for f in fields:
+            kind, value = _plain_type(f.name), _default(f)
+            with Horizontal(classes="cell") as cell:
+                cell.tooltip = f.metadata.get("help") or f.name.replace("_", " ")
+                if kind is bool:
+                    yield Tick(LABELS.get(f.name, f.name), bool(value), id=f"s-{f.name}", compact=True)
+                    continue
+                yield Label(LABELS.get(f.name, f.name.replace("_", " ")))
+                itype = "integer" if kind is int else "number" if kind is float else "text"
+                yield Input(_show(value), id=f"s-{f.name}", type=itype, compact=True, classes="sampling",
+                            placeholder="random" if f.name == "seed" else ("comma-separated" if kind is list or
+                                                                              typing.get_origin(kind) is list else ""))
+
+    def on_resize(self) -> None:
+        for grid in self.query(".grid"):
+            grid.styles.grid_size_columns = max(1, self.size.width // 24)
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in sampling_fields():
+            widget = self.query_one(f"#s-{f.name}")
+            kind = _plain_type(f.name)
+            if isinstance(widget, Tick):
+                out[f.name] = bool(widget.value)
+                continue
+            text = widget.value.strip()
+            label = LABELS.get(f.name, f.name)
+            if typing.get_origin(kind) is list or kind is list:
+                inner = (typing.get_args(kind) or (str,))[0]
+                parts = [p for p in text.split(",") if p.strip()] if text else []
+                try:
+                    out[f.name] = [int(p) for p in parts] if inner is int else \
+                        [p.strip().encode().decode("unicode_escape") for p in parts]
+                except ValueError:
+                    raise ConfigError(f"{label} must be whole numbers separated by commas, got {text!r}") from None
+                continue
+            if not text:
+                if _default(f) is None:
+                    out[f.name] = None
+                    continue
+                raise ConfigError(f"{label} needs a value (default {_show(_default(f))})")
+            try:
+                out[f.name] = int(text) if kind is int else float(text) if kind is float else text
+            except ValueError:
+                raise ConfigError(f"{label} must be a number, got {text!r}") from None
+        return out
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Defaults, overridden by ``values`` (a preset)."""
+        for f in sampling_fields():
+            widget = self.query_one(f"#s-{f.name}")
+            value = values.get(f.name, _default(f))
+            if isinstance(widget, Tick):
+                widget.value = bool(value)
+            else:
+                widget.value = _show(value)
+
+    def changed(self) -> dict[str, Any]:
+        """The values that differ from the defaults (what a preset stores)."""
+        values = self.values()
+        return {f.name: values[f.name] for f in sampling_fields() if values[f.name] != _default(f)}
 
 
 class GeneratePane(Vertical):
-    """Sample from the model being trained or from an opened run."""
+    """Sample from the model being trained or from a run, as a tree of branches."""
 
+    DEFAULT_CSS = """
+    GeneratePane #gen-top { height: 1; }
+    GeneratePane #gen-top > Label { width: auto; padding: 0 1; color: $text-muted; }
+    GeneratePane #gen-run { width: 1fr; }
+    GeneratePane #gen-preset { width: 22; }
+    GeneratePane #gen-top Button { min-width: 6; width: auto; margin-left: 1; }
+    GeneratePane #gen-prompt-row { height: 1; }
+    GeneratePane #gen-prompt-row > Label { width: 8; padding: 0 1; }
+    GeneratePane #gen-prompt-row > Tick { width: auto; margin-left: 1; }
+    GeneratePane #gen-body { height: 1fr; }
+    GeneratePane #gen-output-box { width: 1fr; border: round $panel; }
+    GeneratePane #gen-side { width: 36; }
+    GeneratePane #alternatives { height: auto; max-height: 9; }
+    GeneratePane #token-info { height: auto; }
+    GeneratePane #gen-legend-row { height: 1; }
+    GeneratePane #gen-legend { width: auto; }
+    GeneratePane #gen-status { width: 1fr; color: $text-muted; padding-left: 2; }
+    """
     BINDINGS = [
         Binding("n", "next_token", "Next token", id="gen_next"),
         Binding("ctrl+t", "toggle_step", "Step mode", id="gen_step_mode"),
+        Binding("ctrl+z", "undo_branch", "Undo branch", id="gen_undo"),
     ]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.gen_id: str | None = None
         self.running = False
-        self.base_prompt = ""  # the prompt of the displayed text (before any branch)
-        self.branch_offset = 0  # display index of the current generation's first token
+        self.history = BranchHistory()
+        self.active: Branch | None = None  # the branch the running generation extends
         self.done_reason = ""
+        self.model_choice: str | None = None  # LIVE, a run path, or None: follow the app
+        self._presets: dict[str, dict[str, Any]] = {}
+        self._rows: list[int] = []  # token id of each alternatives row
 
     def compose(self) -> ComposeResult:
-        yield Static("model: the run being trained, or a run opened on the Runs pane (5)", id="gen-model")
-        with Horizontal(classes="form-row"):
+        with Horizontal(id="gen-top"):
+            yield Label("model")
+            yield RunPicker(id="gen-run")
+            yield Select([], prompt="preset", id="gen-preset", compact=True)
+            yield Button("save", id="gen-save-preset", compact=True)
+        with Horizontal(id="gen-prompt-row"):
             yield Label("Prompt")
-            yield Input("", placeholder="type a prompt, press enter", id="prompt", compact=True)
-            yield Checkbox("step mode", False, id="step-mode", compact=True)
-        with Horizontal(classes="form-row", id="sampling"):
-            for name, label, default, kind in CONTROLS:
-                yield Label(label)
-                yield Input(default, id=f"s-{name}", type="integer" if kind is int else "number",
-                            placeholder="none" if name == "seed" else "", classes="sampling", compact=True)
+            yield Input("", placeholder="type a prompt, press enter", id="prompt", compact=True, select_on_focus=False)
+            yield Tick("step mode", False, id="step-mode", compact=True)
+        yield SamplingForm(id="gen-sampling")
         with Horizontal(id="gen-body"):
             with VerticalScroll(id="gen-output-box"):
                 yield TokenView(id="gen-output")
@@ -73,10 +217,18 @@ class GeneratePane(Vertical):
                 yield Label("Alternatives (enter: branch here)", classes="section")
                 yield DataTable(id="alternatives", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="token-info")
-        yield Static("", id="gen-status")
+                yield BranchTree(id="gen-tree")
+        with Horizontal(id="gen-legend-row"):
+            yield Static(tint_legend(), id="gen-legend")
+            yield Static("", id="gen-status")
 
     def on_mount(self) -> None:
-        self.query_one("#alternatives", DataTable).add_columns("token", "prob")
+        self.query_one("#alternatives", DataTable).add_columns("#", "token", "p", "raw")
+        self._load_presets()
+
+    def on_show(self) -> None:
+        want = self.model_choice if self.model_choice not in (None, LIVE) else getattr(self.app, "model_run", None)
+        self.query_one(RunPicker).reload(training=bool(getattr(self.app, "train_job", None)), want=want)
 
     def focus_default(self) -> None:
         self.output.focus()  # not the prompt: a focused field would swallow 1-6 and the other keys
@@ -87,40 +239,94 @@ class GeneratePane(Vertical):
 
     @property
     def step_mode(self) -> bool:
-        return bool(self.query_one("#step-mode", Checkbox).value)
+        return bool(self.query_one("#step-mode", Tick).value)
 
-    def set_model_label(self, name: str) -> None:
-        self.query_one("#gen-model", Static).update(f"model: run [b]{name}[/b]")
+    # -- the model ----------------------------------------------------------------------------------
+    def set_model_label(self, name: str, path: str | None = None) -> None:
+        """The user opened a run (Runs pane): sample from it from now on."""
+        path = path or getattr(self.app, "model_run", None)
+        self.model_choice = path
+        picker = self.query_one(RunPicker)
+        picker.reload(training=bool(getattr(self.app, "train_job", None)), want=path)
+        self._status(f"model: run {name}")
 
-    # -- settings ----------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name, label, _default, kind in CONTROLS:
-            text = self.query_one(f"#s-{name}", Input).value.strip()
-            if not text:
-                values[name] = None
-                continue
-            try:
-                values[name] = kind(text)
-            except ValueError:
-                raise ConfigError(f"{label} must be a number, got {text!r}") from None
-        if values["temperature"] is not None and values["temperature"] < 0:
-            raise ConfigError("temperature must be 0 or more (0 = greedy)")
-        if values["max_tokens"] is None or values["max_tokens"] < 1:
-            raise ConfigError("max tokens must be at least 1")
-        return sampling_settings(values)
+    def run_finished(self, run_dir: str | None) -> None:
+        """A training run ended: follow it only if the live model was what we sampled."""
+        if not run_dir:
+            return
+        from pathlib import Path
+
+        if self.model_choice in (None, LIVE):
+            self.model_choice = run_dir
+            self.query_one(RunPicker).reload(training=False, want=run_dir)
+            self._status(f"model: run {Path(run_dir).name} (the run you were sampling finished)")
+        else:
+            self.query_one(RunPicker).reload(training=False)
+            self.app.notify(f"{Path(run_dir).name} finished; pick it as the model to sample from it", timeout=5)
+
+    @on(Select.Changed, "#gen-run")
+    def _model_picked(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.model_choice = event.value
 
     def _model_source(self) -> str | None:
         app = self.app
-        if app.train_job is not None:
+        choice = self.model_choice
+        if choice == LIVE or (choice is None and app.train_job is not None):
+            if app.train_job is None:
+                raise ConfigError("nothing is training now; pick a run as the model")
             return None
+        if choice:
+            return choice
         if app.model_run:
             return app.model_run
-        raise ConfigError("no model yet: train one (t) or open a run on the Runs pane (5)")
+        raise ConfigError("no model yet: train one (t) or pick a run in the model list")
+
+    # -- settings and presets -------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        return sampling_settings(self.query_one(SamplingForm).values())
+
+    def _load_presets(self, select: str | None = None) -> None:
+        self._presets = presets.load_presets()
+        box = self.query_one("#gen-preset", Select)
+        with box.prevent(Select.Changed):
+            box.set_options([(name, name) for name in self._presets])
+            if select is not None:
+                box.value = select
+
+    @on(Select.Changed, "#gen-preset")
+    def _preset_picked(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str) and event.value in self._presets:
+            self.query_one(SamplingForm).set_values(self._presets[event.value])
+            self._status(f"preset {event.value}")
+
+    def apply_preset(self, name: str) -> None:
+        self.query_one("#gen-preset", Select).value = name
+
+    @on(Button.Pressed, "#gen-save-preset")
+    def action_save_preset(self) -> None:
+        try:
+            values = self.query_one(SamplingForm).changed()
+            sampling_settings(self.query_one(SamplingForm).values())
+        except SeqplayError as err:
+            self.app.notify(str(err), title="Generate", severity="error", timeout=6)
+            return
+
+        def done(name: str | None) -> None:
+            if name:
+                try:
+                    path = presets.save_preset(name, values)
+                except (SeqplayError, OSError) as err:
+                    self.app.notify(str(err), title="Generate", severity="error")
+                    return
+                self._load_presets(select=name.strip())
+                self.app.notify(f"preset {name.strip()} saved to {path}", timeout=4)
+
+        self.app.push_screen(AskText("Save these sampling settings as preset", ""), done)
 
     # -- starting, stepping, branching ----------------------------------------------------------------
     def start_generation(self, prompt: str | None = None, choose: int | None = None, keep: int | None = None) -> None:
-        """Start a generation. With ``keep``, branch: keep that many tokens and force ``choose`` next."""
+        """Start a generation; with ``keep``, branch the shown one: keep that many tokens, force ``choose``."""
         app = self.app
         try:
             settings = self.settings()
@@ -131,21 +337,20 @@ class GeneratePane(Vertical):
         if self.gen_id and app.gen_id == self.gen_id:
             app.send(P.CancelGeneration(gen_id=self.gen_id))
         if keep is None:
-            self.base_prompt = self.query_one("#prompt", Input).value if prompt is None else prompt
-            self.output.set_prompt(self.base_prompt)
-            self.branch_offset = 0
-            full_prompt = self.base_prompt
+            text = self.query_one("#prompt", Input).value if prompt is None else prompt
+            branch = self.history.start(text, settings, source)
         else:
-            self.output.truncate(keep)
-            self.branch_offset = keep
-            full_prompt = self.base_prompt + self.output.text
-        step = self.step_mode or keep is not None
-        if keep is not None and not self.step_mode:
-            self.query_one("#step-mode", Checkbox).value = True
+            branch = self.history.branch(keep, settings, source)
+            if not self.step_mode:
+                self.query_one("#step-mode", Tick).value = True
+        self.active = branch
+        self.output.show(branch.prompt, branch.tokens)
+        self._tree()
+        step = self.step_mode
         self.gen_id = app.new_generation_id()
         self.running = True
         self.done_reason = ""
-        app.send(P.Generate(gen_id=self.gen_id, prompt=full_prompt, source=source, settings=settings,
+        app.send(P.Generate(gen_id=self.gen_id, prompt=branch.prompt + branch.text, source=source, settings=settings,
                             max_tokens=int(settings.get("max_tokens") or 200), step_mode=step))
         if step:
             app.send(P.GenerateStep(gen_id=self.gen_id, choose=choose))
@@ -155,26 +360,60 @@ class GeneratePane(Vertical):
     def action_next_token(self) -> None:
         if self.gen_id and self.running and self.app.gen_id == self.gen_id:
             self.app.send(P.GenerateStep(gen_id=self.gen_id))
+        elif self.step_mode and self.history.current is not None and self.history.current.tokens:
+            self.start_generation(keep=len(self.history.current.tokens))  # continue: a branch at the end
         elif self.step_mode:
-            self.start_generation(prompt=self.base_prompt + self.output.text) if self.output.tokens else self.start_generation()
+            self.start_generation()
 
     def action_toggle_step(self) -> None:
-        box = self.query_one("#step-mode", Checkbox)
+        box = self.query_one("#step-mode", Tick)
         box.value = not box.value
 
     def branch(self, alternative_index: int) -> None:
-        tok = self.output.current()
-        if tok is None:
+        row = self._rows[alternative_index] if 0 <= alternative_index < len(self._rows) else None
+        if row is None or self.output.current() is None:
             return
-        alternatives = tok.top
-        if not 0 <= alternative_index < len(alternatives):
+        self.start_generation(choose=row, keep=self.output.cursor)
+
+    def action_undo_branch(self) -> None:
+        removed = self.history.undo()
+        if removed is None:
+            self.app.notify("nothing to undo", severity="warning", timeout=2)
             return
-        self.start_generation(choose=alternatives[alternative_index].token, keep=self.output.cursor)
+        if removed is self.active and self.running and self.gen_id:
+            self.app.send(P.CancelGeneration(gen_id=self.gen_id))
+            self.running = False
+        self._show_current()
+        self._status(f"removed {'branch' if removed.parent else 'generation'} #{removed.id}")
+
+    def _show_current(self) -> None:
+        node = self.history.current
+        if node is None:
+            self.output.set_prompt("")
+        else:
+            self.output.show(node.prompt, node.tokens)
+        self._tree()
+
+    def _tree(self) -> None:
+        self.query_one(BranchTree).show(self.history)
+
+    @on(Tree.NodeSelected, "#gen-tree")
+    def _node_selected(self, event: Tree.NodeSelected) -> None:
+        event.stop()
+        node = self.history.find(event.node.data) if event.node.data is not None else None
+        if node is not None and node is not self.history.current:
+            self.history.current = node
+            self.output.show(node.prompt, node.tokens)
+            self._tree()
 
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self) -> None:
         self.start_generation()
         self.output.focus()
+
+    @on(Input.Submitted, "SamplingForm Input")
+    def _sampling_submitted(self) -> None:
+        self.start_generation()
 
     @on(DataTable.RowSelected, "#alternatives")
     def _alternative_picked(self, event: DataTable.RowSelected) -> None:
@@ -183,18 +422,27 @@ class GeneratePane(Vertical):
     # -- events ------------------------------------------------------------------------------------
     def apply(self, events: list[P.Event]) -> None:
         tokens = [e for e in events if isinstance(e, P.GeneratedToken)]
-        if tokens:
-            self.output.add(tokens)
-            self.query_one("#gen-output-box", VerticalScroll).scroll_end(animate=False)
+        branch = self.active
+        if tokens and branch is not None:
+            branch.tokens.extend(tokens)
+            if branch is self.history.current:
+                self.output.grew()
+                self.query_one("#gen-output-box", VerticalScroll).scroll_end(animate=False)
         for ev in events:
             if isinstance(ev, P.GenerationDone):
                 self.running = False
                 self.done_reason = ev.reason
+                if branch is not None:
+                    branch.reason = ev.reason
                 speed = f" · {ev.tokens_per_s:.0f} tokens/s" if ev.tokens_per_s else ""
-                self._status(f"done: {ev.reason} · {len(self.output.tokens)} tokens{speed}")
-        if tokens and self.running:
-            self._status(f"generating · {len(self.output.tokens)} tokens" +
+                n = len(branch.tokens) if branch else 0
+                self._status(f"done: {ev.reason} · {n} tokens · logp {branch.logprob if branch else 0:.1f}{speed}")
+                self._tree()
+        if tokens and self.running and branch is not None:
+            self._status(f"generating · {len(branch.tokens)} tokens" +
                          (" · n: next token, enter on an alternative: branch" if self.step_mode else " · escape cancels"))
+        if tokens and self.step_mode:
+            self._tree()
 
     def generation_failed(self) -> None:
         self.running = False
@@ -208,13 +456,26 @@ class GeneratePane(Vertical):
     def _cursor_moved(self, event: TokenView.CursorMoved) -> None:
         table = self.query_one("#alternatives", DataTable)
         table.clear()
+        self._rows = []
         tok = self.output.current()
         info = self.query_one("#token-info", Static)
         if tok is None:
             info.update("")
             return
-        for alt in tok.top:
-            mark = "▶ " if alt.token == tok.token else "  "
-            table.add_row(f"{mark}{visible(alt.text)!r}", f"{alt.prob:.3f}")
-        info.update(f"token {tok.index} {visible(tok.text)!r}: p={tok.prob:.3f} (raw {tok.raw_prob:.3f}) · "
-                    f"entropy {tok.entropy:.2f} nats")
+        pos = self.output.cursor
+        rank = tok.rank or next((k + 1 for k, a in enumerate(tok.top) if a.token == tok.token), 0)
+        for k, alt in enumerate(tok.top):
+            chosen = alt.token == tok.token
+            style = "bold" if chosen else ""
+            table.add_row(Text(f"{'▶' if chosen else ' '}{k + 1}", style=style), Text(glyph(alt.text), style=style),
+                          f"{alt.prob:.3f}", f"{tok.raw_prob:.3f}" if chosen else "")
+            self._rows.append(alt.token)
+        if not any(a.token == tok.token for a in tok.top):
+            grey = "dim" if tok.prob == 0 else ""
+            table.add_row(Text(f"▶{rank if rank else '>' + str(len(tok.top))}", style=grey),
+                          Text(glyph(tok.text), style=grey), Text(f"{tok.prob:.3f}", style=grey), f"{tok.raw_prob:.3f}")
+            self._rows.append(tok.token)
+        where = "" if rank else f" (outside the top {len(tok.top)})"
+        filtered = " · filtered by the sampling settings" if tok.prob == 0 else ""
+        info.update(Text(f"#{pos} {glyph(tok.text)}: p={tok.prob:.3f} raw {tok.raw_prob:.3f}"
+                         f"{' · rank ' + str(rank) if rank else where} · entropy {tok.entropy:.2f} nats{filtered}"))

@@ -58,7 +58,9 @@ class ParamsForm(Vertical):
                     yield Tick(meta.get("label", f.name), bool(value), id=wid, compact=True)
                     continue
                 yield Label(meta.get("label", f.name))
-                if meta.get("choices"):
+                if meta.get("run"):  # a run: picked from the list, never typed
+                    yield RunPicker(live=False, id=wid)
+                elif meta.get("choices"):
                     yield Select([(c, c) for c in meta["choices"]], value=value, allow_blank=False, id=wid, compact=True)
                 else:
                     itype = "integer" if kind is int else "number" if kind is float else "text"
@@ -77,6 +79,8 @@ class ParamsForm(Vertical):
             kind, widget = IP.field_type(self.cls, f.name), self.control(f.name)
             if isinstance(widget, Checkbox):
                 out[f.name] = bool(widget.value)
+            elif isinstance(widget, RunPicker):
+                out[f.name] = widget.choice
             elif isinstance(widget, Select):
                 out[f.name] = widget.value
             else:
@@ -126,7 +130,7 @@ class InsightPane(Vertical):
 
     DEFAULT_CSS = """
     InsightPane #insight-controls { height: 1; }
-    InsightPane #insight-kind { width: 22; }
+    InsightPane #insight-kind { width: 28; }
     InsightPane #insight-run { width: 1fr; }
     InsightPane #insight-controls Button { min-width: 8; width: auto; height: 1; border: none; margin-left: 1; }
     InsightPane #insight-forms { height: auto; }
@@ -176,7 +180,8 @@ class InsightPane(Vertical):
     def on_show(self) -> None:
         app = self.app
         want = getattr(app, "model_run", None) or getattr(app, "last_run_dir", None)
-        self.query_one(RunPicker).reload(training=bool(getattr(app, "train_job", None)), want=want)
+        self.query_one("#insight-run", RunPicker).reload(training=bool(getattr(app, "train_job", None)), want=want)
+        self.form("surprisal").control("other").reload()
         self._suit_corpus()
 
     def _suit_corpus(self) -> None:
@@ -227,7 +232,7 @@ class InsightPane(Vertical):
 
     def start(self, params: IP.AnalysisParams) -> None:
         """Send ``Analyze`` for ``params`` on the picked run (or the live model)."""
-        choice = self.query_one(RunPicker).choice
+        choice = self.query_one("#insight-run", RunPicker).choice
         if params.analysis == "gradients" and not getattr(params, "fresh", True) and choice is None:
             self.notify("pick a run, or tick 'fresh models'", title="Insight", severity="error")
             return

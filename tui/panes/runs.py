@@ -86,15 +86,15 @@ class RunsPane(Vertical):
         self.overlaid: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("space select · enter open · c continue · o overlay · a x-axis · e rename · n note · "
-                     "d delete · u undo · D diff two", id="runs-help")
+        yield Static("space select · enter open · c continue · o overlay · a axis · e rename · n note · d delete · "
+                     "u undo · D diff", id="runs-help")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield LinePlot(title="validation bits per character", ylabel="bits/char", id="overlay")
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)
-        table.add_columns("✓", "run", "arch", "source", "params", "steps", "tokens", "time", "final lr", "size",
-                          "val bpc", "status", "note")
+        table.add_columns("✓", "run", "arch", "val bpc", "steps", "tokens", "time", "final lr", "params", "size",
+                          "source", "status", "note")
         self.refresh_runs()
 
     def focus_default(self) -> None:
@@ -127,12 +127,12 @@ class RunsPane(Vertical):
             f = self.figures.get(str(r.path))
             bpc = f"{r.best_val_bpc:.3f}" if isinstance(r.best_val_bpc, int | float) else "--"
             status = r.status + (f" ({r.problem})" if r.problem else "")
-            table.add_row("✓" if str(r.path) in self.selected else "", r.name, r.arch or "?",
-                          Path(r.source).name or r.source or "?", human(r.params or None), str(r.steps or "--"),
-                          human(f.tokens_seen if f else None), duration(f.wall_time if f else None),
-                          f"{f.final_lr:.2g}" if f and f.final_lr is not None else "--",
-                          human(f.size_bytes if f else None, "B"), bpc, status, (f.note if f else "")[:30],
-                          key=str(r.path))
+            table.add_row("✓" if str(r.path) in self.selected else "", r.name, r.arch or "?", bpc,
+                          str(r.steps or "--"), human(f.tokens_seen if f else None),
+                          duration(f.wall_time if f else None),
+                          f"{f.final_lr:.2g}" if f and f.final_lr is not None else "--", human(r.params or None),
+                          human(f.size_bytes if f else None, "B"), Path(r.source).name or r.source or "?", status,
+                          (f.note if f else "")[:30], key=str(r.path))
         if self.runs:
             table.move_cursor(row=min(max(row, 0), len(self.runs) - 1))
 

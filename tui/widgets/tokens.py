@@ -23,7 +23,24 @@ def tint(prob: float) -> str:
 
 
 def visible(text: str) -> str:
+    """Text for the running view: a newline shows as ⏎ and still breaks the line."""
     return text.replace("\n", "⏎\n").replace("\t", "→")
+
+
+def glyph(text: str) -> str:
+    """One token on one line (tables, the info line): ⏎ newline, → tab, ␣ space, ∅ empty."""
+    if not text:
+        return "∅"
+    return text.replace("\n", "⏎").replace("\t", "→").replace(" ", "␣")
+
+
+def tint_legend() -> Text:
+    """What the token colours mean: the probability the sampler gave the chosen token."""
+    out = Text("p(chosen): 0 ", style="dim")
+    for k in range(11):
+        out.append("  ", style=Style.parse(f"on {tint(k / 10)}"))
+    out.append(" 1", style="dim")
+    return out
 
 
 class TokenView(Widget, can_focus=True):
@@ -58,6 +75,21 @@ class TokenView(Widget, can_focus=True):
 
     def add(self, tokens: list[GeneratedToken]) -> None:
         self.tokens.extend(tokens)
+        if self.follow and self.tokens:
+            self.cursor = len(self.tokens) - 1
+        self.refresh(layout=True)
+
+    def show(self, prompt: str, tokens: list[GeneratedToken], cursor: int | None = None) -> None:
+        """Display a branch: its prompt and whole token sequence (shared with the history, not copied)."""
+        self.prompt = prompt
+        self.tokens = tokens
+        self.follow = cursor is None
+        self.cursor = len(tokens) - 1 if cursor is None else min(cursor, len(tokens) - 1)
+        self.post_message(self.CursorMoved(self.cursor))
+        self.refresh(layout=True)
+
+    def grew(self) -> None:
+        """The shown sequence got longer (tokens appended to the list ``show`` was given)."""
         if self.follow and self.tokens:
             self.cursor = len(self.tokens) - 1
         self.refresh(layout=True)

@@ -1,0 +1,196 @@
+"""Pilot tests of the generation lab (real app, scripted FakeEngine): every sampling control, Enter in
+a field generates, presets saved, history and branches as an undoable tree with continuous numbering,
+the chosen token always listed, newline as ⏎, ctrl+t keeps the prompt, the model changes only when
+the user says so."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+
+from textual.widgets import DataTable, Input, Static
+
+from engine.generation.settings import SamplingSettings
+from engine.worker import protocol as P
+from tests.test_runs_manage import make_run
+from tui.app import SeqplayApp
+from tui.fake import FakeEngine
+from tui.panes.generate import SKIPPED, GeneratePane
+from tui.widgets.ask_text import AskText
+
+SIZE = (100, 34)
+
+
+def sync(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def generates(engine: FakeEngine) -> list[P.Generate]:
+    return [c for c in engine.sent if isinstance(c, P.Generate)]
+
+
+def runs_root():
+    from engine.runs.folders import runs_root as root
+
+    return root()
+
+
+async def open_lab(pilot, app) -> GeneratePane:
+    await pilot.press("4")
+    gen = app.query_one(GeneratePane)
+    await wait_for(pilot, lambda: gen.is_mounted and gen.children, what="the Generate pane")
+    await pilot.pause()
+    return gen
+
+
+def lab_app(engine: FakeEngine | None = None) -> tuple[SeqplayApp, FakeEngine]:
+    engine = engine or FakeEngine()
+    run = make_run(runs_root(), "alpha")
+    app = SeqplayApp(engine_factory=lambda: engine)
+    app.model_run = str(run)
+    return app, engine
+
+
+@sync
+async def test_every_sampling_control_and_enter_in_a_field_generates():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        names = {f.name for f in dataclasses.fields(SamplingSettings)} - SKIPPED
+        assert all(gen.query(f"#s-{n}") for n in names)  # one control per setting
+        app.query_one("#prompt").value = "the"
+        gen.query_one("#s-presence_penalty", Input).value = "0.5"
+        gen.query_one("#s-no_repeat_ngram", Input).value = "3"
+        gen.query_one("#s-stop", Input).value = r"\n,END"
+        gen.query_one("#s-temperature", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: generates(engine), what="Generate")
+        s = generates(engine)[-1].settings
+        assert s["presence_penalty"] == 0.5 and s["no_repeat_ngram"] == 3 and s["stop"] == ["\n", "END"]
+        gen.query_one("#s-top_p", Input).value = "1.5"
+        gen.start_generation()
+        await pilot.pause()
+        assert len(generates(engine)) == 1
+        assert any("top-p must be in" in n.message for n in app._notifications)
+
+
+@sync
+async def test_presets_are_saved_and_loaded(_seqplay_home):
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        gen.query_one("#s-temperature", Input).value = "0.3"
+        gen.query_one("#s-top_k", Input).value = "7"
+        gen.action_save_preset()
+        await wait_for(pilot, lambda: isinstance(app.screen, AskText) and app.screen.query("#ask-input")
+                       and app.screen.query_one("#ask-input").has_focus, what="the name dialog")
+        app.screen.query_one("#ask-input", Input).value = "cold"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, AskText), what="the dialog to close")
+        saved = json.loads((_seqplay_home / "config" / "presets.json").read_text())
+        assert saved == {"cold": {"temperature": 0.3, "top_k": 7}}
+        gen.apply_preset("greedy")
+        await pilot.pause()
+        assert gen.query_one("#s-temperature", Input).value == "0.0" and gen.query_one("#s-top_k", Input).value == "0"
+        gen.apply_preset("cold")
+        await pilot.pause()
+        assert gen.settings()["temperature"] == 0.3 and gen.settings()["top_k"] == 7
+
+
+@sync
+async def test_history_branches_tree_undo_and_continuous_numbering():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        app.query_one("#prompt").value = "a"
+        gen.query_one("#s-max_tokens", Input).value = "12"
+        gen.start_generation()
+        await wait_for(pilot, lambda: not gen.running, what="first generation")
+        first = gen.history.current
+        gen.start_generation()
+        await wait_for(pilot, lambda: not gen.running, what="second generation")
+        assert len(gen.history.roots) == 2 and first.tokens  # the first one is kept
+        gen.output.cursor = 8
+        await pilot.pause()
+        gen.branch(2)
+        await wait_for(pilot, lambda: len(gen.history.current.tokens) == 9, what="the forced token")
+        child = gen.history.current
+        assert child.parent is gen.history.roots[1] and child.tokens[:8] == child.parent.tokens[:8]
+        assert child.logprob < 0 and child.logprob != child.parent.logprob
+        assert str(gen.query_one("#token-info", Static).render()).startswith("#8 ")  # numbering runs on
+        gen.history.current = first  # navigate, as selecting the tree node does
+        gen._show_current()
+        assert gen.output.tokens is first.tokens
+        gen.history.current = child
+        await pilot.press("ctrl+z")
+        assert gen.history.current is child.parent and child not in child.parent.children
+
+
+@sync
+async def test_chosen_token_outside_the_top_is_listed_and_newline_is_a_glyph():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        app.query_one("#prompt").value = "x"
+        gen.query_one("#s-max_tokens", Input).value = "1"
+        gen.start_generation()
+        await wait_for(pilot, lambda: not gen.running, what="the generation")
+        alts = tuple(P.TokenAlternative(token=i, text=c, prob=p) for i, c, p in ((1, "a", 0.5), (2, "\n", 0.3)))
+        tok = P.GeneratedToken(job=gen.gen_id, index=0, token=9, text="q", prob=0.0, raw_prob=0.01, top=alts)
+        gen.apply([tok])  # a forced/filtered token the top alternatives do not hold
+        await pilot.pause()
+        table = gen.query_one("#alternatives", DataTable)
+        rows = [[str(c) for c in table.get_row_at(r)] for r in range(table.row_count)]
+        assert rows[1][1] == "⏎" and all("'" not in cell for row in rows for cell in row)
+        assert rows[-1][:2] == ["▶>2", "q"] and rows[-1][2:] == ["0.000", "0.010"]
+        info = str(gen.query_one("#token-info", Static).render())
+        assert "outside the top 2" in info and "filtered" in info
+
+
+@sync
+async def test_ctrl_t_keeps_the_prompt():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_lab(pilot, app)
+        prompt = app.query_one("#prompt", Input)
+        prompt.value = "hello"
+        prompt.focus()
+        prompt.cursor_position = len("hello")
+        await pilot.press("ctrl+t")
+        await pilot.press("x")
+        assert prompt.value == "hellox" and app.query_one("#step-mode").value is True
+
+
+@sync
+async def test_a_finished_run_does_not_replace_the_picked_model():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        picked = app.model_run
+        gen.model_choice = picked
+        other = str(make_run(runs_root(), "beta"))
+        app._finished(P.Finished(job="t", step=5, reason="done", run_dir=other))
+        await pilot.pause()
+        assert gen.model_choice == picked and app.model_run == picked
+        app.query_one("#prompt").value = "a"
+        gen.start_generation()
+        await wait_for(pilot, lambda: generates(engine), what="Generate")
+        assert generates(engine)[-1].source == picked
+        gen.model_choice = None  # following the live model: a finished run is then the natural next model
+        gen.run_finished(other)
+        assert gen.model_choice == other
