@@ -182,6 +182,7 @@ class SeqplayApp(App):
         return self._panes[pane_id]
 
     def _update_subtitle(self) -> None:
+        self.refresh_bindings()  # keys that can act change with the training state (check_action)
         parts = []
         if "data" in self._panes:
             parts.append(f"corpus: {self._panes['data'].spec or '-'}")

@@ -288,7 +288,8 @@ class TrainPane(Vertical):
         self.query_one("#train-progress-row").display = False  # no percent or ETA once it is over
         if self.last is not None and not self._hinted:
             self._hinted = True
-            self._log("[dim]c continues this run (more steps or time)[/]")
+            # after the rest of this batch's log lines (the app calls this before handing the batch over)
+            self.call_after_refresh(self._log, "[dim]c continues this run (more steps or time)[/]")
 
     def _log(self, text: str) -> None:
         self.query_one("#train-log", RichLog).write(text)
