@@ -54,14 +54,18 @@ async def settle(pilot, condition, timeout: float = 10.0) -> None:
     pilot.app.clear_notifications()  # toasts expire with time
     train = pilot.app.pane("train")
     train._show_status()  # the status line and charts are redrawn by timers: draw them now
-    if train.curve.region.area:
-        train.curve.redraw_now()
+    if train.is_mounted and train.children:
+        for plot in train.plots:
+            if plot.region.area:
+                plot.redraw_now()
     await pilot.pause(0.4)
 
 
 async def loaded(pilot) -> None:
     data = pilot.app.pane("data")
-    await settle(pilot, lambda: data.stats is not None and data.counts is not None)
+    tree = data.query_one("#files")
+    # the file tree fills in a worker: wait for it, so the picture does not depend on timing
+    await settle(pilot, lambda: data.stats is not None and data.counts is not None and len(tree.root.children) > 0)
 
 
 async def trained(pilot) -> None:
@@ -70,7 +74,8 @@ async def trained(pilot) -> None:
     app.pane("model").query_one("#steps", Input).value = "300"
     await pilot.press("t")
     await settle(pilot, lambda: app.train_job is None and app.model_run is not None)
-    app.pane("train").curve.redraw_now()
+    for plot in app.pane("train").plots:
+        plot.redraw_now()
     await pilot.pause(0.3)
 
 

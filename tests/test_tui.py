@@ -329,7 +329,7 @@ async def test_help_palette_and_log_toggle():
         titles = [title for title, _help, _cb in KeysProvider(app.screen)._commands()]
         for spec in PANES:
             assert f"Show {spec.title}" in titles
-        assert "Train: Pause/resume" in titles and "Start training" in titles  # pane keys and app keys
+        assert "Train: Pause" in titles and "Start training" in titles  # pane keys and app keys
         help_text = keys_markdown(app)
         for binding in type(app.pane("train")).BINDINGS:
             assert f"| {binding.key} | Train | {binding.tooltip or binding.description} |" in help_text

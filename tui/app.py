@@ -113,7 +113,7 @@ class SeqplayApp(App):
     # App-wide keys; the keys of one pane live on that pane (e.g. tui.panes.train.TrainPane.BINDINGS).
     BINDINGS = [
         Binding("t", "train", "Train", tooltip="Start training", id="train"),
-        Binding("g", "generate", "Generate", tooltip="Generate from the current model", id="generate"),
+        Binding("g", "generate", "Generate", tooltip="Generate from the current model", show=False, id="generate"),
         Binding("escape", "leave", "Leave field", show=False, id="leave"),
         Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
@@ -172,6 +172,7 @@ class SeqplayApp(App):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / a thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._terminated)
         self._panes_ready = True
+        self.call_after_refresh(self.pane(PANES[0].id).focus_default)  # keys act on a pane from the start
         for spec in PANES:
             self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
         self._update_subtitle()
@@ -181,6 +182,7 @@ class SeqplayApp(App):
         return self._panes[pane_id]
 
     def _update_subtitle(self) -> None:
+        self.refresh_bindings()  # keys that can act change with the training state (check_action)
         parts = []
         if "data" in self._panes:
             parts.append(f"corpus: {self._panes['data'].spec or '-'}")
@@ -414,8 +416,8 @@ class SeqplayApp(App):
         self.action_cancel()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "train":
-            return None if (self.train_job or self.awaiting_start) else True
+        if action == "train":  # hidden while a run trains: one run at a time (and the footer fits 80 columns)
+            return False if (self.train_job or self.awaiting_start) else True
         return True
 
     async def action_quit(self) -> None:
@@ -537,6 +539,7 @@ class SeqplayApp(App):
         def done(value: float | None) -> None:
             if value is not None and self.train_job:
                 self.send(P.SetLearningRate(lr=value))
+                self.pane("train").lr_changed(value)
                 self.notify(f"learning rate -> {value:g}", timeout=3)
 
         self.push_screen(AskNumber("New learning rate", current, minimum=0.0), done)

@@ -58,7 +58,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.question)
+            yield Static(self.question)
             yield Static(f"[b]y[/b] {self.yes} · [b]n[/b] {self.no}", id="dialog-error")
 
     def action_answer(self, yes: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ from textual.widgets import Label, ProgressBar, RichLog, Static
 
 from engine.worker import protocol as P
 from tui.catalog import human_count, human_seconds, short_path
+from tui.series import BoundedSeries
 from tui.widgets.curve import LinePlot
 
 LOG_LINES = 200
@@ -30,16 +32,20 @@ class TrainPane(Vertical):
     nothing to continue)."""
 
     BINDINGS = [
-        Binding("p", "pause_resume", "Pause/resume", id="pause"),
-        Binding("s", "single_step", "Step", id="step"),
-        Binding("x", "stop", "Stop", id="stop"),
-        Binding("ctrl+s", "save", "Save", id="save"),
-        Binding("l", "set_lr", "Set LR", id="set_lr"),
-        Binding("c", "continue_run", "Continue", id="continue"),
+        Binding("p", "pause_resume", "Pause", tooltip="Pause / resume training", id="pause"),
+        Binding("s", "single_step", "Step", tooltip="Pause and run one step", id="step"),
+        Binding("x", "stop", "Stop", tooltip="Stop training (a checkpoint is saved)", id="stop"),
+        Binding("ctrl+s", "save", "Save", tooltip="Save a checkpoint now", show=False, id="save"),
+        Binding("l", "set_lr", "LR", tooltip="Set the learning rate of the running job", id="set_lr"),
+        Binding("c", "continue_run", "Continue", tooltip="Continue the finished run (more steps or time)",
+                id="continue"),
         Binding("y", "toggle_log", "Log scale", show=False, id="log_scale"),
         Binding("m", "toggle_smooth", "Smoothing", tooltip="Smoothing strength: off, 0.6, 0.9, 0.97", show=False,
                 id="smoothing"),
         Binding("v", "toggle_metric", "Loss/ppl", show=False, id="metric"),
+        Binding("a", "cycle_x", "x axis", tooltip="x axis: step, tokens seen, wall time", show=False, id="x_axis"),
+        Binding("n", "toggle_panels", "LR/grad panels", tooltip="Show or hide the LR and gradient-norm panels",
+                show=False, id="panels"),
     ]
     RUN_ACTIONS = ("pause_resume", "single_step", "stop", "save", "set_lr")
 
@@ -55,6 +61,10 @@ class TrainPane(Vertical):
         self.metric = "loss"  # loss | ppl
         self._status_dirty = False
         self._hinted = False
+        self.x_axis = "step"  # step | tokens | time
+        self._tokens = BoundedSeries(2000)  # step -> tokens seen, step -> elapsed: the x of other axes
+        self._elapsed = BoundedSeries(2000)
+        self._aux_choice: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("Nothing is training. Pick a corpus (1) and a model (2), then press [b]t[/b].", id="train-status")
@@ -62,6 +72,9 @@ class TrainPane(Vertical):
             yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="train-progress")
             yield Static("", id="train-eta")
         yield LinePlot(title="loss (nats/token)", ylabel="loss", id="curve")
+        with Horizontal(id="aux-row"):
+            yield LinePlot(title="learning rate", ylabel="lr", id="lr-curve")
+            yield LinePlot(title="gradient norm (before clipping)", ylabel="norm", id="grad-curve")
         yield Label("Sample", classes="section")
         yield Static("", id="sample")
         yield RichLog(id="train-log", max_lines=LOG_LINES, markup=True, wrap=True)
@@ -70,9 +83,32 @@ class TrainPane(Vertical):
     def curve(self) -> LinePlot:
         return self.query_one("#curve", LinePlot)
 
+    @property
+    def plots(self) -> list[LinePlot]:
+        return list(self.query(LinePlot))
+
+    def _series(self) -> None:
+        """Create the series in a fixed order, so train and val keep their colours run after run."""
+        self.curve.line("train")
+        self.curve.line("val")
+
     def on_mount(self) -> None:
+        self._series()
         self.curve.smoothed = {"train"}
+        self.query_one("#grad-curve", LinePlot).smoothed = {"grad norm"}
+        for plot in self.plots:
+            plot.readout_extra = self._when
         self.set_interval(0.25, self._refresh_status)
+
+    def on_resize(self) -> None:
+        if self._aux_choice is None:  # until the user decides (n), the panels show when there is room
+            self.query_one("#aux-row").display = self.size.height >= 34
+
+    def _when(self, step: float) -> str:
+        """Tokens seen and wall time at ``step`` (for the cursor readout)."""
+        if not len(self._elapsed):
+            return ""
+        return f"{human_count(_interp(self._tokens, step))} tokens · {human_seconds(_interp(self._elapsed, step))}"
 
     def _refresh_status(self) -> None:
         if self._status_dirty:
@@ -117,6 +153,29 @@ class TrainPane(Vertical):
     def action_toggle_metric(self) -> None:
         self.toggle_metric()
 
+    def action_cycle_x(self) -> None:
+        axes = ("step", "tokens", "time")
+        self.x_axis = axes[(axes.index(self.x_axis) + 1) % len(axes)]
+        for plot in self.plots:
+            if self.x_axis == "step":
+                plot.x_map, plot.xlabel, plot.x_format = None, "step", lambda x: f"{x:,.0f}"
+            elif self.x_axis == "tokens":
+                plot.x_map, plot.xlabel, plot.x_format = (lambda x: _interp(self._tokens, x)), "tokens seen", human_count
+            else:
+                plot.x_map, plot.xlabel, plot.x_format = (lambda x: _interp(self._elapsed, x)), "wall time", human_seconds
+            plot.redraw_now()
+
+    def action_toggle_panels(self) -> None:
+        row = self.query_one("#aux-row")
+        self._aux_choice = not row.display
+        row.display = self._aux_choice
+
+    def lr_changed(self, lr: float) -> None:
+        """The user set the learning rate: a marker at the current step on every chart."""
+        step = self.last.step if self.last else 0
+        for plot in self.plots:
+            plot.add_event(step, "lr change")
+
     # -- view toggles --------------------------------------------------------------------------------
     def toggle_log(self) -> None:
         self.curve.log_y = not self.curve.log_y
@@ -149,7 +208,11 @@ class TrainPane(Vertical):
         self.time_budget = config.get("time_budget") or None
         self.current_lr = float(config.get("lr") or self.current_lr)
         if not keep_curve:
-            self.curve.clear()
+            for plot in self.plots:
+                plot.clear()
+            self._series()
+            self._tokens.clear()
+            self._elapsed.clear()
             self.query_one("#sample", Static).update("")
         self.query_one("#train-progress-row").display = True
         self.query_one("#train-progress", ProgressBar).update(total=self.total_steps, progress=0)
@@ -159,13 +222,22 @@ class TrainPane(Vertical):
     def apply(self, events: list[P.Event]) -> None:
         """Take a batch of this job's events; the status line is redrawn once per batch."""
         train_points: list[tuple[float, float]] = []
+        lr_points: list[tuple[float, float]] = []
+        grad_points: list[tuple[float, float]] = []
         finished: str | None = None
         for name in ("train", "val"):  # fixed series order (legend, drawing), whatever a batch holds
             self.curve.line(name)
         for ev in events:
             if isinstance(ev, P.StepMetrics):
                 for p in ev.points:
+                    previous = train_points[-1][0] if train_points else (self.last.step if self.last else None)
+                    if previous is not None and p.step <= previous:
+                        self._event(p.step, "rollback")  # the step counter went back: a checkpoint was reloaded
                     train_points.append((p.step, p.loss))
+                    lr_points.append((p.step, p.lr))
+                    grad_points.append((p.step, p.grad_norm))
+                    self._tokens.append(p.step, p.tokens_seen)
+                    self._elapsed.append(p.step, p.elapsed)
                 if ev.points:
                     self.last = ev.points[-1]
                     self.current_lr = self.last.lr
@@ -184,22 +256,31 @@ class TrainPane(Vertical):
                 self.query_one("#train-progress", ProgressBar).update(total=ev.total_steps)
                 self._log(f"run folder {short_path(ev.run_dir)} · {ev.params:,} parameters on {ev.device} ({ev.dtype})")
             elif isinstance(ev, P.StateChanged):
+                if ev.state == "paused" and self.state != "paused":
+                    self._event(self.last.step if self.last else 0, "pause")
                 self.state = ev.state
                 if ev.reason:
                     self._log(f"{ev.state}: {ev.reason}")
             elif isinstance(ev, P.LogLine):
                 self._log(ev.text)
             elif isinstance(ev, P.CheckpointWritten):
+                self._event(ev.step, "checkpoint")
                 self._log(f"checkpoint step {ev.step} -> {short_path(ev.path)}")
             elif isinstance(ev, P.Finished):
                 self._log(f"finished ({ev.reason}) at step {ev.step}")
                 finished = ev.reason
         if train_points:
             self.curve.add_points("train", train_points)
+            self.query_one("#lr-curve", LinePlot).add_points("lr", lr_points)
+            self.query_one("#grad-curve", LinePlot).add_points("grad norm", grad_points)
         if finished is not None:
             self.finished(finished)  # after the batch's other events: nothing redraws the progress
         else:
             self._status_dirty = True  # redrawn by a 4 Hz timer, not once per batch
+
+    def _event(self, step: float, kind: str) -> None:
+        for plot in self.plots:
+            plot.add_event(step, kind)
 
     def finished(self, reason: str) -> None:
         self.state = f"finished ({reason})"
@@ -209,7 +290,8 @@ class TrainPane(Vertical):
         self.query_one("#train-progress-row").display = False  # no percent or ETA once it is over
         if self.last is not None and not self._hinted:
             self._hinted = True
-            self._log("[dim]c continues this run (more steps or time)[/]")
+            # after the rest of this batch's log lines (the app calls this before handing the batch over)
+            self.call_after_refresh(self._log, "[dim]c continues this run (more steps or time)[/]")
 
     def _log(self, text: str) -> None:
         self.query_one("#train-log", RichLog).write(text)
@@ -255,6 +337,20 @@ class TrainPane(Vertical):
             return
         bar.update(total=1000, progress=round(1000 * fraction))
         self.query_one("#train-eta", Static).update(f"{fraction:.0%} ETA {human_seconds(eta)}")
+
+
+def _interp(series: BoundedSeries, x: float) -> float:
+    """Linear interpolation of ``series`` (xs ascending) at ``x``; clamped at the ends."""
+    xs, ys = series.xs, series.ys
+    if not xs:
+        return 0.0
+    i = bisect.bisect_left(xs, x)
+    if i <= 0:
+        return ys[0]
+    if i >= len(xs):
+        return ys[-1]
+    x0, x1 = xs[i - 1], xs[i]
+    return ys[i - 1] + (ys[i] - ys[i - 1]) * ((x - x0) / (x1 - x0) if x1 > x0 else 0.0)
 
 
 def progress(step: int, elapsed: float, start_step: int, total_steps: int | None,
