@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import torch
 
-from engine.runs.checkpoint import atomic_write_bytes, load_model, read_checkpoint, save_checkpoint
 from engine.errors import CheckpointError
+from engine.runs.checkpoint import atomic_write_bytes, load_model, read_checkpoint, save_checkpoint
 from engine.training.trainer import Trainer
 from tests.train_helpers import Recorder, tiny_config
 

@@ -297,7 +297,7 @@ def apply_layout(box: Sandbox, ops) -> None:
             p.mkdir()
         elif op == "empty" and p.is_file():
             p.write_bytes(b"")
-        elif op == "junk-checkpoint":
+        elif op == "junk-checkpoint" and not (box.run / "checkpoints").is_symlink():
             (box.run / "checkpoints" / f"step-{900000 + n:06d}.json").write_text(
                 json.dumps({"format": "seqplay-checkpoint", "version": 1, "tensors_file": rel.split("/")[-1],
                             "tensors_bytes": n, "tensors_sha256": "0" * 64}))

@@ -159,7 +159,8 @@ def test_an_rng_state_of_the_wrong_size_is_refused(run):
 
 
 @pytest.mark.parametrize("field, value", [("batcher", {"kind": "random", "rng": {"x": 1}}), ("step", -5),
-                                          ("elapsed", float("nan")), ("schedule", {"base_lr": 0})])
+                                          ("elapsed", float("nan")), ("schedule", {"base_lr": 0}),
+                                          ("best_val_loss", "")])
 def test_saved_state_outside_its_bounds_is_refused(run, field, value):
     rewrite(newest(run), lambda t, meta: meta.__setitem__(field, value))
     rec, fin = resume(run)

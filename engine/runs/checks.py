@@ -277,6 +277,10 @@ def check_resume_state(meta: dict[str, Any], tensors: dict[str, Any], where: Pat
         v = meta.get(key, 0)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise _bad(where, f"{key}={str(v)[:30]} is not a count")
+    for key in ("best_val_loss", "best_val_bpc", "last_val_loss"):  # compared with new losses
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):  # NaN: MLM bits/char
+            raise _bad(where, f"{key}={str(v)[:30]} is not a loss")
     v = meta.get("elapsed", 0.0)
     if not _finite_number(v) or v < 0:
         raise _bad(where, f"elapsed={str(v)[:30]} is not a time")
