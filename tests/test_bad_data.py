@@ -14,8 +14,8 @@ import textwrap
 import pytest
 
 from engine.data.sources import prepare
-from engine.errors import DataError
 from engine.data.textio import read_text
+from engine.errors import DataError
 from seqplay.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00\x1f\xf3\xffa"

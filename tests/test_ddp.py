@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.worker import protocol as P
+from engine.errors import ConfigError
 from engine.training.config import TrainConfig
 from engine.training.distributed import check_world, run_distributed
-from engine.errors import ConfigError
 from engine.training.trainer import Trainer
+from engine.worker import protocol as P
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 120
 

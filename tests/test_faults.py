@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.worker import protocol as P
 from engine.runs.checkpoint import latest_checkpoint, load_model, step_checkpoints
-from engine.worker.client import WorkerClient
 from engine.training.trainer import Trainer
+from engine.worker import protocol as P
+from engine.worker.client import WorkerClient
 from tests.train_helpers import Recorder, tiny_config, wait_for_event
 
 REPO = Path(__file__).parents[1]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from engine.data.tokenizers import build_tokenizer
 from engine.errors import ConfigError
 from engine.insight.attention import attention_maps
 from engine.insight.gates import char_signal, correlations, gate_report, token_signal
 from engine.insight.surprisal import CHUNK, surprisal, surprisal_diff, token_losses
 from engine.models.registry import build_model, make_config
-from engine.data.tokenizers import build_tokenizer
 
 TEXT = 'He said "hello there" and left.\nShe said "no" (twice) then\n"quiet" again, "loud" too.\n' * 4
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
+from engine import planning
+from tests.fake_engine import FakeEngine
 from tests.test_runs_manage import make_run
-from tui import catalog
 from tui.app import SeqplayApp
-from tui.fake import FakeEngine
 
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 HERE = Path(__file__).parent
@@ -27,9 +27,10 @@ HERE = Path(__file__).parent
 @pytest.fixture(autouse=True)
 def _frozen(monkeypatch):
     monkeypatch.chdir(HERE.parent)
+    monkeypatch.setenv("HOME", str(HERE.parent))
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    monkeypatch.setitem(catalog.DEVICE_FLOPS, "cpu", 1e10)
+    monkeypatch.setitem(planning.DEVICE_FLOPS, "cpu", 1e10)
     yield
     time.tzset()
 

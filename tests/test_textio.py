@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from engine.errors import DataError
 from engine.data.textio import detect_encoding, iter_text_chunks, read_text
+from engine.errors import DataError
 
 TEXT = "héllo wörld\nemoji 😀 and CJK 中文\nlast line"
 

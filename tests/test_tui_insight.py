@@ -13,8 +13,8 @@ from textual.widgets import Input, ProgressBar, Select, Static
 
 from engine.insight import params as IP
 from engine.worker import protocol as P
-from tui.app import SeqplayApp
 from tests.fake_engine import FakeEngine
+from tui.app import SeqplayApp
 from tui.panes.insight import InsightPane
 
 SIZE = (100, 34)

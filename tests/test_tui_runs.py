@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from tests.fake_engine import FakeEngine
 from tests.test_runs_manage import make_run
 from tui.app import SeqplayApp
-from tests.fake_engine import FakeEngine
 from tui.widgets.ask_text import AskText, ShowDiff
 
 SIZE = (120, 36)
