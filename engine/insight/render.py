@@ -298,6 +298,12 @@ def render_memorization(data: dict[str, Any]) -> RenderableType:
                 style += Style(underline=True, bold=True)
             text.append(_visible(ch) if ch != "\n" else "↵\n", style=style)
         parts.append(text)
+    key = Text()
+    key.append(" abc ", style=Style(bgcolor=Color.from_rgb(240, 150, 60), color="black"))
+    key.append(f" inside an {data['n']}-gram of the training text   ")
+    key.append("abc", style=Style(underline=True, bold=True))
+    key.append(" the longest copied span")
+    parts.append(key)
     return Group(*parts)
 
 
