@@ -73,8 +73,9 @@ class TrainPane(Vertical):
             yield Static("", id="train-eta")
         yield LinePlot(title="loss (nats/token)", ylabel="loss", id="curve")
         with Horizontal(id="aux-row"):
-            yield LinePlot(title="learning rate", ylabel="lr", id="lr-curve")
-            yield LinePlot(title="gradient norm (before clipping)", ylabel="norm", id="grad-curve")
+            # half-width panels: half the points (each redraw costs time in proportion to the points)
+            yield LinePlot(title="learning rate", ylabel="lr", capacity=200, id="lr-curve")
+            yield LinePlot(title="gradient norm (before clipping)", ylabel="norm", capacity=200, id="grad-curve")
         yield Label("Sample", classes="section")
         yield Static("", id="sample")
         yield RichLog(id="train-log", max_lines=LOG_LINES, markup=True, wrap=True)
