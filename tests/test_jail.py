@@ -382,3 +382,12 @@ def test_a_checkpoint_whose_settings_are_not_an_object_is_one_line(run, value):
     assert_one_line(seqplay("resume", run, "--steps", "5"), "no complete checkpoint")
     with pytest.raises(CheckpointError, match="train_config is not a JSON object"):
         read_checkpoint(newest(run))
+
+
+def test_an_ngram_run_with_data_sized_tables_loads_and_a_wrong_dtype_table_does_not(tmp_path):
+    fin = Trainer(tiny_config(tmp_path, arch="ngram", model={"order": 2}), Recorder()).run()
+    best = Path(fin.run_dir) / "checkpoints" / "best.json"
+    assert load_model(best).model.o1_keys.numel() > 0  # the count tables take their saved lengths
+    rewrite(best, lambda t, meta: t.__setitem__("model.o1_keys", t["model.o1_keys"].float()))
+    with pytest.raises(CheckpointError, match="model.o1_keys"):
+        load_model(best)
