@@ -65,6 +65,11 @@ def bar(p: float, width: int = BAR) -> str:
     return ("█" * int(full) + ("▌" if full - int(full) >= 0.5 else "")).ljust(width)
 
 
+def shown(token: str) -> str:
+    """A token as a label: space, newline and tab made visible."""
+    return token.replace(" ", "␣").replace("\n", "⏎").replace("\t", "→") or "∅"
+
+
 def render_side(side: dict[str, Any], prompt: str, diverged: bool) -> Text:
     """One A/B side: prompt dim, shared text plain, the text from the divergence highlighted."""
     out = Text(prompt, style="dim")
@@ -93,7 +98,7 @@ def render_stages(view: dict[str, Any]) -> Text:
         out.append(f"\n{stage['stage']}", style="bold cyan")
         out.append(f"  kept {stage.get('kept', 0)} · entropy after {stage.get('entropy_after', 0.0):.2f} nats\n", style="dim")
         for tok in stage.get("before", []):
-            tid, label = tok["id"], repr(tok["text"])[1:-1][:6].ljust(6)
+            tid, label = tok["id"], shown(tok["text"])[:6].ljust(6)
             gone = tid in removed
             p_after = after.get(tid, 0.0)
             row = Text(f"  {label} ", style="strike dim" if gone else "")
@@ -111,7 +116,7 @@ def render_stages(view: dict[str, Any]) -> Text:
     final = view.get("final", [])
     if final:
         out.append("\nsampled from: ", style="bold")
-        out.append("  ".join(f"{repr(t['text'])[1:-1]} {t['p']:.2f}" for t in final[:6]))
+        out.append("  ".join(f"{shown(t['text'])} {t['p']:.2f}" for t in final[:6]))
     return out
 
 
