@@ -74,6 +74,18 @@ def test_identical_sides_give_identical_text(run_dir):
     assert data["divergence"] is None and data["a"]["text"] == data["b"]["text"] == data["a"]["head"]
 
 
+def test_compare_two_snapshots_of_a_run(run_dir):
+    rec = Recorder()
+    LabJobs(rec).handle(P.Compare(job="c3", run_a=f"{run_dir}@0", run_b=f"{run_dir}@last", prompt="th", seed=4,
+                                  max_tokens=20))
+    done = _done(rec)
+    assert done.reason == "done", done.message
+    early, late = load_model(f"{run_dir}@0"), load_model(f"{run_dir}@last")
+    want = compare((early.model, early.tokenizer), (late.model, late.tokenizer), "th", SamplingSettings(max_tokens=20),
+                   SamplingSettings(max_tokens=20), seed=4)
+    assert done.data["a"]["text"] == want.a.text and done.data["b"]["text"] == want.b.text
+
+
 def test_stage_view_and_timeline_jobs(run_dir):
     rec = Recorder()
     jobs = LabJobs(rec)

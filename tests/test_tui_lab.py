@@ -103,6 +103,25 @@ async def test_ab_sends_both_sides_and_marks_the_divergence():
 
 
 @sync
+async def test_ab_compares_two_snapshots_of_one_run():
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_lab(pilot, app)
+        await pick(pilot, pane, "#ab-run-a", "/runs/a")
+        pane.query_one("#ab-at-a", Input).value = "100"
+        pane.query_one("#ab-at-b", Input).value = "best"
+        pane.action_run_lab()
+        await wait_for(pilot, lambda: "compare" in pane.last, what="the A/B result")
+        (cmd,) = sent(engine, P.Compare)
+        assert (cmd.run_a, cmd.run_b) == ("/runs/a@100", "/runs/a@best")
+        pane.query_one("#ab-at-b", Input).value = "soon"
+        pane.action_run_lab()
+        await pilot.pause()
+        assert any("snapshot step" in n.message for n in app._notifications) and len(sent(engine, P.Compare)) == 1
+
+
+@sync
 async def test_ab_needs_a_run_and_refuses_bad_settings_in_one_line():
     engine = FakeEngine()
     app = SeqplayApp(engine_factory=lambda: engine)

@@ -6,7 +6,8 @@ status line and the one ``LabDone`` is drawn. Nothing is computed here: divergen
 distributions and samples all come from the engine. Settings are ``k=v`` pairs (the names of ``seqplay
 generate``'s options), parsed by ``engine.generation.settings.parse_assignments``.
 
-* A/B: side A and side B, each a run (B empty: A's run) and its settings, the shared seed; the texts
+* A/B: side A and side B, each a run (B empty: A's run), optionally a snapshot of it (``@`` step, best
+  or last: ``RUN@STEP``) and its settings, the shared seed; the texts
   side by side (stacked below 100 columns), the part from the first divergence highlighted, the mean
   log-prob per token of each side.
 * Stages: for position N of the generated text, each active stage's top tokens as bars before -> after;
@@ -58,6 +59,16 @@ def _int(widget: Input, name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}; type a larger number")
     return value
+
+
+def at_step(text: str) -> str:
+    """The ``@STEP`` suffix for a snapshot field: "" (the run itself), "@400", "@best" or "@last"."""
+    text = text.strip().lstrip("@")
+    if not text:
+        return ""
+    if text in ("best", "last") or text.isdigit():
+        return f"@{text}"
+    raise ConfigError(f"@ takes a snapshot step, best or last, got {text!r}; e.g. 400 (see the Timeline tab)")
 
 
 def bar(p: float, width: int = BAR) -> str:
@@ -176,6 +187,8 @@ class LabPane(Vertical):
                             with Horizontal(classes="lab-row"):
                                 yield Label(side.upper())
                                 yield RunPicker(live=False, id=f"ab-run-{side}")
+                                yield Label(" @")
+                                yield Input("", placeholder="step", id=f"ab-at-{side}", classes="small", compact=True)
                             with Horizontal(classes="lab-row"):
                                 yield Label("set")
                                 yield Input("", placeholder="temperature=0.7 top_k=40 top_p=0.9",
@@ -229,6 +242,13 @@ class LabPane(Vertical):
         target = {"ab": "#ab-run-a", "stages": "#st-run", "timeline": "#tl-list"}.get(self.tab, "#ab-run-a")
         self.query_one(target).focus()
 
+    @on(TabbedContent.TabActivated, "#lab-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        event.stop()  # the app's own tabs are not involved
+        focused = self.screen.focused
+        if focused is not None and event.pane not in focused.ancestors:
+            self.focus_default()  # focus left on another tab would pull it back
+
     def on_resize(self) -> None:
         self.query_one("#ab-sides").set_class(self.size.width < STACK_BELOW, "stacked")
 
@@ -270,7 +290,10 @@ class LabPane(Vertical):
             run_a = self._picked("#ab-run-a")
             if run_a is None:
                 raise ConfigError("pick a run for side A first (or train one)")
-            return P.Compare(job=job, run_a=run_a, run_b=self._picked("#ab-run-b"),
+            run_b = self._picked("#ab-run-b")
+            at_b = at_step(q("#ab-at-b", Input).value)
+            return P.Compare(job=job, run_a=run_a + at_step(q("#ab-at-a", Input).value),
+                             run_b=(run_b or run_a) + at_b if (run_b or at_b) else None,
                              settings_a=parse_settings(q("#ab-set-a", Input).value),
                              settings_b=parse_settings(q("#ab-set-b", Input).value),
                              prompt=q("#ab-prompt", Input).value, seed=_int(q("#ab-seed", Input), "seed", 0),
