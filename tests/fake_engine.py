@@ -106,6 +106,7 @@ class FakeEngine:
             self._advance_training()
             self._advance_generation()
             self.advance_analysis()
+            self.advance_lab()
         out, self._out = self._out, []
         if timeout > 0:  # like a queue read: a little wait (never busy-loop the caller)
             time.sleep(min(timeout, self.poll_sleep if out else 0.01))
@@ -316,6 +317,98 @@ class FakeEngine:
         self._analysis = None
         self._out.append(P.AnalysisDone(job=cmd.job, analysis=cmd.params.analysis, reason="done",
                                         data=fake_analysis(cmd), seconds=0.1 * total))
+
+
+# -- lab jobs (Compare / StageView / Timeline / CancelLab) --------------------------------------------
+lab_polls = 2  # polls a lab job takes before its LabDone (a timeline sends one sample per poll)
+FAKE_SNAPSHOTS = (0, 4, 8, 16, 20)
+
+
+def _on_lab(self, cmd: P.Command) -> None:
+    self._lab = {"cmd": cmd, "done": 0}
+
+
+def _on_cancel_lab(self, cmd: P.CancelLab) -> None:
+    lab = getattr(self, "_lab", None)
+    if lab is not None and lab["cmd"].job == cmd.job:
+        self._lab = None
+        self._out.append(P.LabDone(job=cmd.job, lab=lab["cmd"].kind, reason="cancelled", message="cancelled"))
+
+
+def advance_lab(self) -> None:
+    lab = getattr(self, "_lab", None)
+    if lab is None:
+        return
+    cmd = lab["cmd"]
+    if isinstance(cmd, P.Timeline):
+        if lab["done"] < len(FAKE_SNAPSHOTS):
+            step = FAKE_SNAPSHOTS[lab["done"]]
+            self._out.append(P.TimelineSample(job=cmd.job, step=step, tags=fake_tags(step), val_loss=fake_loss(step, 0.08),
+                                              text=fake_timeline_text(step, cmd.max_tokens)))
+            lab["done"] += 1
+            self._out.append(P.LabProgress(job=cmd.job, done=lab["done"], total=len(FAKE_SNAPSHOTS), message=f"step {step}"))
+            return
+    elif lab["done"] < self.lab_polls:
+        lab["done"] += 1
+        self._out.append(P.LabProgress(job=cmd.job, done=lab["done"], total=self.lab_polls + 1, message="working"))
+        return
+    self._lab = None
+    self._out.append(P.LabDone(job=cmd.job, lab=cmd.kind, reason="done", data=fake_lab(cmd), seconds=0.2))
+
+
+FakeEngine.lab_polls = lab_polls
+FakeEngine._on_compare = _on_lab
+FakeEngine._on_stage_view = _on_lab
+FakeEngine._on_timeline = _on_lab
+FakeEngine._on_cancel_lab = _on_cancel_lab
+FakeEngine.advance_lab = advance_lab
+
+
+def fake_tags(step: int) -> tuple[str, ...]:
+    return {16: ("scheduled", "best"), 20: ("last",)}.get(step, ("scheduled",))
+
+
+def fake_timeline_text(step: int, n: int = 40) -> str:
+    """Noise at step 0 turning into the sample text as the step grows (deterministic)."""
+    good = min(1.0, step / 16)
+    return "".join(c if (i * 7919 % 100) < good * 100 else ALPHABET[(i * 31 + step) % len(ALPHABET)]
+                   for i, c in enumerate((SAMPLE_TEXT * 3)[:n]))
+
+
+def fake_lab(cmd: P.Command) -> dict:
+    """A plausible result of a lab job, shaped as ``engine.worker.lab_jobs`` makes it."""
+    if isinstance(cmd, P.Compare):
+        same = cmd.settings_a == cmd.settings_b and (cmd.run_b or cmd.run_a) == cmd.run_a
+        text = (SAMPLE_TEXT * 3)[: cmd.max_tokens]
+        d = None if same else min(len(text), 11)
+        other = text if same else text[:d] + " and the mouse ran up the clock"[: cmd.max_tokens - d]
+
+        def side(label: str, body: str, settings: dict, lp: float) -> dict:
+            head = body if d is None else body[:d]
+            return {"label": label, "text": body, "tokens": [ord(c) for c in body], "reason": "max_tokens",
+                    "mean_logprob": lp, "mean_raw_logprob": lp - 0.1, "logprobs": [lp] * len(body), "settings": settings,
+                    "approximate": False, "head": head, "rest": body[len(head):]}
+
+        div = None if d is None else {"index": d, "u": 0.8123, "a_token": ord(text[d]), "b_token": ord(other[d])}
+        return {"event": "compare", "seed": cmd.seed, "prompt": cmd.prompt, "divergence": div,
+                "a": side(cmd.run_a, text, cmd.settings_a, -1.234),
+                "b": side(cmd.run_b or cmd.run_a, other, cmd.settings_b, -1.876)}
+    if isinstance(cmd, P.StageView):
+        def dist(ps: list[float]) -> list[dict]:
+            return [{"id": ord(c), "text": c, "p": p} for c, p in zip("e ta", ps) if p > 0]
+
+        before = [0.4, 0.3, 0.2, 0.1]
+        stages = [
+            {"stage": "temperature", "before": dist(before), "after": dist([0.5, 0.3, 0.15, 0.05]), "removed": [],
+             "boosted": [ord("e")], "kept": 4, "entropy_after": 1.14},
+            {"stage": "top_k", "before": dist([0.5, 0.3, 0.15, 0.05]), "after": dist([0.625, 0.375, 0, 0]),
+             "removed": [ord("t"), ord("a")], "boosted": [ord("e"), ord(" ")], "kept": 2, "entropy_after": 0.66},
+        ]
+        return {"position": cmd.position, "stages": stages, "final": dist([0.625, 0.375]), "order": ["temperature", "top_k"],
+                "text": SAMPLE_TEXT[: cmd.position], "prompt": cmd.prompt}
+    samples = [{"step": s, "tags": list(fake_tags(s)), "val_loss": fake_loss(s, 0.08), "text": fake_timeline_text(s)}
+               for s in FAKE_SNAPSHOTS]
+    return {"run": getattr(cmd, "run", ""), "prompt": getattr(cmd, "prompt", ""), "seed": 0, "samples": samples}
 
 
 def fake_analysis(cmd: P.Analyze) -> dict:

@@ -65,6 +65,7 @@ PANES: list[PaneSpec] = [
     PaneSpec("generate", "Generate", "4", "tui.panes.generate:GeneratePane"),
     PaneSpec("runs", "Runs", "5", "tui.panes.runs:RunsPane"),
     PaneSpec("insight", "Insight", "6", "tui.panes.insight:InsightPane"),
+    PaneSpec("lab", "Lab", "7", "tui.panes.lab:LabPane"),
 ]
 
 
@@ -312,6 +313,8 @@ class SeqplayApp(App):
         finished: P.Finished | None = None
         for ev in message.events:
             self.events_seen += 1
+            if isinstance(ev, P.LAB_EVENTS):
+                continue  # the Lab pane follows its own jobs (below)
             if isinstance(ev, (P.AnalysisProgress, P.AnalysisDone)):
                 insight_events.append(ev)  # the Insight pane follows its own job
             elif isinstance(ev, (P.GeneratedToken, P.GenerationDone)):
@@ -354,6 +357,8 @@ class SeqplayApp(App):
             self.pane("generate").apply(gen_events)
         if insight_events:
             self.pane("insight").apply(insight_events)
+        if any(isinstance(ev, P.LAB_EVENTS) for ev in message.events) and "lab" in self._panes:
+            self.pane("lab").apply([ev for ev in message.events if isinstance(ev, P.LAB_EVENTS)])
         self._update_subtitle()
 
     def _error_event(self, ev: P.ErrorEvent) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from engine.worker import protocol as P
 
 _GEN_COMMANDS = (P.Generate, P.GenerateStep, P.CancelGeneration)
-_ANALYSIS_COMMANDS = (P.Analyze, P.CancelAnalysis)
+_ANALYSIS_COMMANDS = (P.Analyze, P.CancelAnalysis, *P.LAB_COMMANDS)  # lab jobs: engine.worker.lab_jobs
 
 
 class _Worker:
@@ -87,6 +87,11 @@ class _Worker:
     # -------------------------------------------------------------------------------------- analyses
     def _analysis(self, cmd: P.Command) -> None:
         """Analyze / CancelAnalysis: ``engine.worker.analyses.AnalysisJobs`` (a thread per job)."""
+        if isinstance(cmd, P.LAB_COMMANDS):
+            from engine.worker.lab_jobs import LabJobs
+
+            self.labs = getattr(self, "labs", None) or LabJobs(self.emit)
+            return self.labs.handle(cmd)
         if self.analyses is None:
             from engine.worker.analyses import AnalysisJobs
 
@@ -96,6 +101,8 @@ class _Worker:
     def _end_analyses(self) -> None:
         if self.analyses is not None:
             self.analyses.cancel_all()
+        if getattr(self, "labs", None) is not None:
+            self.labs.cancel_all()
 
     # -------------------------------------------------------------------------------------- training
     def control(self, timeout: float) -> list[P.Command]:

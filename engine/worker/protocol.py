@@ -419,3 +419,105 @@ def command_from_json(line: str) -> Command:
     if cls is Analyze:
         data["params"] = params_from_dict(data.pop("analysis"), data.get("params"))
     return cls(**data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Lab jobs (issue 16): same-randomness A/B, the stage view, the timeline. Handled by
+# ``engine.worker.lab_jobs``; each runs as one job named by ``job``, reports ``LabProgress`` and ends
+# with exactly one ``LabDone``; ``CancelLab`` ends it at its next check.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compare(Command):
+    """Same-randomness A/B (``engine.generation.compare``): side A is ``run_a`` (a run, checkpoint or
+    RUN@STEP) with ``settings_a`` (``SamplingSettings.to_dict()``), side B likewise (``run_b`` None: A's
+    run). ``LabDone.data``: ``CompareResult.to_dict()`` plus each side's ``head``/``rest`` (text before
+    and from the first divergence)."""
+
+    kind: ClassVar[str] = "compare"
+    job: str = ""
+    run_a: str = ""
+    settings_a: dict[str, Any] = field(default_factory=dict)
+    run_b: str | None = None
+    settings_b: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    seed: int = 0
+    max_tokens: int = 100
+
+
+@dataclass(frozen=True)
+class StageView(Command):
+    """The distribution before/after each sampling stage at generated ``position``
+    (``engine.generation.lab.stage_view``). ``LabDone.data``: its dict."""
+
+    kind: ClassVar[str] = "stage_view"
+    job: str = ""
+    run: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    position: int = 0
+    top: int = 10
+
+
+@dataclass(frozen=True)
+class Timeline(Command):
+    """One sample per snapshot of ``run``, same ``settings`` and ``seed`` (``engine.runs.snapshots``).
+    Each sample arrives as a ``TimelineSample``; ``LabDone.data``: ``{"samples": [...]}``."""
+
+    kind: ClassVar[str] = "timeline"
+    job: str = ""
+    run: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    seed: int = 0
+    max_tokens: int = 80
+
+
+@dataclass(frozen=True)
+class CancelLab(Command):
+    kind: ClassVar[str] = "cancel_lab"
+    job: str = ""
+
+
+@dataclass(frozen=True)
+class LabProgress(Event):
+    """A lab job advanced: ``done`` of ``total`` units (sides, snapshots) and what it does now."""
+
+    kind: ClassVar[str] = "lab_progress"
+    done: int = 0
+    total: int = 1
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TimelineSample(Event):
+    """One snapshot's sample of a ``Timeline`` job."""
+
+    kind: ClassVar[str] = "timeline_sample"
+    step: int = 0
+    tags: tuple[str, ...] = ()
+    val_loss: float | None = None
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", tuple(self.tags))  # JSON gives a list back
+
+
+@dataclass(frozen=True)
+class LabDone(Event):
+    """The end of a lab job. ``lab``: "compare", "stage_view" or "timeline"; ``reason``: "done" (with
+    ``data``), "cancelled" or "error" (``message``: what is wrong and what to do)."""
+
+    kind: ClassVar[str] = "lab_done"
+    lab: str = ""
+    reason: str = "done"
+    data: dict[str, Any] | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
+LAB_COMMANDS: tuple[type[Command], ...] = (Compare, StageView, Timeline, CancelLab)
+LAB_EVENTS: tuple[type[Event], ...] = (LabProgress, TimelineSample, LabDone)
+COMMAND_TYPES.update({cls.kind: cls for cls in LAB_COMMANDS})
+EVENT_TYPES.update({cls.kind: cls for cls in LAB_EVENTS})
