@@ -57,7 +57,7 @@ def fake_snapshot_run(root: Path, steps=(0, 4, 8)) -> Path:
     (run / "snapshots").mkdir(parents=True)
     for s in steps:
         tags = ["scheduled"] + (["last"] if s == steps[-1] else [])
-        (run / "snapshots" / f"step-{s:06d}.json").write_text(json.dumps(
+        (run / "snapshots" / f"snap-{s:06d}.json").write_text(json.dumps(
             {"kind": "snapshot", "step": s, "tags": tags, "last_val_loss": 3.0 - s / 10}))
     return run
 
