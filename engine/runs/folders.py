@@ -307,7 +307,7 @@ class RunInfo:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-EARLIEST, LATEST_AHEAD = 946_684_800.0, 10 * 365 * 86400.0  # timestamps: from 2000 to ten years ahead
+EARLIEST, LATEST_AHEAD = 0.0, 10 * 365 * 86400.0  # timestamps: from 1970 to ten years ahead
 
 
 def _text(value: Any, limit: int = 200) -> str:
