@@ -19,8 +19,8 @@ from textual.widgets import Input
 
 from engine import planning
 from engine.runs.folders import runs_root
-from tui.app import SeqplayApp
 from tests.fake_engine import FakeEngine
+from tui.app import SeqplayApp
 
 SIZE = (120, 40)
 SIZES = pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.worker import protocol as P
-from tui.app import PANES, SeqplayApp
 from tests.fake_engine import FakeEngine
+from tui.app import PANES, SeqplayApp
 
 SIZE = (120, 40)
 

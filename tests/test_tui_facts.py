@@ -60,9 +60,9 @@ async def shown_counts(corpus: Path, tokenizer: str) -> dict[str, tuple[int | st
         for i, name in enumerate(ARCHS):
             archs.index = i
             count = app.query_one("#param-count")
-            await until(lambda name=name: model.arch == name and (model.params_shown is not None
-                                                                 or "must" in str(count.render())
-                                                                 or "use" in str(count.render())), f"{name} count")
+            await until(lambda name=name, count=count: model.arch == name and (
+                model.params_shown is not None or "must" in str(count.render()) or "use" in str(count.render())),
+                f"{name} count")
             config = model._config(data.spec, data.tokenizer, data.val_fraction, "cpu")  # unvalidated: errors too
             out[name] = (model.params_shown if model.params_shown is not None else str(count.render()),
                          config.to_dict())

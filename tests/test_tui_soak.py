@@ -11,8 +11,8 @@ import tracemalloc
 import pytest
 from textual.widgets import Input
 
-from tui.app import SeqplayApp
 from tests.fake_engine import FakeEngine
+from tui.app import SeqplayApp
 from tui.panes.train import LOG_LINES
 
 pytestmark = pytest.mark.slow

@@ -33,8 +33,8 @@ from textual.lazy import Lazy
 from textual.widgets import Checkbox, Footer, Header, Input, Select, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from engine.worker import protocol as P
 from engine.errors import SeqplayError
+from engine.worker import protocol as P
 from tui.commands import KeysProvider
 from tui.messages import EngineEvents, EngineFailed, RunOpened, SourceChosen
 
