@@ -53,7 +53,7 @@ async def test_train_charts_markers_cursor_axes_and_panels():
         await pilot.press("p")
         await wait_for(pilot, lambda: app.training_state == "running", what="resume")
         await pilot.press("ctrl+s")  # a checkpoint now
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: any(k == "checkpoint" for _x, k in train.curve.events), what="checkpoint marker")
         await pilot.press("x")
         await wait_for(pilot, lambda: app.train_job is None, timeout=30, what="the run to finish")
         curve = train.curve

@@ -715,8 +715,9 @@ def test_one_gigabyte_file_in_the_tui_data_pane_and_cli_train_streams(tmp_path):
     with open(big, "wb") as f:
         while f.tell() < 1 << 30:
             f.write(block)
-    probe = (f"import resource; from tui import catalog; n, t, s, k = catalog.scan_text({str(big)!r}); "
-             f"assert s.chars == {big.stat().st_size} and k > 100; catalog.token_count(t, 'word', k); "
+    probe = (f"import resource; from engine.data.stats import scan_corpus, tokenize_counts; "
+             f"s = scan_corpus({str(big)!r}); assert s.chars == {big.stat().st_size}; "
+             f"tokenize_counts({str(big)!r}, 'word'); "  # what the Data pane runs (prepare, streamed)
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
     res = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr

@@ -18,7 +18,6 @@ returns log-probabilities as logits (softmax of them is the same distribution) a
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import Tensor
