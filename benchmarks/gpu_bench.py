@@ -229,7 +229,7 @@ def time_to_target(corpus: str, device: str, dry: bool, target: float, cap_s: fl
 
     fin = Trainer(cfg, emit, control=control).run()
     best = min((p["val_loss"] for p in curve if "val_loss" in p), default=float("nan"))
-    return {"suite": "target", "name": "shakespeare-10.65M to val %.2f" % target, "target": target,
+    return {"suite": "target", "name": f"shakespeare-10.65M to val {target:.2f}", "target": target,
             "reached": bool(reached), "at": reached or None, "best_val_loss": best, "steps": fin.step,
             "wall_s": time.perf_counter() - t_start, "cap_s": cap_s, "curve": curve,
             "eval": "seqplay's default validation (see the run's eval sample size)"}

@@ -11,10 +11,10 @@ import functools
 import json
 
 from textual.widgets import DataTable, Input, Static
-from tests.fake_engine import FakeEngine
 
 from engine.generation.settings import SamplingSettings
 from engine.worker import protocol as P
+from tests.fake_engine import FakeEngine
 from tests.test_runs_manage import make_run
 from tui.app import SeqplayApp
 from tui.panes.generate import SKIPPED, GeneratePane

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError
-
 from engine.runs.snapshot_index import (  # noqa: F401 - the listing and RUN@STEP, re-exported
     FOLDER,
     TAGS,

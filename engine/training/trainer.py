@@ -44,6 +44,7 @@ from engine.device import (
     should_compile,
 )
 from engine.errors import CheckpointError, ConfigError, DataError, SeqplayError, TrainingError
+from engine.planning import plan_model  # the torch-free owner of the model a config builds
 from engine.runs.checkpoint import (
     atomic_write_json,
     build_from_meta,
@@ -55,7 +56,6 @@ from engine.runs.checkpoint import (
 )
 from engine.runs.checks import resume_config
 from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
-from engine.planning import plan_model  # the torch-free owner of the model a config builds
 from engine.runs.snapshots import after_step
 from engine.training import guard, state
 from engine.training.config import TrainConfig

@@ -13,9 +13,8 @@ from typing import Any
 
 import click
 
-from seqplay.commands.generate import warn_unknown
-
 from engine.errors import ConfigError, DataError
+from seqplay.commands.generate import warn_unknown
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON object.")
 
