@@ -86,24 +86,9 @@ def estimate_run(config: TrainConfig, vocab_size: int, train_tokens: int | None 
     return Estimate(params, int(memory), tokens_per_s, seconds, device, warning)
 
 
-# Fields a config class shares across architectures but only some of them use. Until every field
-# carries its own metadata (``field(metadata={"archs": ...})``), this table says which.
-_ONLY_FOR = {"nonlinearity": {"rnn"}, "identity_init": {"rnn"}, "forget_bias": {"lstm"}}
-
-
 def arch_fields(arch: str) -> list[tuple[str, Any]]:
-    """(name, default) of the hyper-parameters architecture ``arch`` has and a user may set: not
-    ``vocab_size`` (the tokenizer's), not the ones its registry entry fixes (e.g. ``cell``)."""
-    import dataclasses
+    """(name, default) of the hyper-parameters architecture ``arch`` has and a user may set: the
+    settings ``engine.models.registry.model_settings`` lists (their metadata says which archs use them)."""
+    from engine.models.registry import model_settings
 
-    from engine.models.registry import get_arch
-
-    info = get_arch(arch)
-    cfg = info.make_config(0)
-    out = []
-    for f in dataclasses.fields(cfg):
-        archs = f.metadata.get("archs", _ONLY_FOR.get(f.name))
-        if f.name == "vocab_size" or f.name in info.defaults or (archs is not None and arch not in archs):
-            continue
-        out.append((f.name, getattr(cfg, f.name)))
-    return out
+    return [(s.name, s.default) for s in model_settings(arch)]
