@@ -296,7 +296,7 @@ async def test_tui_model_too_big_for_memory_is_explained():
         assert app.is_running and app.train_job is None
 
 
-TUI_TINY = {"hp-width": "32", "hp-layers": "1", "hp-heads": "2", "context": "16", "batch": "4"}
+TUI_TINY = {"hp-width": "32", "hp-layers": "1", "hp-heads": "2", "hp-context": "16", "batch": "4"}
 
 
 def _seqplay_app(engine) -> object:
@@ -694,7 +694,7 @@ async def test_tui_ctrl_c_and_a_broken_run_folder_do_not_stop_the_app(tmp_path, 
         runs = app.pane("runs")
         runs.refresh_runs()
         await wait_for(pilot, lambda: {"good", "broken"} <= {r.name for r in runs.runs}, what="runs listed")
-        status = {r.name: r.status for r in runs.runs}
+        status = {r.name: f"{r.status} {r.problem or ''}" for r in runs.runs}  # the table shows both
         assert "does not match its hash" in status["broken"] and "hash" not in status["good"], status
         assert app.is_running
 
