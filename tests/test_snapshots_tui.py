@@ -72,7 +72,7 @@ async def trained(pilot) -> None:
     app = pilot.app
     await loaded(pilot)
     app.pane("model").query_one("#steps", Input).value = "300"
-    await pilot.press("escape", "t")  # the Data pane focuses its path field: escape leaves it
+    await pilot.press("t")
     await settle(pilot, lambda: app.train_job is None and app.model_run is not None)
     for plot in app.pane("train").plots:
         plot.redraw_now()

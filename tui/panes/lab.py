@@ -246,8 +246,8 @@ class LabPane(Vertical):
     def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
         event.stop()  # the app's own tabs are not involved
         focused = self.screen.focused
-        if focused is not None and event.pane not in focused.ancestors:
-            self.focus_default()  # focus left on another tab would pull it back
+        if focused is not None and self in focused.ancestors and event.pane not in focused.ancestors:
+            self.focus_default()  # focus left on another Lab tab would pull it back (never from another pane)
 
     def on_resize(self) -> None:
         self.query_one("#ab-sides").set_class(self.size.width < STACK_BELOW, "stacked")
