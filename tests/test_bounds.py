@@ -143,7 +143,7 @@ def test_resume_refuses_a_saved_config_out_of_bounds(capsys, runs, tmp_path):
         meta["train_config"]["threads"] = 1_000_000  # a hostile run folder: torch crashed creating these
         meta_path.write_text(json.dumps(meta))
     line = one_line(capsys, "resume", run_dir, "--steps", "6")
-    assert "the saved settings of tf are refused: threads must be a positive whole number up to 1024" in line
+    assert "a saved setting is refused: threads must be a positive whole number up to 1024" in line
     assert "got 1000000" in line
     assert (run_dir / "run.json").read_text() == before
 

@@ -106,9 +106,13 @@ async def test_the_second_run_of_a_surprisal_difference_is_picked_not_typed():
     from tui.widgets.run_picker import RunPicker
 
     a, b = make_run(runs_root(), "a"), make_run(runs_root(), "b")
-    for run in (a, b):
+    import torch
+
+    from engine.runs.checkpoint import save_checkpoint
+
+    for run in (a, b):  # an intact (hash-checked) checkpoint: the picker lists only runs it can open
         (run / "tokenizer.json").write_text("{}")
-        (run / "checkpoints" / "best.json").write_text("{}")
+        save_checkpoint(run / "checkpoints" / "best.json", {"model.w": torch.zeros(1)}, {"step": 0})
     engine = FakeEngine()
     app = SeqplayApp(engine_factory=lambda: engine)
     async with app.run_test(size=SIZE) as pilot:

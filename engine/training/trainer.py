@@ -575,7 +575,7 @@ class Trainer:
             job=self.job, run_dir=str(self.run_dir), arch=cfg.arch, params=self.n_params, device=self.device,
             dtype=self.precision, train_tokens=len(self.data.train_ids), val_tokens=len(self.data.val_ids),
             vocab_size=self.model_config.vocab_size, total_steps=self.total_steps(), time_budget=cfg.time_budget,
-            start_step=self.step, val_unk_share=self.data.unk_share() if self.task == "lm" else 0.0,
+            start_step=self.step, val_unk_share=self.data.unk_share() if self.info.task == "lm" else 0.0,
         ))
         for level, text in self._notes:
             self.log(text, level)
