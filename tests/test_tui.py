@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import subprocess
 import sys
@@ -13,28 +11,14 @@ import pytest
 
 from engine.worker import protocol as P
 from tests.fake_engine import FakeEngine
+from tests.pilot_helpers import sync, wait_for
 from tui.app import PANES, SeqplayApp
 
 SIZE = (120, 40)
 
 
-def sync(fn):
-    """Run an async test with asyncio.run (no async pytest plugin is installed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def make_app(engine: FakeEngine | None = None, **kwargs) -> tuple[SeqplayApp, FakeEngine]:

@@ -5,9 +5,7 @@ the user says so."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
 import json
 
 from textual.widgets import DataTable, Input, Static
@@ -15,6 +13,7 @@ from textual.widgets import DataTable, Input, Static
 from engine.generation.settings import SamplingSettings
 from engine.worker import protocol as P
 from tests.fake_engine import FakeEngine
+from tests.pilot_helpers import sync, wait_for
 from tests.test_runs_manage import make_run
 from tui.app import SeqplayApp
 from tui.panes.generate import SKIPPED, GeneratePane
@@ -23,21 +22,8 @@ from tui.widgets.ask_text import AskText
 SIZE = (100, 34)
 
 
-def sync(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def generates(engine: FakeEngine) -> list[P.Generate]:

@@ -3,8 +3,6 @@ flags), values kept per analysis, Analyze through the protocol, progress, cancel
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import io
 from pathlib import Path
 
@@ -14,27 +12,15 @@ from textual.widgets import Input, ProgressBar, Select, Static
 from engine.insight import params as IP
 from engine.worker import protocol as P
 from tests.fake_engine import FakeEngine
+from tests.pilot_helpers import sync, wait_for
 from tui.app import SeqplayApp
 from tui.panes.insight import InsightPane
 
 SIZE = (100, 34)
 
 
-def sync(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def analyses(engine: FakeEngine) -> list[P.Analyze]:

@@ -3,8 +3,6 @@ commands it sends, what it draws from the answers, cancel, bad settings refused 
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import io
 import json
 import subprocess
@@ -15,6 +13,7 @@ from textual.widgets import Input, OptionList, Static, TabbedContent
 
 from engine.worker import protocol as P
 from tests.fake_engine import FAKE_SNAPSHOTS, FakeEngine, fake_timeline_text
+from tests.pilot_helpers import sync, wait_for
 from tui.app import SeqplayApp
 from tui.panes.lab import LabPane
 from tui.widgets.run_picker import RunPicker
@@ -22,21 +21,8 @@ from tui.widgets.run_picker import RunPicker
 SIZE = (120, 36)
 
 
-def sync(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def text_of(pane: LabPane, wid: str) -> str:

@@ -3,10 +3,8 @@ diff of two runs, overlays by step / tokens / time (on the FakeEngine; run folde
 
 from __future__ import annotations
 
-import asyncio
-import functools
-
 from tests.fake_engine import FakeEngine
+from tests.pilot_helpers import sync, wait_for
 from tests.test_runs_manage import make_run
 from tui.app import SeqplayApp
 from tui.widgets.ask_text import AskText, ShowDiff
@@ -14,21 +12,8 @@ from tui.widgets.ask_text import AskText, ShowDiff
 SIZE = (120, 36)
 
 
-def sync(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def runs_root():
