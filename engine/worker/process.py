@@ -43,13 +43,8 @@ class _Worker:
     # ------------------------------------------------------------------------------------ generation
     def _generation(self, cmd: P.Command) -> None:
         if self.jobs is None:
-            try:
-                from engine.generation.generate import GenerationJobs
-            except ImportError as err:
-                job = getattr(cmd, "gen_id", "")
-                self.emit(P.ErrorEvent(job=job, message=f"generation is not available in this build ({err}); update seqplay"))
-                self.emit(P.GenerationDone(job=job, reason="error"))
-                return
+            from engine.generation.generate import GenerationJobs
+
             self.jobs = GenerationJobs(self.emit)
         live = None
         if self.trainer is not None and getattr(self.trainer, "model", None) is not None:
