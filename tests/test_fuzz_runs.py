@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ from engine.errors import SeqplayError  # noqa: E402
 from engine.runs.checkpoint import load_model, read_checkpoint  # noqa: E402
 from engine.runs.folders import list_runs  # noqa: E402
 from engine.training.trainer import Trainer  # noqa: E402
-from tests.train_helpers import Recorder, tiny_config  # noqa: E402
+from tests.train_helpers import Recorder, bounded, tiny_config  # noqa: E402
 
 REPO = Path(__file__).parents[1]
 FAST = settings(max_examples=25, deadline=None, database=None, derandomize=True,
@@ -103,23 +102,6 @@ class Sandbox:
                 if not p.is_symlink():
                     p.chmod(0o755)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def bounded(fn, seconds: float = 60.0):
-    """``fn()`` in a thread: its value or the exception it raised; fails if it does not return in time."""
-    out: dict[str, object] = {}
-
-    def target():
-        try:
-            out["value"] = fn()
-        except BaseException as err:  # noqa: BLE001
-            out["error"] = err
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    th.join(seconds)
-    assert not th.is_alive(), f"hung for {seconds} s"
-    return out
 
 
 def only_seqplay_errors(out: dict) -> None:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from engine.errors import CheckpointError
 from engine.runs.checkpoint import load_model, read_checkpoint, verify_checkpoint
 from engine.runs.folders import MetricsWriter, list_runs
 from engine.training.trainer import Trainer
-from tests.train_helpers import Recorder, tiny_config
+from tests.train_helpers import Recorder, bounded, tiny_config
 
 REPO = Path(__file__).parents[1]
 
@@ -219,30 +218,13 @@ def _fifo_run(run: Path) -> Path:
     return tensors
 
 
-def _bounded(fn, seconds: float = 20.0):
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
-    out: dict[str, object] = {}
-
-    def target():
-        try:
-            out["value"] = fn()
-        except BaseException as err:  # noqa: BLE001
-            out["error"] = err
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    th.join(seconds)
-    assert not th.is_alive(), f"{fn} hung on a FIFO"
-    return out
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_tensors_file_that_is_a_fifo_cannot_hang_loading_or_listing(run):
     _fifo_run(run)
-    out = _bounded(lambda: load_model(run))
+    out = bounded(lambda: load_model(run))
     assert isinstance(out.get("error"), CheckpointError), out
     assert "pipe" in str(out["error"]) or "no complete checkpoint" in str(out["error"])
-    out = _bounded(lambda: list_runs(run.parent))
+    out = bounded(lambda: list_runs(run.parent))
     assert "value" in out and out["value"][0].problem, out
     assert_one_line(seqplay("generate", run, "-n", "5", timeout=60))
 

@@ -57,3 +57,23 @@ def wait_for_event(client, predicate, timeout: float = 60.0) -> list:
             if predicate(e):
                 return seen
     raise AssertionError(f"timed out; saw {[e.kind for e in seen]}")
+
+
+def bounded(fn, seconds: float = 60.0):
+    """``fn()`` in a thread: its value or the exception it raised; fails (instead of hanging the suite)
+    if it does not return in time."""
+    import threading
+
+    out: dict[str, object] = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001
+            out["error"] = err
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), f"{fn} hung for {seconds} s"
+    return out
