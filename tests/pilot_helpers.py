@@ -24,3 +24,11 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.05)
+
+
+async def dialog_closed(pilot, timeout: float = 10.0) -> None:
+    """Wait until no modal dialog is on top: a dialog's result callback runs before its screen is popped,
+    so a key pressed straight after it could still land in the dialog."""
+    from textual.screen import ModalScreen
+
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, ModalScreen), timeout, "the dialog to close")

@@ -7,6 +7,7 @@ from textual.widgets import Input
 
 from engine.worker import protocol as P
 from tests.fake_engine import FakeEngine
+from tests.pilot_helpers import dialog_closed
 from tests.test_tui import make_app, sent, sync, wait_for
 from tui.series import BoundedSeries, ema, integer_ticks
 
@@ -48,6 +49,7 @@ async def test_train_charts_markers_cursor_axes_and_panels():
         await pilot.pause(0.2)
         await pilot.press(*"0.0005", "enter")
         await wait_for(pilot, lambda: sent(engine, P.SetLearningRate), what="set lr")
+        await dialog_closed(pilot)
         await pilot.press("p")
         await wait_for(pilot, lambda: app.training_state == "paused", what="pause")
         await pilot.press("p")

@@ -11,7 +11,7 @@ import pytest
 
 from engine.worker import protocol as P
 from tests.fake_engine import FakeEngine
-from tests.pilot_helpers import sync, wait_for
+from tests.pilot_helpers import dialog_closed, sync, wait_for
 from tui.app import PANES, SeqplayApp
 
 SIZE = (120, 40)
@@ -112,6 +112,7 @@ async def test_pick_corpus_and_arch_then_train_pause_step_lr_stop():
         await wait_for(pilot, lambda: sent(engine, P.SetLearningRate), what="set lr")
         assert sent(engine, P.SetLearningRate)[0].lr == pytest.approx(5e-4)
 
+        await dialog_closed(pilot)
         await pilot.press("p")
         await wait_for(pilot, lambda: app.training_state == "running")
         await wait_for(pilot, lambda: train.current_lr == pytest.approx(5e-4), what="new lr in metrics")

@@ -4,7 +4,7 @@ diff of two runs, overlays by step / tokens / time (on the FakeEngine; run folde
 from __future__ import annotations
 
 from tests.fake_engine import FakeEngine
-from tests.pilot_helpers import sync, wait_for
+from tests.pilot_helpers import dialog_closed, sync, wait_for
 from tests.test_runs_manage import make_run
 from tui.app import SeqplayApp
 from tui.widgets.ask_text import AskText, ShowDiff
@@ -57,6 +57,7 @@ async def test_rename_note_delete_and_undo():
         await pilot.press(*"too hot", "enter")
         await wait_for(pilot, lambda: runs.figures.get(str(root / "renamed")) and
                        runs.figures[str(root / "renamed")].note == "too hot", what="the note")
+        await dialog_closed(pilot)
         await pilot.press("d")
         await wait_for(pilot, lambda: len(runs.runs) == 1, what="the delete")
         assert not (root / "renamed").exists() and any((root / ".trash").iterdir())
