@@ -175,3 +175,41 @@ def test_the_worker_generates_from_a_snapshot(run_dir):
     done = [e for e in events if isinstance(e, P.GenerationDone)]
     want = next(r for r in timeline(run_dir, "the ", SamplingSettings(seed=3, max_tokens=15)) if r["step"] == 8)
     assert done and done[-1].reason == "max_tokens" and done[-1].text == want["text"]
+
+
+def test_a_newer_best_snapshot_is_loaded_not_the_cached_one(tmp_path):
+    """The worker's model caches key on the file ``RUN@best`` resolves to and its stamp, so after a new best
+    snapshot the next generation (and analysis) uses its weights."""
+    from engine.data.tokenizers import build_tokenizer
+    from engine.generation.generate import GenerationJobs
+    from engine.models.registry import build_model, make_config
+    from engine.runs.checkpoint import checkpoint_identity
+    from engine.runs.snapshots import _retag, write_snapshot
+    from engine.worker import protocol as P
+    from engine.worker.analyses import AnalysisJobs
+
+    tok = build_tokenizer("char", "abcdefghi")
+    cfg = make_config("gru", tok.vocab_size, layers=1, width=8, embed=4)
+    torch.manual_seed(0)
+    old, new = (build_model("gru", cfg) for _ in range(2))
+    meta = {"arch": "gru", "model_config": cfg.to_dict(), "train_config": {"arch": "gru"}, "tokenizer": tok.to_dict()}
+    run = tmp_path / "run"
+    write_snapshot(run, 4, old, meta, ["best"], moment="a")
+    spec = f"{run}@best"
+    events = []
+    jobs, analyses = GenerationJobs(events.append), AnalysisJobs(events.append)
+
+    def generating_weights():
+        jobs.handle(P.Generate(gen_id="g", prompt="ab", source=spec, settings={"seed": 1}, max_tokens=4, step_mode=True))
+        assert jobs.current is not None, [e for e in events if isinstance(e, P.ErrorEvent)]
+        return jobs.current.model.state_dict()["head.weight"]
+
+    assert torch.equal(generating_weights(), old.state_dict()["head.weight"])
+    assert torch.equal(analyses._load(spec).model.state_dict()["head.weight"], old.state_dict()["head.weight"])
+    before = checkpoint_identity(spec)
+    write_snapshot(run, 8, new, meta, ["best"], moment="b")
+    _retag(list_snapshots(run)[0], "best")
+    assert checkpoint_identity(spec) != before and checkpoint_identity(spec).path.name == "snap-000008.json"
+    assert torch.equal(generating_weights(), new.state_dict()["head.weight"])
+    assert torch.equal(analyses._load(spec).model.state_dict()["head.weight"], new.state_dict()["head.weight"])
+    assert not torch.equal(old.state_dict()["head.weight"], new.state_dict()["head.weight"])

@@ -41,7 +41,7 @@ class GenerationJobs:
         self.emit, self.device, self.slice_s, self.threads = emit, device, slice_s, threads
         self.current: Generation | TaskGeneration | None = None
         self.step_mode = False
-        self._cache_key: tuple[str, float] | None = None
+        self._cache_key: Any = None  # engine.runs.checkpoint.CheckpointIdentity of the cached model
         self._cache: Any = None
 
     @property
@@ -55,12 +55,10 @@ class GenerationJobs:
         return self.busy
 
     def _load(self, source: str) -> Any:
-        from pathlib import Path
+        """The model ``source`` names, kept for the next generation until the file it resolves to changes."""
+        from engine.runs.checkpoint import checkpoint_identity, load_model
 
-        from engine.runs.checkpoint import load_model
-
-        p = Path(source)
-        key = (str(p.resolve()) if p.exists() else source, p.stat().st_mtime if p.exists() else 0.0)
+        key = checkpoint_identity(source)  # taken before loading: a file replaced meanwhile loads again next time
         if key != self._cache_key:
             self._cache, self._cache_key = None, None  # free the old model before loading the next
             self._cache = load_model(source, device=self.device)

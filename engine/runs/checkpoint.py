@@ -255,6 +255,28 @@ def resolve_checkpoint(path_or_run: str | Path, prefer_best: bool = True) -> Pat
     return latest
 
 
+@dataclass(frozen=True)
+class CheckpointIdentity:
+    """Which checkpoint JSON a source names, and the version of it: equal identities load equal weights
+    (the JSON is written after its tensors and names their sha256, so a rewrite changes its stamp)."""
+
+    path: Path
+    mtime_ns: int
+    size: int
+
+
+def checkpoint_identity(path_or_run: str | Path) -> CheckpointIdentity:
+    """The checkpoint ``load_model(path_or_run)`` would load now (a file, a run folder's best or latest,
+    ``RUN@STEP`` / ``RUN@best`` / ``RUN@last``) with its stamp; the caches of loaded models key on it,
+    so a new best snapshot or checkpoint is loaded, not the one cached before it. Torch-free."""
+    path = resolve_checkpoint(path_or_run)
+    try:
+        st = path.stat()
+    except OSError:
+        raise CheckpointError(f"{path} cannot be read; pick another checkpoint (see `seqplay runs`)") from None
+    return CheckpointIdentity(path=path.resolve(), mtime_ns=st.st_mtime_ns, size=st.st_size)
+
+
 # --------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class AnalysisJobs:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._job = ""
-        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cached: tuple[Any, Any] | None = None  # (CheckpointIdentity, Loaded)
         self._lock = threading.Lock()
 
     @property
@@ -72,17 +72,16 @@ class AnalysisJobs:
             self._thread.join(wait)
 
     def _load(self, run: str) -> Any:
-        from engine.runs.checkpoint import load_model
+        """The model ``run`` names, kept for the next analysis until the file it resolves to changes."""
+        from engine.runs.checkpoint import checkpoint_identity, load_model
 
-        p = Path(run)
-        key = str(p.resolve()) if p.exists() else run
-        stamp = p.stat().st_mtime if p.exists() else 0.0
+        key = checkpoint_identity(run)  # taken before loading: a file replaced meanwhile loads again next time
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == stamp:
-                return hit[1]
+            if self._cached is not None and self._cached[0] == key:
+                return self._cached[1]
+            self._cached = None  # free the old model before loading the next
             loaded = load_model(run)
-            self._cache = {key: (stamp, loaded)}  # keep one run: the next analysis is usually on it
+            self._cached = (key, loaded)  # keep one: the next analysis is usually on the same run
             return loaded
 
     def _run(self, cmd: P.Analyze, subject: Any, cancel: threading.Event) -> None:
