@@ -360,6 +360,7 @@ FakeEngine.lab_polls = lab_polls
 FakeEngine._on_compare = _on_lab
 FakeEngine._on_stage_view = _on_lab
 FakeEngine._on_timeline = _on_lab
+FakeEngine._on_write_card = _on_lab
 FakeEngine._on_cancel_lab = _on_cancel_lab
 FakeEngine.advance_lab = advance_lab
 
@@ -406,6 +407,9 @@ def fake_lab(cmd: P.Command) -> dict:
         ]
         return {"position": cmd.position, "stages": stages, "final": dist([0.625, 0.375]), "order": ["temperature", "top_k"],
                 "text": SAMPLE_TEXT[: cmd.position], "prompt": cmd.prompt}
+    if isinstance(cmd, P.WriteCard):
+        folder = Path(cmd.out or Path(cmd.run) / "card")
+        return {"run": cmd.run, "folder": str(folder), "card": str(folder / "card.json")}
     samples = [{"step": s, "tags": list(fake_tags(s)), "val_loss": fake_loss(s, 0.08), "text": fake_timeline_text(s)}
                for s in FAKE_SNAPSHOTS]
     return {"run": getattr(cmd, "run", ""), "prompt": getattr(cmd, "prompt", ""), "seed": 0, "samples": samples}

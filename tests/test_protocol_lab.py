@@ -39,7 +39,8 @@ def _done(rec: Recorder, timeout: float = 60.0) -> P.LabDone:
 def test_lab_commands_survive_json():
     for cmd in (P.Compare(job="j", run_a="r", settings_a={"temperature": 0.5}, run_b="s", seed=3),
                 P.StageView(job="j", run="r", settings={"top_k": 3}, prompt="ab", position=2),
-                P.Timeline(job="j", run="r", prompt="x", seed=1), P.CancelLab(job="j")):
+                P.Timeline(job="j", run="r", prompt="x", seed=1), P.WriteCard(job="j", run="r", out="o"),
+                P.CancelLab(job="j")):
         assert P.command_from_json(cmd.to_json()) == cmd
     ev = P.TimelineSample(job="j", step=4, tags=("best", "last"), val_loss=1.5, text="ab")
     assert P.event_from_json(ev.to_json()) == ev
@@ -131,3 +132,22 @@ def test_real_worker_answers_a_compare(run_dir):
         events = wait_for_event(client, lambda e: isinstance(e, P.LabDone))
     done = next(e for e in events if isinstance(e, P.LabDone))
     assert done.reason == "done" and done.data["divergence"] is None and done.job == "w1"
+
+
+def test_real_worker_writes_a_card(run_dir, tmp_path):
+    """WriteCard goes through the worker process: the card folder with its card.json, or one line."""
+    import json
+
+    out = tmp_path / "the-card"
+    with WorkerClient() as client:
+        client.send(P.WriteCard(job="k1", run=run_dir, out=str(out)))
+        events = wait_for_event(client, lambda e: isinstance(e, P.LabDone) and e.job == "k1", timeout=120)
+        client.send(P.WriteCard(job="k2", run=str(tmp_path / "no-such-run")))
+        bad = wait_for_event(client, lambda e: isinstance(e, P.LabDone) and e.job == "k2")[-1]
+    done = next(e for e in events if isinstance(e, P.LabDone))
+    assert done.reason == "done" and done.lab == "write_card", done.message
+    assert done.data["folder"] == str(out) and (out / "card.json").is_file() and (out / "loss.svg").is_file()
+    card = json.loads((out / "card.json").read_text())
+    assert card["run"] == "lab-run" and card["arch"] == "transformer"
+    assert any(isinstance(e, P.LabProgress) and e.job == "k1" for e in events)
+    assert bad.reason == "error" and "\n" not in bad.message and "no-such-run" in bad.message

@@ -91,3 +91,27 @@ async def test_diff_of_two_runs_and_overlay_axes():
         await pilot.press("a")
         await wait_for(pilot, lambda: plot.xlabel == "seconds" and plot.series and
                        plot.series["alpha"].xs == [2.5, 5.0], what="time axis")
+
+
+def _notes(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+@sync
+async def test_save_card_sends_write_card_and_says_where_it_went():
+    root = runs_root()
+    make_run(root, "alpha", lr=1e-3)
+    make_run(root, "beta", lr=3e-3)
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        runs = await open_runs(pilot, app)
+        picked = runs._current()
+        await pilot.press("w")
+        await wait_for(pilot, lambda: any(m.startswith("card saved in") for m in _notes(app)), what="the card notice")
+        sent = [c for c in engine.sent if c.kind == "write_card"]
+        assert len(sent) == 1 and sent[0].run == str(picked.path) and sent[0].out is None
+        assert f"card saved in {picked.path / 'card'}" in _notes(app)
+        assert runs.card_job is None  # done: the next w writes again
+        await pilot.press("w")
+        await wait_for(pilot, lambda: len([c for c in engine.sent if c.kind == "write_card"]) == 2, what="a second card")

@@ -357,8 +357,11 @@ class SeqplayApp(App):
             self.pane("generate").apply(gen_events)
         if insight_events:
             self.pane("insight").apply(insight_events)
-        if any(isinstance(ev, P.LAB_EVENTS) for ev in message.events) and "lab" in self._panes:
-            self.pane("lab").apply([ev for ev in message.events if isinstance(ev, P.LAB_EVENTS)])
+        lab_events = [ev for ev in message.events if isinstance(ev, P.LAB_EVENTS)]
+        if lab_events and "lab" in self._panes:
+            self.pane("lab").apply(lab_events)
+        if lab_events and "runs" in self._panes:
+            self.pane("runs").card_events(lab_events)  # the Runs pane's WriteCard
         self._update_subtitle()
 
     def _error_event(self, ev: P.ErrorEvent) -> None:

@@ -1,9 +1,10 @@
-"""The worker's side of the lab commands (``Compare``, ``StageView``, ``Timeline``, ``CancelLab``).
+"""The worker's side of the lab commands (``Compare``, ``StageView``, ``Timeline``, ``WriteCard``, ``CancelLab``).
 
 One lab job runs at a time, in a thread of the worker process (as ``engine.worker.analyses`` does for
 Insight), so the worker keeps reading commands while it computes. The computing is the engine's own:
 ``engine.generation.compare.compare``, ``engine.generation.lab.stage_view`` and
-``engine.runs.snapshots.timeline``, the functions ``seqplay compare`` / ``seqplay timeline`` call.
+``engine.runs.snapshots.timeline`` and ``engine.runs.card.write_card``, the functions ``seqplay compare`` /
+``seqplay timeline`` / ``seqplay card`` call.
 Progress goes out as ``LabProgress`` (timeline samples as ``TimelineSample``); the job ends with exactly
 one ``LabDone``. Cancel is checked between units (a side, a snapshot).
 """
@@ -42,7 +43,7 @@ class LabJobs:
             if self.running and cmd.job == self._job:
                 self._cancel.set()
             return
-        if not isinstance(cmd, P.Compare | P.StageView | P.Timeline):
+        if not isinstance(cmd, P.Compare | P.StageView | P.Timeline | P.WriteCard):
             return
         if self.running:
             self.emit(P.LabDone(job=cmd.job, lab=cmd.kind, reason="error",
@@ -75,6 +76,8 @@ class LabJobs:
                     data = run_compare(cmd, check)
                 elif isinstance(cmd, P.StageView):
                     data = run_stage_view(cmd, check)
+                elif isinstance(cmd, P.WriteCard):
+                    data = run_write_card(cmd, check)
                 else:
                     data = run_timeline(cmd, check, self.emit)
             done = P.LabDone(job=cmd.job, lab=cmd.kind, reason="done", data=data)
@@ -158,3 +161,17 @@ def run_timeline(cmd: P.Timeline, check: Callable[[int, int, str], None], emit: 
                               text=row["text"]))
         check(i + 1, total, f"step {row['step']}")
     return {"run": cmd.run, "prompt": cmd.prompt, "seed": cmd.seed, "samples": samples}
+
+
+def run_write_card(cmd: P.WriteCard, check: Callable[[int, int, str], None]) -> dict[str, Any]:
+    """``WriteCard`` -> the card folder ``seqplay card`` writes, and its card.json."""
+    from pathlib import Path
+
+    from engine.errors import ConfigError
+    from engine.runs.card import write_card
+
+    if not cmd.run:
+        raise ConfigError("no run picked; pick a run to write its card")
+    check(0, 1, f"writing the card of {Path(cmd.run).name}")
+    folder = write_card(cmd.run, cmd.out)
+    return {"run": cmd.run, "folder": str(folder), "card": str(folder / "card.json")}

@@ -422,7 +422,7 @@ def command_from_json(line: str) -> Command:
 
 
 # --------------------------------------------------------------------------------------------------
-# Lab jobs (issue 16): same-randomness A/B, the stage view, the timeline. Handled by
+# Lab jobs (issue 16): same-randomness A/B, the stage view, the timeline, the card. Handled by
 # ``engine.worker.lab_jobs``; each runs as one job named by ``job``, reports ``LabProgress`` and ends
 # with exactly one ``LabDone``; ``CancelLab`` ends it at its next check.
 # --------------------------------------------------------------------------------------------------
@@ -475,6 +475,18 @@ class Timeline(Command):
 
 
 @dataclass(frozen=True)
+class WriteCard(Command):
+    """Write the experiment card of ``run`` (``engine.runs.card.write_card``; it samples the model, so it
+    runs in the worker) into the folder ``out`` (None: ``RUN/card``). ``LabDone.data``: ``{"run", "folder",
+    "card"}`` (the folder and its card.json); a failure is ``LabDone(reason="error", message=one line)``."""
+
+    kind: ClassVar[str] = "write_card"
+    job: str = ""
+    run: str = ""
+    out: str | None = None
+
+
+@dataclass(frozen=True)
 class CancelLab(Command):
     kind: ClassVar[str] = "cancel_lab"
     job: str = ""
@@ -506,7 +518,7 @@ class TimelineSample(Event):
 
 @dataclass(frozen=True)
 class LabDone(Event):
-    """The end of a lab job. ``lab``: "compare", "stage_view" or "timeline"; ``reason``: "done" (with
+    """The end of a lab job. ``lab``: "compare", "stage_view", "timeline" or "write_card"; ``reason``: "done" (with
     ``data``), "cancelled" or "error" (``message``: what is wrong and what to do)."""
 
     kind: ClassVar[str] = "lab_done"
@@ -517,7 +529,7 @@ class LabDone(Event):
     seconds: float = 0.0
 
 
-LAB_COMMANDS: tuple[type[Command], ...] = (Compare, StageView, Timeline, CancelLab)
+LAB_COMMANDS: tuple[type[Command], ...] = (Compare, StageView, Timeline, WriteCard, CancelLab)
 LAB_EVENTS: tuple[type[Event], ...] = (LabProgress, TimelineSample, LabDone)
 COMMAND_TYPES.update({cls.kind: cls for cls in LAB_COMMANDS})
 EVENT_TYPES.update({cls.kind: cls for cls in LAB_EVENTS})

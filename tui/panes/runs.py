@@ -2,7 +2,9 @@
 
 The listing is ``engine.runs.folders.list_runs``; the extra columns (wall time, tokens seen, final LR,
 size, note) and every change (rename, note, delete to the trash and undo, config diff, curves by step,
-tokens or time) are ``engine.runs.manage``. Both are torch-free and run in a thread worker.
+tokens or time) are ``engine.runs.manage``. Both are torch-free and run in a thread worker. "Save card"
+(``w``) asks the worker to write the selected run's experiment card (``WriteCard``: it samples the model)
+and says where it went when the ``LabDone`` comes back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from textual.widgets import DataTable, Static
 
 from engine.errors import SeqplayError
 from engine.runs import manage
+from engine.worker import protocol as P
 from tui.messages import RunOpened
 from tui.widgets.ask_text import AskText, ShowDiff
 from tui.widgets.curve import LinePlot
@@ -61,6 +64,7 @@ class RunsPane(Vertical):
         Binding("d", "delete", "Delete", id="runs_delete"),
         Binding("u", "undo_delete", "Undo delete", id="runs_undo"),
         Binding("D", "diff", "Diff configs", id="runs_diff"),
+        Binding("w", "save_card", "Save card", id="runs_card"),
         Binding("r", "refresh_runs", "Refresh", id="runs_refresh"),
     ]
 
@@ -84,10 +88,12 @@ class RunsPane(Vertical):
         self.axis = "step"
         self.trashed: list[Path] = []  # undo stack of deletions
         self.overlaid: list[str] = []
+        self.card_job: str | None = None  # the WriteCard job in flight
+        self._cards = 0
 
     def compose(self) -> ComposeResult:
         yield Static("space select · enter open · c continue · o overlay · a axis · e rename · n note · d delete · "
-                     "u undo · D diff", id="runs-help")
+                     "u undo · D diff · w card", id="runs-help")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield LinePlot(title="validation bits per character", ylabel="bits/char", id="overlay")
 
@@ -227,6 +233,32 @@ class RunsPane(Vertical):
         rows = self._guard(manage.config_diff, paths[0], paths[1])
         if rows is not None:
             self.app.push_screen(ShowDiff(Path(paths[0]).name, Path(paths[1]).name, rows))
+
+    # -- experiment card ----------------------------------------------------------------------------
+    def action_save_card(self) -> None:
+        """Write the selected run's card into RUN/card, in the worker; ``card_events`` reports it."""
+        run = self._current()
+        if run is None:
+            self.app.notify("no run to write a card of; train one first", severity="warning", timeout=3)
+            return
+        if self.card_job is not None:
+            self.app.notify("a card is being written; wait for it", severity="warning", timeout=3)
+            return
+        self._cards += 1
+        self.card_job = f"card-{self._cards}"
+        self.app.send(P.WriteCard(job=self.card_job, run=str(run.path)))  # type: ignore[attr-defined]
+        self.app.notify(f"writing the card of {run.name} ...", title="Runs", timeout=3)
+
+    def card_events(self, events: list[P.Event]) -> None:
+        """The end of this pane's WriteCard job (other lab events are not ours)."""
+        for ev in events:
+            if self.card_job is None or ev.job != self.card_job or not isinstance(ev, P.LabDone):
+                continue
+            self.card_job = None
+            if ev.reason == "done" and ev.data:
+                self.app.notify(f"card saved in {ev.data['folder']}", title="Runs", timeout=8)
+            else:
+                self.app.notify(f"card not written: {ev.message}", title="Runs", severity="error", timeout=8)
 
     # -- overlay -----------------------------------------------------------------------------------
     def action_overlay(self) -> None:
