@@ -215,3 +215,51 @@ async def test_real_worker_runs_each_view_on_a_picked_run(tmp_path):
         assert pane.last.reason == "done", pane.last.message
         assert [c["label"] for c in pane.last.data["curves"]] == ["rnn", "lstm"]
     app.shutdown_engine()
+
+
+def fake_snapshots(run: Path, steps: dict[int, list[str]]) -> None:
+    """Snapshot JSONs as the listing reads them (the fake engine loads nothing)."""
+    import json
+
+    (run / "snapshots").mkdir(exist_ok=True)
+    for step, tags in steps.items():
+        (run / "snapshots" / f"snap-{step:06d}.json").write_text(json.dumps(
+            {"kind": "snapshot", "step": step, "tags": tags, "last_val_loss": 2.0 - step / 100}))
+
+
+@sync
+async def test_the_snapshot_picker_points_the_analysis_at_run_at_step():
+    from engine.runs.checkpoint import save_checkpoint
+    from engine.runs.folders import runs_root
+    from tests.test_runs_manage import make_run
+    from tui.widgets.snapshot_picker import SnapshotPicker
+
+    a, b = make_run(runs_root(), "a"), make_run(runs_root(), "b")
+    for run in (a, b):
+        (run / "tokenizer.json").write_text("{}")
+        save_checkpoint(run / "checkpoints" / "best.json", {"model.w": __import__("torch").zeros(1)}, {"step": 0})
+    fake_snapshots(a, {0: ["scheduled"], 4: ["scheduled", "best"], 8: ["scheduled", "last"]})
+    engine = FakeEngine()
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_insight(pilot, app)
+        picker, at = pane.query_one("#insight-run"), pane.query_one("#insight-at", SnapshotPicker)
+        await wait_for(pilot, lambda: len(picker.runs) == 2, what="the runs")
+        picker.value = str(a)
+        await wait_for(pilot, lambda: at.run == str(a) and len(at.snaps) == 3, what="a's snapshots")
+        assert [v for _, v in at._options if isinstance(v, str)] == ["@best", "@last", "@0", "@4", "@8"]
+        pane.query_one("#insight-kind", Select).value = "surprisal"
+        await pilot.pause()
+        pane.action_run_analysis()  # nothing picked in the snapshot picker: the run itself
+        await wait_for(pilot, lambda: not pane.running, what="the first analysis")
+        at.value = "@4"
+        await pilot.pause()
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: len(analyses(engine)) == 2, what="the second Analyze")
+        assert [c.run for c in analyses(engine)] == [str(a), f"{a}@4"]
+        await wait_for(pilot, lambda: not pane.running, what="the second analysis")
+        picker.value = str(b)  # a run without snapshots: nothing to pick, the run itself
+        await wait_for(pilot, lambda: at.run == str(b) and not at.snaps and at.disabled, what="b listed")
+        pane.action_run_analysis()
+        await wait_for(pilot, lambda: len(analyses(engine)) == 3, what="the third Analyze")
+        assert analyses(engine)[-1].run == str(b)

@@ -1,7 +1,8 @@
 """The Insight pane: look inside a run (gradients through time, attention, gates, surprisal, the
 perplexity table, memorisation) without typing flags.
 
-A run picker, the analysis, and a form per analysis derived from its typed settings
+A run picker with a snapshot picker beside it (the run's best checkpoint, or ``RUN@best``/``@last``/``@STEP``
+of its time machine), the analysis, and a form per analysis derived from its typed settings
 (``engine.insight.params``: one control per field, labelled, empty = the engine chooses). Each form
 keeps its values when the analysis changes. Running sends ``Analyze`` through the worker protocol (on
 the run picked, or the model being trained); ``AnalysisProgress`` fills the progress bar, escape or
@@ -26,6 +27,7 @@ from engine.errors import SeqplayError
 from engine.insight import params as IP
 from engine.worker import protocol as P
 from tui.widgets.run_picker import LIVE, RunPicker
+from tui.widgets.snapshot_picker import SnapshotPicker
 from tui.widgets.tick import Tick
 
 _JOBS = itertools.count(1)
@@ -132,6 +134,7 @@ class InsightPane(Vertical):
     InsightPane #insight-controls { height: 1; }
     InsightPane #insight-kind { width: 28; }
     InsightPane #insight-run { width: 1fr; }
+    InsightPane #insight-at { width: 18; }
     InsightPane #insight-controls Button { min-width: 8; width: auto; height: 1; border: none; margin-left: 1; }
     InsightPane #insight-forms { height: auto; }
     InsightPane #insight-progress-row { height: 1; }
@@ -156,6 +159,7 @@ class InsightPane(Vertical):
             yield Select([(cls.title, name) for name, cls in IP.PARAMS.items()], value="gradients",
                          allow_blank=False, id="insight-kind", compact=True)
             yield RunPicker(id="insight-run")
+            yield SnapshotPicker(id="insight-at")
             yield Button("Run", id="insight-go", variant="primary", compact=True)
             yield Button("Cancel", id="insight-stop", variant="error", compact=True, disabled=True)
         with ContentSwitcher(initial="form-gradients", id="insight-forms"):
@@ -182,7 +186,13 @@ class InsightPane(Vertical):
         want = getattr(app, "model_run", None) or getattr(app, "last_run_dir", None)
         self.query_one("#insight-run", RunPicker).reload(training=bool(getattr(app, "train_job", None)), want=want)
         self.form("surprisal").control("other").reload()
+        self._load_snapshots()  # a run still training writes new ones
         self._suit_corpus()
+
+    @on(Select.Changed, "#insight-run")
+    def _load_snapshots(self) -> None:
+        choice = self.query_one("#insight-run", RunPicker).choice
+        self.query_one("#insight-at", SnapshotPicker).load(None if choice == LIVE else choice)
 
     def _suit_corpus(self) -> None:
         """Defaults that suit the loaded corpus: fresh gradient models read it (when left at default)."""
@@ -241,7 +251,8 @@ class InsightPane(Vertical):
             return
         self.job = f"analysis-{next(_JOBS)}"
         live = choice == LIVE
-        self.app.send(P.Analyze(job=self.job, params=params, run=None if live or choice is None else choice, live=live))  # type: ignore[attr-defined]
+        run = None if live or choice is None else choice + self.query_one("#insight-at", SnapshotPicker).suffix
+        self.app.send(P.Analyze(job=self.job, params=params, run=run, live=live))  # type: ignore[attr-defined]
         self._set_running(True)
         bar = self.query_one(ProgressBar)
         bar.update(total=None, progress=0)
