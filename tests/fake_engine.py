@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.runs.snapshot_index import scheduled
 from engine.worker import protocol as P
 
 SAMPLE_TEXT = "the cat sat on the mat and the dog sat on the log. "
@@ -51,6 +52,7 @@ class _GenJob:
     index: int = 0
     pending_steps: list[int | None] = field(default_factory=list)
     text: str = ""
+    script: str = SAMPLE_TEXT  # what it "generates" (a snapshot's: fake_timeline_text of its step)
 
 
 class FakeEngine:
@@ -66,8 +68,10 @@ class FakeEngine:
         runs_dir: str | os.PathLike | None = None,
         start_delay_polls: int = 0,
         poll_sleep: float = 0.005,
+        snapshot_base: int = 0,
     ):
         self.poll_sleep = poll_sleep
+        self.snapshot_base = snapshot_base  # > 0: training writes snapshot JSONs on that schedule (0, b, 2b, 4b, ...)
         self.steps_per_poll = steps_per_poll
         self.tokens_per_poll = tokens_per_poll
         self.eval_every = eval_every
@@ -199,6 +203,10 @@ class FakeEngine:
                 self._train = None
                 self._dead = True
                 return
+            if self.snapshot_base and t.step == 1:
+                self._write_snapshot(t, 0)
+            if self.snapshot_base and scheduled(t.step, self.snapshot_base):
+                self._write_snapshot(t, t.step)
             points.append(P.StepPoint(
                 step=t.step, loss=fake_loss(t.step), lr=t.lr, grad_norm=1.0 + 0.5 * math.cos(t.step / 7.0),
                 tokens_per_s=25_000.0, elapsed=t.step * 0.02, tokens_seen=t.step * 2048,
@@ -217,6 +225,13 @@ class FakeEngine:
         self._flush_points(t, points)
         if t.total is not None and t.step >= t.total:
             self._finish("done")
+
+    def _write_snapshot(self, t: _TrainJob, step: int) -> None:
+        """The JSON half of a snapshot, as ``list_snapshots`` reads it (the fake loads no tensors)."""
+        folder = Path(t.run_dir) / "snapshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"snap-{step:06d}.json").write_text(json.dumps(
+            {"kind": "snapshot", "step": step, "tags": ["scheduled"], "last_val_loss": fake_loss(step, 0.08)}))
 
     def _flush_points(self, t: _TrainJob, points: list[P.StepPoint]) -> None:
         if points:
@@ -250,7 +265,9 @@ class FakeEngine:
         if self._gen is not None:
             self._out.append(P.GenerationDone(job=self._gen.gen_id, reason="cancelled", text=self._gen.text))
         max_tokens = int(cmd.settings.get("max_tokens") or cmd.max_tokens)
-        self._gen = _GenJob(gen_id=cmd.gen_id, max_tokens=max_tokens, step_mode=cmd.step_mode)
+        at = (cmd.source or "").rpartition("@")[2]
+        script = fake_timeline_text(int(at), max_tokens) if "@" in (cmd.source or "") and at.isdigit() else SAMPLE_TEXT
+        self._gen = _GenJob(gen_id=cmd.gen_id, max_tokens=max_tokens, step_mode=cmd.step_mode, script=script)
 
     def _on_gen_step(self, cmd: P.GenerateStep) -> None:
         if self._gen is not None and self._gen.gen_id == cmd.gen_id:
@@ -280,7 +297,7 @@ class FakeEngine:
 
     def _token(self, g: _GenJob, choose: int | None) -> P.GeneratedToken:
         i = g.index
-        ch = chr(choose) if choose is not None else SAMPLE_TEXT[i % len(SAMPLE_TEXT)]
+        ch = chr(choose) if choose is not None else g.script[i % len(g.script)]
         prob = 0.25 + 0.7 * ((i * 37) % 10) / 10
         others = [c for c in ALPHABET if c != ch][: 4]
         rest = (1.0 - prob)

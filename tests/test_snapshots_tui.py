@@ -38,8 +38,8 @@ def _frozen(monkeypatch):
     time.tzset()
 
 
-def make_app() -> SeqplayApp:
-    engine = FakeEngine(steps_per_poll=20, tokens_per_poll=10)
+def make_app(**fake) -> SeqplayApp:
+    engine = FakeEngine(steps_per_poll=20, tokens_per_poll=10, **fake)
     return SeqplayApp(engine_factory=lambda: engine, device="cpu", browse_root="tests/tui_files")
 
 
@@ -107,6 +107,18 @@ def test_train_pane_log_scale_perplexity(snap_compare, size):
         await settle(pilot, lambda: True)
 
     assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
+
+
+@SIZES
+def test_train_pane_snapshot_sample_at_the_cursor(snap_compare, size):
+    async def run_before(pilot):
+        await trained(pilot)
+        train = pilot.app.pane("train")
+        train.curve.focus()
+        await pilot.press("home", *["shift+right"] * 12, "enter")  # step 121: the step-100 snapshot
+        await settle(pilot, lambda: train.snap_step == 100 and train.snap_gen is None)
+
+    assert snap_compare(make_app(snapshot_base=50), terminal_size=size, run_before=run_before)
 
 
 def test_generate_pane(snap_compare):

@@ -302,6 +302,7 @@ class SeqplayApp(App):
         if self.gen_id:
             self.pane("generate").generation_failed()
             self.gen_id = None
+        self.pane("train").snapshot_failed()
 
     @on(EngineEvents)
     @_while_mounted
@@ -310,6 +311,8 @@ class SeqplayApp(App):
         train_events: list[P.Event] = []
         gen_events: list[P.Event] = []
         insight_events: list[P.Event] = []
+        snap_events: list[P.Event] = []  # the Train pane's snapshot sample
+        snap_gen = self.pane("train").snap_gen
         finished: P.Finished | None = None
         for ev in message.events:
             self.events_seen += 1
@@ -322,6 +325,8 @@ class SeqplayApp(App):
                     gen_events.append(ev)
                     if isinstance(ev, P.GenerationDone):
                         self.gen_id = None
+                elif snap_gen is not None and ev.job == snap_gen:
+                    snap_events.append(ev)
                 else:
                     self.dropped_events += 1
             elif isinstance(ev, P.ErrorEvent):
@@ -355,6 +360,8 @@ class SeqplayApp(App):
             self._finished(finished)
         if gen_events:
             self.pane("generate").apply(gen_events)
+        if snap_events:
+            self.pane("train").snapshot_sample(snap_events)
         if insight_events:
             self.pane("insight").apply(insight_events)
         lab_events = [ev for ev in message.events if isinstance(ev, P.LAB_EVENTS)]
@@ -373,6 +380,7 @@ class SeqplayApp(App):
             if self.gen_id:
                 self.pane("generate").generation_failed()
                 self.gen_id = None
+            self.pane("train").snapshot_failed()
         elif ev.job and ev.job == self.gen_id:
             self.pane("generate").generation_failed()
             self.gen_id = None

@@ -89,6 +89,13 @@ def list_snapshots(run_dir: str | Path) -> list[SnapshotInfo]:
     return sorted(out, key=lambda s: s.step)
 
 
+def snapshot_at_or_before(run_dir: str | Path, step: float) -> SnapshotInfo | None:
+    """The newest snapshot at or before ``step`` (None: none yet); what a step cursor on the training curve
+    picks, also while the run trains."""
+    before = [s for s in list_snapshots(run_dir) if s.step <= step]
+    return before[-1] if before else None
+
+
 def disk_use(run_dir: str | Path) -> int:
     """Bytes the run's snapshot files take."""
     folder = snapshot_dir(run_dir)

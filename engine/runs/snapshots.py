@@ -30,6 +30,7 @@ from engine.runs.snapshot_index import (  # noqa: F401 - the listing and RUN@STE
     resolve_at,
     schedule,
     scheduled,
+    snapshot_at_or_before,
     snapshot_dir,
     split_at,
 )

@@ -1,15 +1,24 @@
-"""Train pane: live loss/perplexity curves, throughput, progress and ETA, and samples as the model learns."""
+"""Train pane: live loss/perplexity curves, throughput, progress and ETA, and samples as the model learns.
+
+The time machine: enter on the loss chart samples the run's snapshot at or before the cursor step
+(``engine.runs.snapshot_index.snapshot_at_or_before``) with the same empty prompt and seed every time, through
+the worker's ``Generate`` with a generation id of its own, into the panel under the chart; moving the cursor
+and pressing enter again shows the text going from noise to words.
+"""
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from typing import Any
 
 from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
 from engine.worker import protocol as P
@@ -19,6 +28,8 @@ from tui.widgets.curve import LinePlot
 
 LOG_LINES = 200
 SMOOTHING_LEVELS = (0.0, 0.6, 0.9, 0.97)  # EMA weight of the history (TensorBoard's smoothing slider)
+SNAPSHOT_SEED, SNAPSHOT_TOKENS = 0, 80  # the snapshot sample: same (empty) prompt, seed and length every time
+_SNAP_GENS = itertools.count(1)
 
 
 def _safe_exp(x: float) -> float:
@@ -46,6 +57,9 @@ class TrainPane(Vertical):
         Binding("a", "cycle_x", "x axis", tooltip="x axis: step, tokens seen, wall time", show=False, id="x_axis"),
         Binding("n", "toggle_panels", "LR/grad panels", tooltip="Show or hide the LR and gradient-norm panels",
                 show=False, id="panels"),
+        Binding("enter", "sample_snapshot", "Sample here",
+                tooltip="Sample the snapshot at or before the cursor step (same prompt and seed every time)",
+                show=False, id="snapshot_sample"),  # a chart key, like y/m/v/a/n: the footer at 80 columns is full
     ]
     RUN_ACTIONS = ("pause_resume", "single_step", "stop", "save", "set_lr")
 
@@ -65,6 +79,16 @@ class TrainPane(Vertical):
         self._tokens = BoundedSeries(2000)  # step -> tokens seen, step -> elapsed: the x of other axes
         self._elapsed = BoundedSeries(2000)
         self._aux_choice: bool | None = None
+        self.snap_gen: str | None = None  # the generation id of the snapshot sample in flight
+        self.snap_step: int | None = None
+        self.snap_text = ""
+
+    class SnapshotFound(Message):
+        """The snapshot at or before ``step`` of ``run`` (``snap`` None: none yet; ``any_snaps``: the run has some)."""
+
+        def __init__(self, run: str, step: float, snap: Any, any_snaps: bool) -> None:
+            super().__init__()
+            self.run, self.step, self.snap, self.any_snaps = run, step, snap, any_snaps
 
     def compose(self) -> ComposeResult:
         yield Static("Nothing is training. Pick a corpus (1) and a model (2), then press [b]t[/b].", id="train-status")
@@ -72,6 +96,7 @@ class TrainPane(Vertical):
             yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="train-progress")
             yield Static("", id="train-eta")
         yield LinePlot(title="loss (nats/token)", ylabel="loss", id="curve")
+        yield Static("", id="snap-sample")
         with Horizontal(id="aux-row"):
             # half-width panels: half the points (each redraw costs time in proportion to the points)
             yield LinePlot(title="learning rate", ylabel="lr", capacity=200, id="lr-curve")
@@ -125,6 +150,8 @@ class TrainPane(Vertical):
             return True if self.app.train_job is not None else None
         if action == "continue_run":
             return True if self.app.train_job is None and not self.app.awaiting_start and self.app.last_run_dir else None
+        if action == "sample_snapshot":
+            return True if self.run_dir() and self.last is not None else None
         return True
 
     def action_pause_resume(self) -> None:
@@ -196,6 +223,73 @@ class TrainPane(Vertical):
         self.curve.title = "perplexity" if self.metric == "ppl" else "loss (nats/token)"
         self.curve.ylabel = self.metric
         self.curve.redraw_now()
+
+    # -- the time machine: a snapshot's sample at the cursor --------------------------------------------
+    def run_dir(self) -> str | None:
+        """The run folder of the curve on screen."""
+        return (self.started.run_dir if self.started else None) or self.app.last_run_dir  # type: ignore[attr-defined]
+
+    def action_sample_snapshot(self) -> None:
+        run = self.run_dir()
+        step = self.curve.cursor_x()
+        step = step if step is not None else (self.last.step if self.last else None)
+        if not run or step is None:
+            self.app.notify("nothing trained yet: train a run (t), then move the cursor on its curve", severity="warning")
+            return
+        self._find_snapshot(run, step)
+
+    @work(thread=True, exclusive=True, group="train-snapshot", exit_on_error=False)
+    def _find_snapshot(self, run: str, step: float) -> None:
+        from engine.runs.snapshot_index import list_snapshots, snapshot_at_or_before
+
+        self.post_message(self.SnapshotFound(run, step, snapshot_at_or_before(run, step), bool(list_snapshots(run))))
+
+    @on(SnapshotFound)
+    def _snapshot_found(self, message: SnapshotFound) -> None:
+        if message.snap is None:
+            why = ("this run keeps no snapshots (it was trained with --snapshot-base 0)" if not message.any_snaps
+                   else f"no snapshot at or before step {message.step:,.0f} yet; move the cursor right")
+            self.app.notify(why, title="Train", severity="warning", timeout=5)
+            return
+        if self.app.gen_id:  # type: ignore[attr-defined]
+            self.app.notify("the Generate pane is generating; let it finish (or escape it there) first",
+                            title="Train", severity="warning", timeout=5)
+            return
+        self.snap_gen, self.snap_step, self.snap_text = f"snapshot-{next(_SNAP_GENS)}", message.snap.step, ""
+        self.app.send(P.Generate(gen_id=self.snap_gen, prompt="", source=f"{message.run}@{message.snap.step}",  # type: ignore[attr-defined]
+                                 settings={"seed": SNAPSHOT_SEED, "max_tokens": SNAPSHOT_TOKENS},
+                                 max_tokens=SNAPSHOT_TOKENS))
+        self._show_snapshot("sampling ...")
+
+    def snapshot_sample(self, events: list[P.Event]) -> None:
+        """Tokens and the end of the snapshot sample in flight (the app routes ``snap_gen``'s events here)."""
+        for ev in events:
+            if ev.job != self.snap_gen:
+                continue
+            if isinstance(ev, P.GeneratedToken):
+                self.snap_text += ev.text
+            elif isinstance(ev, P.GenerationDone):
+                self.snap_gen = None
+                self.snap_text = ev.text or self.snap_text
+                if ev.reason in ("cancelled", "error"):
+                    self._show_snapshot("cancelled (another generation started)" if ev.reason == "cancelled" else "failed")
+                    return
+        self._show_snapshot("" if self.snap_gen is None else "...")
+
+    def snapshot_failed(self) -> None:
+        """The worker died with the sample in flight."""
+        if self.snap_gen is not None:
+            self.snap_gen = None
+            self._show_snapshot("failed")
+
+    def _show_snapshot(self, note: str) -> None:
+        panel = self.query_one("#snap-sample", Static)
+        panel.display = True
+        text = Text(f"snapshot step {self.snap_step:,} · seed {SNAPSHOT_SEED}: ", style="dim")
+        text.append(self.snap_text.replace("\n", "⏎ "))
+        if note:
+            text.append(f" {note}", style="dim italic")
+        panel.update(text)
 
     # -- events -------------------------------------------------------------------------------------
     def reset(self, config: dict[str, Any], keep_curve: bool = False) -> None:

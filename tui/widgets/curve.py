@@ -126,6 +126,11 @@ class LinePlot(PlotextPlot):
             self.cursor = index % len(s)
             self.redraw_now()
 
+    def cursor_x(self) -> float | None:
+        """The x (step) under the cursor; None without a cursor."""
+        s = self._primary()
+        return None if s is None or self.cursor is None else s.xs[min(self.cursor, len(s) - 1)]
+
     def readout(self) -> str:
         """"step N · name value (smoothed v) · extra" at the cursor ("" without a cursor)."""
         s = self._primary()
