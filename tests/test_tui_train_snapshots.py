@@ -80,3 +80,21 @@ async def test_a_run_without_snapshots_says_so():
         await pilot.press("enter")
         await wait_for(pilot, lambda: any("keeps no snapshots" in m for m in notifications(app)), what="the notice")
         assert not sent(engine, P.Generate)
+
+
+@sync
+async def test_the_log_at_80x24_is_on_screen_and_follows_its_newest_line():
+    engine = FakeEngine(steps_per_poll=5, eval_every=10)  # an evaluation line every 10 steps
+    app = SeqplayApp(engine_factory=lambda: engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_training(pilot, app)
+        train = app.pane("train")
+        log = train.query_one("#train-log")
+        await wait_for(pilot, lambda: len(log.lines) > 8, what="more log lines than fit")
+        for _ in range(3):  # as lines keep arriving, the view stays at the newest
+            seen = len(log.lines)
+            await wait_for(pilot, lambda s=seen: len(log.lines) > s, what="a new line")
+            await pilot.pause(0.1)
+            assert log.scroll_y == log.max_scroll_y > 0
+        assert log.region.bottom <= app.screen.region.bottom - 1  # above the footer, never cut off
+        assert log.region.height >= 4 and train.curve.region.height >= 9

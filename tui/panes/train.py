@@ -28,6 +28,7 @@ from tui.widgets.curve import LinePlot
 
 LOG_LINES = 200
 SMOOTHING_LEVELS = (0.0, 0.6, 0.9, 0.97)  # EMA weight of the history (TensorBoard's smoothing slider)
+SMALL_HEIGHT = 26  # pane rows below which the log shrinks (80x24 leaves it 20)
 SNAPSHOT_SEED, SNAPSHOT_TOKENS = 0, 80  # the snapshot sample: same (empty) prompt, seed and length every time
 _SNAP_GENS = itertools.count(1)
 
@@ -101,7 +102,7 @@ class TrainPane(Vertical):
             # half-width panels: half the points (each redraw costs time in proportion to the points)
             yield LinePlot(title="learning rate", ylabel="lr", capacity=200, id="lr-curve")
             yield LinePlot(title="gradient norm (before clipping)", ylabel="norm", capacity=200, id="grad-curve")
-        yield Label("Sample", classes="section")
+        yield Label("Sample", classes="section", id="sample-label")
         yield Static("", id="sample")
         yield RichLog(id="train-log", max_lines=LOG_LINES, markup=True, wrap=True)
 
@@ -129,6 +130,15 @@ class TrainPane(Vertical):
     def on_resize(self) -> None:
         if self._aux_choice is None:  # until the user decides (n), the panels show when there is room
             self.query_one("#aux-row").display = self.size.height >= 34
+        # At 80x24 (20 rows here) the chart keeps its 9 rows and the log its last lines: a 4-row log and no
+        # "Sample" heading; else the log would be pushed below the screen, its newest lines cut off.
+        small = self.size.height < SMALL_HEIGHT
+        log = self.query_one("#train-log", RichLog)
+        log.styles.height = 4 if small else 6
+        self.query_one("#sample-label").display = not small
+        self.query_one("#sample").styles.max_height = 3 if small else 5
+        self.query_one("#snap-sample").styles.max_height = 2 if small else 4
+        self.call_after_refresh(log.scroll_end, animate=False)  # the newest lines stay in view at the new height
 
     def _when(self, step: float) -> str:
         """Tokens seen and wall time at ``step`` (for the cursor readout)."""
