@@ -213,3 +213,30 @@ def test_a_newer_best_snapshot_is_loaded_not_the_cached_one(tmp_path):
     assert torch.equal(generating_weights(), new.state_dict()["head.weight"])
     assert torch.equal(analyses._load(spec).model.state_dict()["head.weight"], new.state_dict()["head.weight"])
     assert not torch.equal(old.state_dict()["head.weight"], new.state_dict()["head.weight"])
+
+
+def test_the_worker_samples_a_snapshot_of_the_run_it_is_training(tmp_path):
+    """What the Train pane's step cursor asks: a fixed-seed Generate from RUN@STEP while that run trains."""
+    from engine.generation.generate import Generation
+    from engine.worker import protocol as P
+    from engine.worker.client import WorkerClient
+    from tests.train_helpers import wait_for_event
+
+    cfg = tiny_config(tmp_path, steps=5000, snapshot_base=4, eval_every=50, run_name="live")
+    settings = {"seed": 0, "max_tokens": 20}
+    with WorkerClient() as client:
+        client.send(P.StartTraining(config=cfg.to_dict()))
+        seen = wait_for_event(client, lambda e: isinstance(e, P.StepMetrics) and e.points[-1].step >= 9, timeout=120)
+        run = next(e for e in seen if isinstance(e, P.Started)).run_dir
+        client.send(P.Generate(gen_id="snap-1", prompt="", source=f"{run}@8", settings=settings, max_tokens=20))
+        during = wait_for_event(client, lambda e: isinstance(e, P.GenerationDone) and e.job == "snap-1", timeout=120)
+        client.send(P.Stop())
+        end = wait_for_event(client, lambda e: isinstance(e, P.Finished), timeout=120)[-1]
+    done = during[-1]
+    assert not any(isinstance(e, P.Finished | P.ErrorEvent) for e in during)  # it was still training
+    assert done.reason == "max_tokens" and end.reason == "stopped"
+    loaded = load_model(f"{run}@8")
+    gen = Generation(loaded.model, loaded.tokenizer, "", SamplingSettings(**settings))
+    for _ in gen:
+        pass
+    assert done.text == gen.text and loaded.meta["step"] == 8
