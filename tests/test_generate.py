@@ -366,7 +366,7 @@ def test_bad_settings_are_config_errors(tok):
 
 
 def test_seq2seq_greedy_sampled_and_beam(tok):
-    from engine.generation.generate import seq2seq_decode
+    from engine.generation.generate import greedy_decode, seq2seq_decode
     from engine.models.seq2seq import strip_specials
 
     vocab = tok.vocab_size + 3
@@ -378,7 +378,7 @@ def test_seq2seq_greedy_sampled_and_beam(tok):
                 p.mul_(3.0)
         greedy = seq2seq_decode(model, tok, "the cat", SamplingSettings(temperature=0.0, max_tokens=20))
         src = torch.tensor([tok.encode("the cat").tolist()])
-        assert greedy == strip_specials(model.greedy_decode(src, 20)[0].tolist(), vocab)
+        assert greedy == strip_specials(greedy_decode(model, src, 20)[0].tolist(), vocab)
         assert seq2seq_decode(model, tok, "the cat", SamplingSettings(max_tokens=20), beams=1) == greedy
         beams = seq2seq_decode(model, tok, "the cat", SamplingSettings(max_tokens=20), beams=3)
         assert all(0 <= t < tok.vocab_size for t in beams)
