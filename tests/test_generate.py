@@ -99,6 +99,20 @@ def test_greedy_with_state_equals_recomputation(arch, tok):
     assert not gen.approximate
 
 
+@pytest.mark.parametrize("over", [{}, {"bias": False}, {"positions": "sinusoidal"}])
+def test_next_logits_is_the_last_row_of_the_full_forward(tok, over):
+    """The exact path's window pass (last block and head at the last position only) gives the logits of
+    the whole forward's last position, for a full window and a shorter one."""
+    model = tiny("transformer", tok, **over)
+    ids = torch.randint(0, tok.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        for x in (ids, ids[:, :5]):
+            assert torch.allclose(model.next_logits(x), model(x)[0][:, -1], atol=1e-5, rtol=1e-5)
+    dropout = tiny("transformer", tok, dropout=0.5).train()  # dropout still acts while training
+    with torch.no_grad():
+        assert not torch.equal(dropout(ids)[0], dropout(ids)[0])
+
+
 def test_slide_window_is_the_explicit_approximation(tok):
     """``window="slide"`` re-encodes half the cache when it fills: it equals recomputing the shorter,
     re-positioned windows the cache holds, and says it is approximate."""
