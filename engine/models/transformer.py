@@ -192,8 +192,8 @@ class Transformer(SeqModel):
         return state  # a cache is rebuilt per sequence; nothing is carried across batches
 
     def _positions(self, start: int, T: int, device) -> Tensor:
-        if self.config.positions == "learned":
-            return self.pos(torch.arange(start, start + T, device=device))
+        if self.config.positions == "learned":  # rows start..start+T-1 of the table, as a view
+            return self.pos.weight[start : start + T]
         return self.pos_table[start : start + T]
 
     def _blocks(self, idx: Tensor, cache: KVCache | None, need_weights: bool) -> Tensor:
