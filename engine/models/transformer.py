@@ -87,11 +87,12 @@ class SelfAttention(nn.Module):
                     mask = torch.arange(pos + T, device=x.device)[None, :] <= (pos + torch.arange(T, device=x.device))[:, None]
         weights = None
         if (not need_weights and cache is None and is_causal and x.device.type == "cpu" and EXPLICIT_CPU_ATTENTION
-                and not (self.training and self.dropout > 0)):
+                and not (self.training and self.dropout > 0) and not torch.is_inference_mode_enabled()):
             # CPU, causal, full window: softmax(q k^T / sqrt(d) + M) v written out. torch's math SDPA
             # computes the same through a "safe" softmax whose all()/where() over the scores cost ~10%
             # of the small Transformer's training step (torch.profiler, 1 thread); no row of a causal
-            # mask is all -inf, so the plain softmax is exact here.
+            # mask is all -inf, so the plain softmax is exact here. Under inference mode (generation)
+            # the fused CPU kernel is faster: 39 against 53 us for a 64-token window of 4 heads.
             scores = (q @ k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.size(-1)))
             scores = scores.masked_fill(self._causal_mask(T, x.device), float("-inf"))
             y = scores.softmax(-1).to(v.dtype) @ v
