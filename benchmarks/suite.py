@@ -209,6 +209,8 @@ def _median(xs: list[float]) -> float:
 def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str | None = None,
                 threads: int | None = None, precision: str = "auto", device: str = "auto") -> list[Row]:
     """Training tokens/s of each language model at its default size, through the Trainer's own step."""
+    import torch
+
     from engine.models.registry import ARCHS
     from engine.training.config import TrainConfig
     from engine.training.trainer import Trainer
@@ -237,9 +239,11 @@ def bench_train(archs: Iterable[str] | None = None, steps: int = 20, corpus: str
         for _ in range(3):  # warm-up: allocator, kernels, autocast caches
             t.train_step()
         times, tokens = [], 0
-        for _ in range(steps):
+        sync = torch.cuda.synchronize if str(t.device).startswith("cuda") else (lambda: None)
+        for _ in range(steps):  # a GPU step is asynchronous (no host sync in the guard): wait for it
             t0 = time.perf_counter()
             result = t.train_step()
+            sync()
             times.append(time.perf_counter() - t0)
             tokens = result[3] if result else tokens
         rate = tokens / _median(times)

@@ -220,3 +220,38 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     assert '"reason": "stopped"' in out and "Traceback" not in err
     (run,) = list((tmp_path / "runs").iterdir())
     assert load_model(run).meta["step"] > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])  # the device-side guard (fused) and the per-step one
+def test_a_nan_loss_at_one_step_is_never_applied(tmp_path, monkeypatch, optimizer):
+    """A NaN loss injected at step 4 leaves the weights exactly as after step 3, also when the guard
+    reads the step only later (steps 5-8 run before the check at the evaluation of step 8)."""
+    from engine.training import trainer as trainer_module
+    from engine.training.tasks import LanguageModelTask
+
+    monkeypatch.setattr(trainer_module, "FLUSH_SECONDS", 1e9)  # no check before the evaluation step
+    settings = dict(optimizer=optimizer, schedule="constant", lr=1e-2, eval_every=8, steps=12)
+    clean = Trainer(tiny_config(tmp_path, run_name="clean", **{**settings, "steps": 3}), Recorder())
+    assert clean.run().reason == "done"
+
+    calls = []
+    real_loss = LanguageModelTask.loss
+
+    def loss_with_a_nan(self, model, batch):
+        calls.extend([1] if model.training else [])  # training steps, not the guard's row-by-row check
+        loss = real_loss(self, model, batch)
+        return loss * float("nan") if model.training and len(calls) == 4 else loss
+
+    monkeypatch.setattr(LanguageModelTask, "loss", loss_with_a_nan)
+    rec = Recorder()
+    hit = Trainer(tiny_config(tmp_path, run_name="nan", **settings), rec)
+    fin = hit.run()
+    assert hit.deferred == (optimizer == "adamw")
+    assert fin.reason == "error" and "became NaN at step 4" in rec.of("error")[0].message
+    assert len(calls) == (8 if hit.deferred else 4)  # the deferred guard ran steps 5-8, skipped on the device
+    assert hit.step == 3 and sorted(rec.losses()) == [1, 2, 3]
+    assert hit.tokens_seen == clean.tokens_seen
+    for (name, a), b in zip(clean.model.state_dict().items(), hit.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(clean.optimizer.state_dict()["state"].values(), hit.optimizer.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)

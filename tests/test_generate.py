@@ -99,6 +99,20 @@ def test_greedy_with_state_equals_recomputation(arch, tok):
     assert not gen.approximate
 
 
+@pytest.mark.parametrize("over", [{}, {"bias": False}, {"positions": "sinusoidal"}])
+def test_next_logits_is_the_last_row_of_the_full_forward(tok, over):
+    """The exact path's window pass (last block and head at the last position only) gives the logits of
+    the whole forward's last position, for a full window and a shorter one."""
+    model = tiny("transformer", tok, **over)
+    ids = torch.randint(0, tok.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        for x in (ids, ids[:, :5]):
+            assert torch.allclose(model.next_logits(x), model(x)[0][:, -1], atol=1e-5, rtol=1e-5)
+    dropout = tiny("transformer", tok, dropout=0.5).train()  # dropout still acts while training
+    with torch.no_grad():
+        assert not torch.equal(dropout(ids)[0], dropout(ids)[0])
+
+
 def test_slide_window_is_the_explicit_approximation(tok):
     """``window="slide"`` re-encodes half the cache when it fills: it equals recomputing the shorter,
     re-positioned windows the cache holds, and says it is approximate."""
@@ -366,7 +380,7 @@ def test_bad_settings_are_config_errors(tok):
 
 
 def test_seq2seq_greedy_sampled_and_beam(tok):
-    from engine.generation.generate import seq2seq_decode
+    from engine.generation.generate import greedy_decode, seq2seq_decode
     from engine.models.seq2seq import strip_specials
 
     vocab = tok.vocab_size + 3
@@ -378,7 +392,7 @@ def test_seq2seq_greedy_sampled_and_beam(tok):
                 p.mul_(3.0)
         greedy = seq2seq_decode(model, tok, "the cat", SamplingSettings(temperature=0.0, max_tokens=20))
         src = torch.tensor([tok.encode("the cat").tolist()])
-        assert greedy == strip_specials(model.greedy_decode(src, 20)[0].tolist(), vocab)
+        assert greedy == strip_specials(greedy_decode(model, src, 20)[0].tolist(), vocab)
         assert seq2seq_decode(model, tok, "the cat", SamplingSettings(max_tokens=20), beams=1) == greedy
         beams = seq2seq_decode(model, tok, "the cat", SamplingSettings(max_tokens=20), beams=3)
         assert all(0 <= t < tok.vocab_size for t in beams)

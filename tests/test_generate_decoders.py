@@ -1,5 +1,5 @@
-"""The one greedy seq2seq decoder: batched ``greedy_decode``, ``seq2seq_decode`` and the stepped
-``Seq2SeqGeneration`` give the same tokens; CLI presets and the approximate-window notice."""
+"""The one greedy seq2seq decoder: batched ``greedy_decode`` / ``greedy_outputs``, ``seq2seq_decode`` and
+the stepped ``Seq2SeqGeneration`` give the same tokens; CLI presets and the approximate-window notice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.data.tokenizers import build_tokenizer
-from engine.generation.decoders import Seq2SeqGeneration, greedy_decode, seq2seq_decode
+from engine.generation.decoders import Seq2SeqGeneration, greedy_decode, greedy_outputs, seq2seq_decode
 from engine.generation.processors import SamplingSettings
 from engine.models.registry import build_model, make_config
 from engine.models.seq2seq import strip_specials
@@ -37,7 +37,9 @@ def test_greedy_decoders_agree(tok, attention):
     width = max(map(len, rows))
     src = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     batched = greedy_decode(model, src, 16)
-    assert torch.equal(batched, model.greedy_decode(src, 16))  # the model's own loop, until callers move
+    for row, ids in zip(batched, src):  # each padded row as decoding its source alone
+        alone = greedy_decode(model, ids[ids != pad][None] if (ids != pad).any() else ids[:1][None], 16)[0]
+        assert torch.equal(row[: alone.numel()], alone) and (row[alone.numel() :] == pad).all()
     stepped = Seq2SeqGeneration(model, tok, "\n".join(LINES[:3]), SamplingSettings(temperature=0.0, max_tokens=16))
     for _ in stepped:
         pass
@@ -45,6 +47,32 @@ def test_greedy_decoders_agree(tok, attention):
         one = seq2seq_decode(model, tok, line, SamplingSettings(temperature=0.0, max_tokens=16))
         single = strip_specials(greedy_decode(model, torch.tensor([tok.encode(line).tolist()]), 16)[0].tolist(), vocab)
         assert one == single == stepped.outputs[i]
+
+
+def test_batched_outputs_equal_one_at_a_time_on_a_trained_model():
+    """The trainer's exact-match path (``greedy_outputs``, padded batches) gives each source's tokens
+    decoded alone (``seq2seq_decode``), on a model trained to reverse strings of 1-8 letters: sources
+    of different lengths, an empty one, outputs stopped early by eos and outputs cut by their limit."""
+    from .test_models_train import _fit, encode_pairs, reverse_pairs
+
+    chars = "abcdefghij"
+    letters = build_tokenizer("char", chars)
+    vocab = letters.vocab_size + 3
+    torch.manual_seed(0)
+    model = build_model("seq2seq", make_config("seq2seq", vocab, embed=16, width=64, attention="additive", context=16))
+    pairs = reverse_pairs(16, seed=0, lo=1, hi=8)
+    batch = encode_pairs(pairs, chars, vocab)
+    _fit(model, lambda: batch, 60, 1e-2)
+    model.eval()
+    texts = [a for a, _ in pairs] + [a for a, _ in reverse_pairs(8, seed=5, lo=1, hi=9)] + [""]
+    limits = [len(t) + 1 if i % 4 else max(1, len(t) // 2) for i, t in enumerate(texts)]
+    sources = [letters.encode(t) for t in texts]
+    batched = greedy_outputs(model, sources, limits, batch_size=5)
+    alone = [seq2seq_decode(model, letters, t, SamplingSettings(temperature=0.0, max_tokens=n)) for t, n in zip(texts, limits)]
+    assert batched == alone
+    assert len({len(o) for o in batched}) >= 4  # rows of one batch end at different steps
+    assert any(len(o) < n for o, n in zip(batched, limits)) and any(len(o) == n for o, n in zip(batched, limits))
+    assert sum(letters.decode(o) == a[::-1] for o, a in zip(batched[:16], texts)) >= 12  # it learned
 
 
 def test_presets_round_trip_through_the_cli(capsys, tmp_path):

@@ -126,10 +126,11 @@ def encode_pairs(pairs, chars: str, vocab: int):
 
 
 def exact_match(model, pairs, chars: str, vocab: int) -> float:
+    from engine.generation.decoders import greedy_decode
     from engine.models.seq2seq import strip_specials
 
     src, _, _ = encode_pairs(pairs, chars, vocab)
-    out = model.greedy_decode(src, max_len=12)
+    out = greedy_decode(model, src, max_len=12)
     hits = sum("".join(chars[i] for i in strip_specials(row.tolist(), vocab)) == b for row, (_, b) in zip(out, pairs))
     return hits / len(pairs)
 

@@ -3,6 +3,8 @@
 * ``greedy_decode(model, src, max_len)``: the one greedy seq2seq decoder, batched: the most likely
   output per source, pad and bos never chosen, stopped at eos (kept, padded after). The trainer's
   evaluation, ``seq2seq_decode`` and the stepped ``Seq2SeqGeneration`` at temperature 0 give its tokens.
+* ``greedy_outputs(model, sources, limits)``: many sources' greedy output ids (no specials), decoded
+  in padded batches by ``greedy_decode`` (the trainer's exact-match accuracy).
 * ``seq2seq_decode``: one source text -> output ids, greedy / sampled (the sampling chain) / beam.
 * ``Seq2SeqGeneration`` / ``BlankFilling``: stepped generations (one ``GeneratedToken`` per ``next()``)
   for the worker and the app, with ``Generation``'s interface.
@@ -57,6 +59,32 @@ def greedy_decode(model: Any, src: torch.Tensor, max_len: int | None = None) -> 
         if bool(done.all()):
             break
     return torch.stack(out, 1)
+
+
+def _output_ids(row: list[int], pad: int, bos: int, eos: int) -> list[int]:
+    """A decoded row's output: the tokens before eos (pad and bos dropped), or the whole row without eos."""
+    return [t for t in row[: row.index(eos)] if t not in (pad, bos)] if eos in row else row
+
+
+def greedy_outputs(model: Any, sources: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int = 64
+                   ) -> list[list[int]]:
+    """Greedy output ids (without specials) of each source id sequence, at most ``limits[i]`` tokens:
+    ``greedy_decode`` over padded batches of ``batch_size`` sources, the same tokens as decoding each
+    source alone (the encoder packs each source to its own length; an empty source is one pad)."""
+    pad, bos, eos = model.special_ids(int(model.config.vocab_size))
+    device = model_device(model)
+    out: list[list[int]] = []
+    for i in range(0, len(sources), batch_size):
+        chunk = [[int(t) for t in s] or [pad] for s in sources[i : i + batch_size]]
+        caps = [min(int(c), int(model.config.context)) for c in limits[i : i + batch_size]]
+        if max(caps) <= 0:
+            out.extend([] for _ in chunk)
+            continue
+        width = max(map(len, chunk))
+        src = torch.tensor([s + [pad] * (width - len(s)) for s in chunk], dtype=torch.long, device=device)
+        rows = greedy_decode(model, src, max(caps)).tolist()
+        out.extend(_output_ids(row[:cap], pad, bos, eos) for row, cap in zip(rows, caps))
+    return out
 
 
 def _greedy(settings: SamplingSettings) -> SamplingSettings:
@@ -180,8 +208,7 @@ def seq2seq_decode(model: Any, tokenizer: Any, text: str, settings: SamplingSett
         if beams is not None:
             return _seq2seq_beams(model, tokenizer, src, settings, beams, length_penalty, limit)
         if settings.greedy and settings.active_stages() == ["temperature"]:
-            out = greedy_decode(model, src, limit)[0].tolist()
-            return [t for t in out[: out.index(eos)] if t not in (pad, bos)] if eos in out else out
+            return _output_ids(greedy_decode(model, src, limit)[0].tolist(), pad, bos, eos)
     gen = Seq2SeqGeneration(model, tokenizer, text, settings.replace(max_tokens=limit))
     for _ in gen:
         pass

@@ -11,7 +11,7 @@
 Token convention: the model's vocabulary is the tokenizer's plus three specials, its last three ids:
 ``pad, bos, eos = Seq2Seq.special_ids(vocab_size)`` = (V-3, V-2, V-1). Sources are padded with ``pad``;
 the trainer passes ``(src, tgt_in, targets)`` with ``tgt_in = [bos] + y`` and ``targets = y + [eos]``,
-pad positions of ``targets`` set to -100. Training is teacher-forced; ``greedy_decode`` generates.
+pad positions of ``targets`` set to -100. Training is teacher-forced; ``engine.generation.decoders.greedy_decode`` generates.
 """
 
 from __future__ import annotations
@@ -128,24 +128,6 @@ class Seq2Seq(SeqModel):
             maps.append(w)
         logits = torch.stack(outs, 1)
         return logits, lm_loss(logits, targets), torch.stack(maps, 1)
-
-    @torch.no_grad()
-    def greedy_decode(self, src: Tensor, max_len: int | None = None) -> Tensor:
-        """Most likely output per source, (B, L): stops at eos (kept), pads after it."""
-        max_len = max_len or self.config.context
-        memory, state = self.encode(src)
-        prev = torch.full((src.size(0),), self.bos_id, dtype=torch.long, device=src.device)
-        done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
-        out = []
-        for _ in range(max_len):
-            logits, state, _ = self.decode_step(prev, state, memory)
-            logits[:, [self.pad_id, self.bos_id]] = float("-inf")
-            prev = torch.where(done, torch.full_like(prev, self.pad_id), logits.argmax(-1))
-            out.append(prev)
-            done |= prev == self.eos_id
-            if bool(done.all()):
-                break
-        return torch.stack(out, 1)
 
 
 def strip_specials(ids: list[int], vocab_size: int) -> list[int]:

@@ -407,20 +407,19 @@ class Seq2SeqTask(Task):
                 nats += float(loss.double()) * scored
                 count += scored
             n_match = min(len(srcs), EXACT_MATCH_PAIRS)
-            hits = sum(self._decode(self.val_index[i], len(tgts[i])) == tgts[i].tolist() for i in range(n_match))
+            hits = sum(out == y.tolist() for out, y in zip(self._decode(n_match), tgts))
         chars = sum(len(t.tokenizer.decode(y)) + 1 for y in tgts[:n])  # eos counts as the line end
         split = sum(len(y) + 1 for y in tgts)
         return Evaluation(nats / max(count, 1), count, split, self._bpc_whole(nats, chars), sampled=sample is not None,
                           accuracy=hits / max(n_match, 1), accuracy_pairs=n_match)
 
-    def _decode(self, index: int, longest: int) -> list[int]:
-        """Greedy output ids for pair ``index``'s source (engine.generation's decoder), at most one
-        token longer than its target: a longer output is wrong anyway."""
-        from engine.generation.generate import seq2seq_decode
-        from engine.generation.processors import SamplingSettings
+    def _decode(self, n: int) -> list[list[int]]:
+        """Greedy output ids of the first ``n`` validation sources (engine.generation's batched decoder),
+        each at most one token longer than its target: a longer output is wrong anyway."""
+        from engine.generation.decoders import greedy_outputs
 
-        settings = SamplingSettings(temperature=0.0, max_tokens=longest + 1)
-        return seq2seq_decode(self.t.model, self.t.tokenizer, self.pairs[index][0], settings)
+        srcs, tgts = self.val
+        return greedy_outputs(self.t.model, srcs[:n], [len(y) + 1 for y in tgts[:n]])
 
     def sample(self, prompt: str, max_tokens: int) -> P.SampleText | None:
         """Greedy output for ``prompt`` (default: the first validation source)."""

@@ -8,9 +8,15 @@ What one optimisation step does (grad accumulation repeats the first three lines
     if loss or g is NaN/inf or loss explodes: skip the update, diagnose, pause (engine.training.guard)
     theta <- optimizer(theta, grad, lr(step, elapsed))     engine.training.optim, .schedule
 
-Host syncs: exactly one per step (``[loss, grad_norm].tolist()``), which is what lets a NaN be caught
-*before* the bad update is applied (within one step). On CPU a sync costs nothing; on a GPU it is one
-small transfer per step, which we accept for the guard rail.
+Host syncs: none per step with a fused optimizer (Adam/AdamW, the default). The step's finiteness is
+checked on the device and a sticky flag (``_halted``) is handed to the fused kernel as ``found_inf``:
+from the first bad step on, no update touches the weights or the optimizer state. The losses and norms
+stay on the device until ``settle()`` reads all pending steps at once (one sync), at the points that
+need them: a metrics flush (about ten a second), an evaluation, checkpoint, sample or snapshot step, a
+command, a pause, the end of the budget. At a blown-up step it undoes the steps counted after it (the
+device skipped them; their batches are not trained on) and hands that step to the guard, which sees
+the weights as they were before it. Other optimizers (SGD, RMSprop, Adagrad) and data-parallel ranks
+read ``[loss, grad_norm]`` every step (``defer_checks`` False) and catch a bad step before its update.
 
 Resume is exact (engine.training.state): checkpoints hold model + optimizer tensors, the torch RNG
 state, the batcher state, the carried recurrent state and the schedule with its horizon. Evaluation
@@ -56,7 +62,7 @@ from engine.runs.checkpoint import (
 )
 from engine.runs.checks import resume_config
 from engine.runs.folders import MetricsWriter, create_run, lock_run, process_identity, write_summary
-from engine.runs.snapshots import after_step
+from engine.runs.snapshots import after_step, scheduled
 from engine.training import guard, state
 from engine.training.config import TrainConfig
 from engine.training.optim import build_optimizer, default_lr
@@ -65,7 +71,7 @@ from engine.training.tasks import Batch, Evaluation, make_task
 from engine.worker import protocol as P
 
 Control = Callable[[float], Iterable[P.Command]]
-FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second
+FLUSH_SECONDS = 0.1  # StepMetrics batching: about ten flushes a second; a deferred guard settles as often
 MLP_TRAIN_WINDOW_MIN = 64  # the MLP trains on windows of max(64, 4n) tokens (n = its context)
 
 
@@ -111,6 +117,8 @@ class Trainer:
         self.stop_requested: str | None = None
         self.stop_save = True
         self._points: list[P.StepPoint] = []
+        self._pending: list[tuple[Any, ...]] = []  # steps whose loss/norm are still on the device (settle)
+        self.deferred = False  # the guard checks on the device; set in setup (a fused optimizer)
         self._last_flush = 0.0
         self._last_saved_step = -1
         self._last_eval_step = -1
@@ -209,6 +217,8 @@ class Trainer:
         self.task.setup()
         self._notes += [("info", line) for line in self.task.notes()]
         self.explode_at = max(3.0 * math.log(max(2, mcfg.vocab_size)), 10.0)
+        self.deferred = bool(self.defer_checks and self.optimizer is not None and self.optimizer.defaults.get("fused"))
+        self._halted = torch.zeros((), device=self.device)  # 1 from a blown-up step until settle() reads it
 
         if meta is not None:
             state.restore(self, meta, tensors, self._resume_path)
@@ -395,9 +405,13 @@ class Trainer:
         """The step's summed loss as every rank should see it (data-parallel ranks average it)."""
         return total
 
-    def train_step(self) -> tuple[float, float, float, int] | None:
+    defer_checks = True  # data-parallel ranks set False: every rank must see a blow-up at the same step
+
+    def train_step(self) -> tuple[Any, Any, float, int] | None:
         """One optimisation step. Returns (loss, grad_norm, lr, tokens), or None if it blew up (the
-        update was not applied; ``self.blowup`` holds (loss, grad_norm, lr))."""
+        update was not applied; ``self.blowup`` holds (loss, grad_norm, lr)). With ``self.deferred``
+        loss and grad_norm are device tensors and a blow-up is found by ``settle()``: the update of a bad
+        step and of every step after it until then is skipped on the device (``found_inf``)."""
         from engine.device import autocast
 
         cfg = self.config
@@ -415,7 +429,18 @@ class Trainer:
             tokens += batch.tokens
         total = self.reduce_loss(total)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip else float("inf"), foreach=True)
-        loss_v, norm_v = torch.stack([total / cfg.grad_accum, norm.float()]).tolist()  # the step's one sync
+        loss, norm = total / cfg.grad_accum, norm.float()
+        if self.deferred and math.isfinite(lr):
+            bad = ~(torch.isfinite(loss) & torch.isfinite(norm)) | (loss > self.explode_at)
+            torch.maximum(self._halted, bad.float(), out=self._halted)
+            self.optimizer.found_inf = self._halted  # the fused kernel skips the whole update when 1
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.tokens_seen += tokens
+            return loss, norm, lr, tokens
+        self.optimizer.found_inf = None
+        loss_v, norm_v = torch.stack([loss, norm]).tolist()  # the step's one sync
         if not (math.isfinite(loss_v) and math.isfinite(norm_v) and math.isfinite(lr)) or loss_v > self.explode_at:
             self.optimizer.zero_grad(set_to_none=True)
             self.blowup = (loss_v, norm_v, lr)
@@ -492,8 +517,52 @@ class Trainer:
     def _poll(self, timeout: float) -> None:
         if self.control is None:
             return
-        for cmd in self.control(timeout):
+        commands = list(self.control(timeout))
+        if commands:
+            self.settle()  # a command sees the steps as they are (a save, a pause, a sample)
+        for cmd in commands:
             self.handle(cmd)
+
+    def _settle_due(self) -> bool:
+        """Whether the pending steps must be read now: something after this step needs their values."""
+        cfg, s = self.config, self.step
+        base = int(cfg.snapshot_base or 0)
+        return (not self.deferred or self.paused or bool(self.stop_requested)
+                or time.perf_counter() - self._last_flush >= FLUSH_SECONDS
+                or s % cfg.eval_every == 0 or bool(cfg.checkpoint_every and s % cfg.checkpoint_every == 0)
+                or bool(cfg.sample_every and s % cfg.sample_every == 0) or (base > 0 and scheduled(s, base))
+                or bool(cfg.steps and s >= cfg.steps))
+
+    def settle(self, guard_blowup: bool = True) -> bool:
+        """Turn the pending steps into step points, reading their losses and norms in one sync. At the
+        first blown-up step: undo the steps counted from it on (none of them was applied), reset the
+        device flag and (``guard_blowup``) hand it to ``guard.on_blowup``. True when a step blew up."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return False
+        on_device = [v for p in pending for v in p[1:3] if isinstance(v, torch.Tensor)]
+        read = iter(torch.stack(on_device).tolist() if on_device else [])
+        for i, (step, loss, norm, lr, tokens, dt, elapsed, seen, batch) in enumerate(pending):
+            loss_v = next(read) if isinstance(loss, torch.Tensor) else loss
+            norm_v = next(read) if isinstance(norm, torch.Tensor) else norm
+            if not (math.isfinite(loss_v) and math.isfinite(norm_v)) or loss_v > self.explode_at:
+                self.step = step - 1
+                self.tokens_seen -= sum(p[4] for p in pending[i:])
+                self.last_batch = batch
+                self._halted.zero_()
+                self.blowup = (loss_v, norm_v, lr)
+                if guard_blowup:
+                    guard.on_blowup(self, *self.blowup)
+                return True
+            if self.tainted and loss_v < self.explode_at:
+                self.tainted = False
+            self._points.append(P.StepPoint(step=step, loss=loss_v, lr=lr, grad_norm=norm_v,
+                                            tokens_per_s=tokens / dt if dt > 0 else 0.0, elapsed=elapsed,
+                                            tokens_seen=seen))
+            if self._tb is not None:
+                self._tb.add_scalar("train/loss", loss_v, step)
+                self._tb.add_scalar("train/lr", lr, step)
+        return False
 
     def pause(self, reason: str = "paused by you") -> None:
         if not self.paused:
@@ -561,6 +630,10 @@ class Trainer:
                 self._tb.close()
 
     def _fail(self, message: str) -> P.Finished:
+        try:
+            self.settle(guard_blowup=False)
+        except RuntimeError:  # the device failed: its pending steps cannot be read
+            self._pending = []
         self.flush(force=True)
         self.emit_error(message)
         self._summary("error")
@@ -614,6 +687,8 @@ class Trainer:
                 self.elapsed += now - clock  # wall time: steps, evaluations, checkpoints, samples
             clock = now
             reason = self.stop_reason()
+            if reason and self.settle():
+                continue  # a step before the end blew up: the guard decided (rolled back, paused, stopping)
             if reason:
                 break
             if self.paused and not self._single:
@@ -627,20 +702,19 @@ class Trainer:
             result = self.train_step()
             dt = time.perf_counter() - t0
             if result is None:
-                if not guard.on_blowup(self, *self.blowup) and self.stop_requested:
+                earlier = self.settle()  # a pending step that blew up first is the one to handle
+                if (earlier or not guard.on_blowup(self, *self.blowup)) and self.stop_requested:
                     reason = self.stop_requested
                     break
                 continue
             loss_v, norm_v, lr, tokens = result
-            if self.tainted and loss_v < self.explode_at:
-                self.tainted = False
-            self._points.append(P.StepPoint(step=self.step, loss=loss_v, lr=lr, grad_norm=norm_v,
-                                            tokens_per_s=tokens / dt if dt > 0 else 0.0,
-                                            elapsed=self.elapsed + (time.perf_counter() - clock),
-                                            tokens_seen=self.tokens_seen))
-            if self._tb is not None:
-                self._tb.add_scalar("train/loss", loss_v, self.step)
-                self._tb.add_scalar("train/lr", lr, self.step)
+            self._pending.append((self.step, loss_v, norm_v, lr, tokens, dt,
+                                  self.elapsed + (time.perf_counter() - clock), self.tokens_seen, self.last_batch))
+            if self._settle_due() and self.settle():
+                if self.stop_requested:
+                    reason = self.stop_requested
+                    break
+                continue
             self.flush()
             self._periodic()
             after_step(self)

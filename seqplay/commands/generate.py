@@ -88,23 +88,30 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-class JsonLines:
-    """One JSON object per line, written in batches (every ``flush_s`` seconds and at the end)."""
+class Chunked:
+    """Text written to stdout in chunks (every ``flush_s`` seconds and at the end), not per token."""
 
-    def __init__(self, flush_s: float = 0.05):
-        self.lines: list[str] = []
+    def __init__(self, flush_s: float = 0.04):
+        self.parts: list[str] = []
         self.flush_s, self.last = flush_s, time.perf_counter()
 
-    def add(self, obj: dict[str, Any]) -> None:
-        self.lines.append(json.dumps(obj, ensure_ascii=False))
+    def write(self, text: str) -> None:
+        self.parts.append(text)
         if time.perf_counter() - self.last >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
-        if self.lines:
-            _out("\n".join(self.lines) + "\n")
-            self.lines.clear()
+        if self.parts:
+            _out("".join(self.parts))
+            self.parts.clear()
         self.last = time.perf_counter()
+
+
+class JsonLines(Chunked):
+    """One JSON object per line, written in chunks."""
+
+    def add(self, obj: dict[str, Any]) -> None:
+        self.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 _T = {s.name: s for s in settings_of(TrainConfig)}
@@ -178,7 +185,7 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
     gen = Generation(model, tok, prompt, settings, window=window)
     if gen.approximate:
         click.echo(f"[{APPROXIMATE_NOTE}]", err=True)
-    lines = JsonLines()
+    lines, text = JsonLines(), Chunked()
     if not as_json:
         _out(click.style(prompt, bold=True) if sys.stdout.isatty() else prompt)
     try:
@@ -186,7 +193,7 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
             if as_json:
                 lines.add(event.to_dict())
             elif event.text:
-                _out(event.text)
+                text.write(event.text)
     except KeyboardInterrupt:
         gen.cancel()
         raise
@@ -197,7 +204,8 @@ def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_js
             lines.add({**gen.done_event().to_dict(), "approximate": gen.approximate, **per_token})
             lines.flush()
         else:
-            _out("\n")
+            text.write("\n")
+            text.flush()
     note = " (approximate)" if gen.approximate else ""
     n = max(len(gen.generated), 1)
     split = ", ".join(f"{k[:-2]} {v * 1e3 / n:.2f}" for k, v in gen.timing.items())
