@@ -87,7 +87,7 @@ class LazyGroup(click.Group):
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps (for training started from the TUI).")
 @click.version_option(package_name="seqplay")
 @click.pass_context
-def cli(ctx: click.Context, device: str) -> None:
+def cli(ctx: click.Context, device: str) -> int | None:
     """seqplay: a terminal playground for sequence models.
 
     Run `seqplay` to open the app on the default built-in corpus, or `seqplay FILE` to open it on a
@@ -100,7 +100,7 @@ def cli(ctx: click.Context, device: str) -> None:
 
         setting_of(TrainConfig, "device").check(device)  # the same words as `seqplay train --device`
 
-        run_app(source=(ctx.obj or {}).get("source"), device=device)
+        return run_app(source=(ctx.obj or {}).get("source"), device=device)
 
 
 def _split_source(argv: list[str]) -> tuple[list[str], str | None]:

@@ -265,6 +265,13 @@ class FakeEngine:
         if self._gen is not None:
             self._out.append(P.GenerationDone(job=self._gen.gen_id, reason="cancelled", text=self._gen.text))
         max_tokens = int(cmd.settings.get("max_tokens") or cmd.max_tokens)
+        if cmd.beams > 1:  # a beam search: no tokens, its hypotheses in the Done (score = logprob / len**lp)
+            self._gen = None
+            beams = tuple(P.BeamText(text=SAMPLE_TEXT[k: k + max_tokens], logprob=-2.0 * (k + 1) * max_tokens / 10,
+                                     score=-2.0 * (k + 1) * max_tokens / 10 / max_tokens ** cmd.length_penalty,
+                                     tokens=max_tokens, reason="max_tokens") for k in range(cmd.beams))
+            self._out.append(P.GenerationDone(job=cmd.gen_id, reason="max_tokens", text=beams[0].text, beams=beams))
+            return
         at = (cmd.source or "").rpartition("@")[2]
         script = fake_timeline_text(int(at), max_tokens) if "@" in (cmd.source or "") and at.isdigit() else SAMPLE_TEXT
         self._gen = _GenJob(gen_id=cmd.gen_id, max_tokens=max_tokens, step_mode=cmd.step_mode, script=script)

@@ -180,3 +180,44 @@ async def test_a_finished_run_does_not_replace_the_picked_model():
         gen.model_choice = None  # following the live model: a finished run is then the natural next model
         gen.run_finished(other)
         assert gen.model_choice == other
+
+
+@sync
+async def test_beams_send_a_beam_search_and_list_the_hypotheses_with_scores():
+    app, engine = lab_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        gen = await open_lab(pilot, app)
+        gen.query_one("#s-max_tokens", Input).value = "12"
+        beams = gen.query_one("#s-beams", Input)
+        beams.focus()
+        await pilot.press("backspace", "3")
+        gen.query_one("#s-length_penalty", Input).value = "0.5"
+        gen.query_one("#prompt", Input).value = "the "
+        beams.focus()
+        await pilot.press("enter")  # enter in the beams field searches
+        await wait_for(pilot, lambda: gen.done_reason == "max_tokens", what="the beam search")
+        cmd = generates(engine)[-1]
+        assert (cmd.beams, cmd.length_penalty, cmd.prompt, cmd.max_tokens) == (3, 0.5, "the ", 12)
+        shown = str(gen.query_one("#gen-beams", Static).render())
+        lines = [line for line in shown.splitlines() if line[:1].isdigit()]
+        assert [line.split(" · ")[0].split(". ")[1] for line in lines] == [f"score {-2.0 * k * 12 / 10 / 12 ** 0.5:.3f}" for k in (1, 2, 3)]
+        assert "the cat sat " in shown and "he cat sat o" in shown  # each hypothesis's text
+        assert gen.query_one("#gen-beams").region.right <= 80  # wrapped inside the pane
+        gen.query_one("#s-beams", Input).value = "1"  # back to sampling: the list goes away
+        gen.start_generation()
+        assert not gen.query_one("#gen-beams").has_class("shown")
+        await wait_for(pilot, lambda: len(generates(engine)) == 2, what="the sampling command")
+        assert generates(engine)[-1].beams == 1
+
+
+@sync
+async def test_a_bad_beam_width_is_one_line_and_sends_nothing():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        gen.query_one("#s-beams", Input).value = "0"
+        gen.start_generation()
+        await pilot.pause()
+        assert not generates(engine)
+        messages = [n.message for n in app._notifications]
+        assert any(m.startswith("beams must be a positive whole number") for m in messages), messages

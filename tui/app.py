@@ -619,10 +619,12 @@ def _close_quietly(client: EngineClient | None) -> None:
     return None
 
 
-def run_app(source: str | None = None, device: str = "auto") -> None:
-    """Build and run the app on the real worker (``seqplay`` calls this)."""
+def run_app(source: str | None = None, device: str = "auto") -> int:
+    """Build and run the app on the real worker (``seqplay`` calls this); the exit code (143 after
+    SIGTERM). The terminal is restored when ``run`` returns; the worker is shut down after that."""
     app = SeqplayApp(source=source, device=device)
     try:
         app.run()
     finally:
         app.shutdown_engine()
+    return app.return_code or 0

@@ -12,11 +12,15 @@ hypotheses are ranked by ``score = sum log p / len ** length_penalty`` (``len`` 
 tokens including the end token): the length penalty acts on finished hypotheses only, never on the
 choice among live ones. Search stops early when no live beam can beat the B-th finished one
 (Hugging Face's ``early_stopping=False`` heuristic, using the current length).
+
+``beam_search_steps`` / ``beam_steps`` are the same search as generators that yield after every
+search step (the worker runs them a time slice at a time, so training and cancel stay responsive);
+``beam_search`` / ``beam_loop`` run them to the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +50,30 @@ def beam_score(logprob: float, length: int, length_penalty: float) -> float:
 StepFn = Callable[[list[list[int]], torch.Tensor | None], torch.Tensor]
 
 
+Steps = Generator[int, None, list[Beam]]
+
+
+def run_steps(steps: Steps) -> list[Beam]:
+    """Run a stepped beam search to the end; its hypotheses, best first."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
 def beam_loop(step: StepFn, width: int, length_penalty: float, max_tokens: int, eot_id: int | None,
-              vocab_size: int, *, pipeline: LogitsPipeline | None = None, history: History | None = None,
-              tokenizer: Any = None, stop: Sequence[str] = ()) -> list[Beam]:
-    """Generic beam search. ``step(beams, parent_index)`` returns next-token log-probs (n_beams, V) for
-    the live hypotheses (``parent_index`` says which previous beam each one extends, for state reuse).
+              vocab_size: int, **kwargs: Any) -> list[Beam]:
+    """``beam_steps`` run to the end."""
+    return run_steps(beam_steps(step, width, length_penalty, max_tokens, eot_id, vocab_size, **kwargs))
+
+
+def beam_steps(step: StepFn, width: int, length_penalty: float, max_tokens: int, eot_id: int | None,
+               vocab_size: int, *, pipeline: LogitsPipeline | None = None, history: History | None = None,
+               tokenizer: Any = None, stop: Sequence[str] = ()) -> Steps:
+    """Generic beam search, yielding the number of tokens searched after each step (the generator's
+    value: the hypotheses, best first). ``step(beams, parent_index)`` returns next-token log-probs
+    (n_beams, V) for the live hypotheses (``parent_index`` says which previous beam each one extends, for state reuse).
     ``pipeline``/``history`` apply the chain's history stages; ``tokenizer``/``stop`` end a hypothesis at
     a stop string."""
     if width < 1:
@@ -61,7 +84,7 @@ def beam_loop(step: StepFn, width: int, length_penalty: float, max_tokens: int, 
     live: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[Beam] = []
     parents: torch.Tensor | None = None
-    for _ in range(max_tokens):
+    for searched in range(1, max_tokens + 1):
         logp = step([ids for ids, _ in live], parents)
         if pipeline is not None and history is not None and pipeline.steps:
             logp = pipeline(logp, history)
@@ -102,6 +125,7 @@ def beam_loop(step: StepFn, width: int, length_penalty: float, max_tokens: int, 
             best_live = max(beam_score(s, len(ids), length_penalty) for ids, s in live)
             if best_live <= worst:  # no live beam can win now
                 break
+        yield searched
     finished.extend(Beam(tuple(ids), s, beam_score(s, len(ids), length_penalty)) for ids, s in live)
     if not finished:
         raise ConfigError("every beam was removed by the bans / no-repeat n-gram; relax them")
@@ -116,7 +140,22 @@ def _stop_cut(text: str, stops: Sequence[str]) -> str | None:
 def beam_search(model: Any, prompt_ids: Sequence[int], width: int = 4, length_penalty: float = 1.0,
                 max_tokens: int = 50, eot_id: int | None = None, *, settings: SamplingSettings | None = None,
                 tokenizer: Any = None) -> list[Beam]:
-    """Beam search for a language model; returns up to ``width`` hypotheses, best first.
+    """Beam search for a language model; returns up to ``width`` hypotheses, best first
+    (``beam_search_steps`` run to the end)."""
+    return run_steps(beam_search_steps(model, prompt_ids, width, length_penalty, max_tokens, eot_id,
+                                       settings=settings, tokenizer=tokenizer))
+
+
+def beam_text(beam: Beam, tokenizer: Any) -> str:
+    """The text a hypothesis adds to the prompt (cut before its stop string, if it hit one)."""
+    return beam.text if beam.text is not None else tokenizer.decode(list(beam.ids))
+
+
+def beam_search_steps(model: Any, prompt_ids: Sequence[int], width: int = 4, length_penalty: float = 1.0,
+                      max_tokens: int = 50, eot_id: int | None = None, *, settings: SamplingSettings | None = None,
+                      tokenizer: Any = None) -> Steps:
+    """Beam search for a language model, one search step per ``next()``; returns (as the generator's
+    value) up to ``width`` hypotheses, best first.
 
     ``settings`` contributes its history stages (penalties, DRY, no-repeat n-gram, bias, bans) and its
     stop strings; ``eot_id`` defaults to the tokenizer's end-of-text. Recurrent models carry their
@@ -154,5 +193,5 @@ def beam_search(model: Any, prompt_ids: Sequence[int], width: int = 4, length_pe
                 logits, _, _ = model(torch.tensor(seqs, device=device))
             return logits[:, -1].float().log_softmax(-1).cpu()
 
-    return beam_loop(step, width, length_penalty, max_tokens, eot_id, vocab, pipeline=pipeline, history=history,
-                     tokenizer=tokenizer, stop=settings.stop)
+    return (yield from beam_steps(step, width, length_penalty, max_tokens, eot_id, vocab, pipeline=pipeline,
+                                  history=history, tokenizer=tokenizer, stop=settings.stop))

@@ -10,14 +10,58 @@ from typing import Any
 import torch
 
 from engine.errors import ConfigError, SeqplayError
+from engine.generation.beams import Beam, beam_search_steps, beam_text
 from engine.generation.decoders import BlankFilling, Seq2SeqGeneration, TaskGeneration, _greedy
 from engine.generation.processors import SamplingSettings
-from engine.generation.streaming import Generation, eval_mode
-from engine.worker.protocol import CancelGeneration, ErrorEvent, Event, Generate, GenerateStep, GenerationDone
+from engine.generation.settings import BEAMS, LENGTH_PENALTY
+from engine.generation.streaming import Generation, eval_mode, start_ids
+from engine.worker.protocol import (
+    BeamText,
+    CancelGeneration,
+    ErrorEvent,
+    Event,
+    Generate,
+    GenerateStep,
+    GenerationDone,
+)
 
 # --------------------------------------------------------------------------------------------------
 # The worker's side: Generate / GenerateStep / CancelGeneration
 # --------------------------------------------------------------------------------------------------
+
+
+class BeamGeneration:
+    """A language-model beam search (``engine.generation.beams.beam_search_steps``) run one search step
+    per ``next()``; it streams no tokens, and its ``done_event()`` carries the hypotheses."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompt: str, settings: SamplingSettings, width: int,
+                 length_penalty: float, *, gen_id: str = ""):
+        self.model, self.tokenizer, self.gen_id = model, tokenizer, gen_id
+        ids = [int(i) for i in tokenizer.encode(prompt)] or start_ids(tokenizer)
+        self._steps = beam_search_steps(model, ids, width, length_penalty, settings.max_tokens, settings=settings,
+                                        tokenizer=tokenizer)
+        self.found: list[Beam] = []
+        self.done = False
+        self.reason: str | None = None
+        self.elapsed = 0.0
+
+    def next(self, choose: int | None = None) -> None:
+        """One search step (the search's last one fills ``found``)."""
+        t0 = time.perf_counter()
+        try:
+            next(self._steps)
+        except StopIteration as stop:
+            self.found, self.done = stop.value, True
+            self.reason = self.found[0].reason
+        finally:
+            self.elapsed += time.perf_counter() - t0
+
+    def done_event(self) -> GenerationDone:
+        beams = tuple(BeamText(text=beam_text(b, self.tokenizer), logprob=b.logprob, score=b.score, tokens=len(b.ids),
+                               reason=b.reason) for b in self.found)
+        tokens = sum(b.tokens for b in beams)
+        return GenerationDone(job=self.gen_id, reason=self.reason or "cancelled", text=beams[0].text if beams else "",
+                              tokens_per_s=tokens / self.elapsed if self.elapsed > 0 and tokens else 0.0, beams=beams)
 
 
 class GenerationJobs:
@@ -39,7 +83,7 @@ class GenerationJobs:
     def __init__(self, emit: Callable[[Event], None], device: str = "cpu", slice_s: float = 0.03,
                  threads: int | None = 1):
         self.emit, self.device, self.slice_s, self.threads = emit, device, slice_s, threads
-        self.current: Generation | TaskGeneration | None = None
+        self.current: Generation | TaskGeneration | BeamGeneration | None = None
         self.step_mode = False
         self._cache_key: Any = None  # engine.runs.checkpoint.CheckpointIdentity of the cached model
         self._cache: Any = None
@@ -75,6 +119,8 @@ class GenerationJobs:
                 gen = self.current
                 if gen is None or gen.gen_id != cmd.gen_id or gen.done:
                     return  # stale step for a generation that has ended
+                if isinstance(gen, BeamGeneration):
+                    return  # a beam search runs to its end by itself
                 with _torch_threads(self.threads), eval_mode(gen.model):
                     self.emit(gen.next(choose=cmd.choose))
                 if gen.done:
@@ -99,6 +145,15 @@ class GenerationJobs:
         settings = SamplingSettings.from_dict(cmd.settings)
         settings.max_tokens = cmd.max_tokens
         task = getattr(model, "task", "lm")
+        width = BEAMS.check(cmd.beams)
+        if width > 1:
+            if task != "lm":
+                raise ConfigError(f"beam search here is for language models, and this is a {task} model; "
+                                  "`seqplay generate RUN --beams B` decodes it with beams")
+            self.current = BeamGeneration(model, tokenizer, cmd.prompt, settings, width,
+                                          LENGTH_PENALTY.check(cmd.length_penalty), gen_id=cmd.gen_id)
+            self.step_mode = False
+            return
         with _torch_threads(self.threads), eval_mode(model):
             if task == "seq2seq":
                 self.current = Seq2SeqGeneration(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
@@ -131,7 +186,9 @@ class GenerationJobs:
         try:
             with _torch_threads(self.threads), eval_mode(gen.model):
                 while not gen.done and time.perf_counter() < deadline:
-                    self.emit(gen.next())
+                    event = gen.next()
+                    if event is not None:  # a beam search step emits nothing
+                        self.emit(event)
         except Exception as err:  # noqa: BLE001 - reported, never raised into the worker loop
             message = str(err) if isinstance(err, SeqplayError) else f"generation failed ({type(err).__name__}); try other settings"
             self._fail(gen.gen_id, message)

@@ -66,6 +66,13 @@ MAX_TOKENS = 1_000_000
 MAX_VOCAB = 10_000_000
 
 
+# Beam search (``engine.generation.beams``): its width and the exponent of its length penalty (as Hugging
+# Face's generate: score = logprob / len**length_penalty). Not sampling stages, so not SamplingSettings fields.
+BEAMS = Setting(name="beams", kind=int, default=1, lo=1, hi=1024, help="Beam width (> 1: beam search).")
+LENGTH_PENALTY = Setting(name="length_penalty", kind=float, default=1.0,
+                         help="Beam search: a finished hypothesis scores logprob / len**this (Hugging Face).")
+
+
 def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
        hi_open: bool = False, cli: bool = True, **meta: Any) -> Any:
     """A field with its ``engine.settings.Setting`` (``hi=inf``: unbounded above, infinity allowed;

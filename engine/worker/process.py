@@ -10,7 +10,9 @@ model being trained as the live model, if any) and ``pump()`` streams their toke
 steps or while idle. ``Shutdown`` stops any job (saving a checkpoint) and ends the process. SIGINT is
 ignored here: Ctrl-C in a terminal reaches the whole process group, and the caller decides (it sends
 ``Stop``), so the worker always gets to write its checkpoint. A worker whose parent dies (TERM, KILL)
-stops its job with a checkpoint and exits within about a second (``_watch_parent``).
+stops its job with a checkpoint and exits within about a second (``_watch_parent``). SIGTERM to the
+worker itself (a whole process group or session ended, ``WorkerClient.close`` giving up) is a
+``Shutdown`` too: it stops the job with a checkpoint and exits (``_stop_on_sigterm``).
 """
 
 from __future__ import annotations
@@ -203,6 +205,28 @@ def _watch_parent(parent: int, worker: _Worker, cmd_queue: Any, event_queue: Any
     threading.Thread(target=watch, name="seqplay-parent-watch", daemon=True).start()
 
 
+def _stop_on_sigterm(cmd_queue: Any) -> None:
+    """SIGTERM: stop the job, saving a checkpoint, then end (within ORPHAN_SAVE_S, else exit anyway).
+    The handler only starts a thread: a queue is never touched from inside a signal handler."""
+    import signal
+    import threading
+    import time
+
+    def stop() -> None:
+        try:
+            cmd_queue.put(P.Shutdown())  # acted on between steps: Stop(save=True), then the loop ends
+        except (OSError, ValueError):
+            pass
+        time.sleep(ORPHAN_SAVE_S)
+        os._exit(3)
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough
+        threading.Thread(target=stop, name="seqplay-sigterm", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(cmd_queue: Any, event_queue: Any, parent: int | None = None) -> None:
     """Entry point of the worker process (``multiprocessing`` spawn target); ``parent`` is the pid of
     the process that owns it (default: the parent at start)."""
@@ -220,6 +244,7 @@ def main(cmd_queue: Any, event_queue: Any, parent: int | None = None) -> None:
 
     worker = _Worker(cmd_queue, event_queue)
     _watch_parent(parent, worker, cmd_queue, event_queue)
+    _stop_on_sigterm(cmd_queue)
     try:
         worker.loop()
         worker._end_analyses()

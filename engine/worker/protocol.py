@@ -104,6 +104,8 @@ class Generate(Command):
 
     ``settings`` is ``engine.generation.processors.SamplingSettings`` as a dict (temperature, top_k, top_p, ...).
     ``forced`` optionally forces the next token ids (step mode: the user picked an alternative).
+    ``beams`` > 1: beam search (``engine.generation.beams``, language models) with ``length_penalty``
+    instead of sampling: no tokens stream; the hypotheses arrive in ``GenerationDone.beams``.
     """
 
     kind: ClassVar[str] = "generate"
@@ -113,6 +115,8 @@ class Generate(Command):
     settings: dict[str, Any] = field(default_factory=dict)
     max_tokens: int = 200
     step_mode: bool = False
+    beams: int = 1
+    length_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -326,13 +330,27 @@ class GeneratedToken(Event):
 
 
 @dataclass(frozen=True)
+class BeamText:
+    """One finished beam-search hypothesis: the text it adds to the prompt, its summed log-probability,
+    its score (``logprob / len ** length_penalty``), its token count and why it ended."""
+
+    text: str = ""
+    logprob: float = 0.0
+    score: float = 0.0
+    tokens: int = 0
+    reason: str = "max_tokens"
+
+
+@dataclass(frozen=True)
 class GenerationDone(Event):
-    """``reason``: "max_tokens", "stop_string", "eot", "cancelled", "error"."""
+    """``reason``: "max_tokens", "stop_string", "eot", "cancelled", "error". A beam search
+    (``Generate.beams`` > 1) ends with its hypotheses in ``beams``, best first (``text``: the best's)."""
 
     kind: ClassVar[str] = "generation_done"
     reason: str = "max_tokens"
     text: str = ""
     tokens_per_s: float = 0.0
+    beams: tuple[BeamText, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -406,6 +424,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         data["points"] = tuple(StepPoint(**p) for p in data.get("points", ()))
     if cls is GeneratedToken:
         data["top"] = tuple(TokenAlternative(**t) for t in data.get("top", ()))
+    if cls is GenerationDone:
+        data["beams"] = tuple(BeamText(**b) for b in data.get("beams", ()))
     return cls(**data)
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import click
 
-from engine.generation.settings import SamplingSettings, cli_fields, setting_of
-from engine.settings import Setting, settings_of
+from engine.generation.settings import BEAMS, LENGTH_PENALTY, SamplingSettings, cli_fields, setting_of
+from engine.settings import settings_of
 from engine.training.config import TrainConfig
 from seqplay.commands.options import option
 
@@ -115,10 +115,6 @@ class JsonLines(Chunked):
 
 
 _T = {s.name: s for s in settings_of(TrainConfig)}
-# Beam search's exponent (as Hugging Face's generate: score = logprob / len**length_penalty); finite.
-LENGTH_PENALTY = Setting(name="length_penalty", kind=float, default=1.0,
-                         help="Beam search: a finished hypothesis scores logprob / len**this (Hugging Face).")
-BEAMS = Setting(name="beams", kind=int, default=1, lo=1, hi=1024, help="Beam width (> 1: beam search).")
 
 
 @click.command("generate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -236,7 +232,7 @@ def _stages(model: Any, tok: Any, prompt: str, settings: Any, step: int, as_json
 
 
 def _beams(model: Any, tok: Any, prompt: str, settings: Any, width: int, length_penalty: float, as_json: bool) -> None:
-    from engine.generation.beams import beam_search
+    from engine.generation.beams import beam_search, beam_text
     from engine.generation.streaming import start_ids
 
     ids = [int(i) for i in tok.encode(prompt)] or start_ids(tok)
@@ -244,7 +240,7 @@ def _beams(model: Any, tok: Any, prompt: str, settings: Any, width: int, length_
                         settings=settings, tokenizer=tok)
 
     def text(b: Any) -> str:
-        return b.text if b.text is not None else tok.decode(list(b.ids))
+        return beam_text(b, tok)
 
     if as_json:
         for b in found:

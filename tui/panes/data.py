@@ -106,7 +106,7 @@ class DataPane(Vertical):
     def on_mount(self) -> None:
         table = self.query_one("#data-stats", DataTable)
         table.add_columns("statistic", "value")
-        self._show_root()
+        self.watch(self.query_one("#files", FileTree), "path", self._show_root)  # any way up or down
         remembered = getattr(self.app, "memory", {}).get("data", {}).get("source")
         initial = getattr(self.app, "initial_source", None) or remembered
         # after the first paint: generating/reading the corpus holds the GIL for a few hundred ms
@@ -219,7 +219,7 @@ class DataPane(Vertical):
         table.add_row("training tokens", f"{c.train_tokens:,} ({1 - self.val_fraction:.0%})")
         table.add_row("validation tokens", f"{c.val_tokens:,}")
 
-    def _show_root(self) -> None:
+    def _show_root(self, _path: object = None) -> None:
         tree = self.query_one("#files", FileTree)
         self.query_one("#files-root", Static).update(_short(str(Path(tree.path).expanduser().resolve())))
 
@@ -241,7 +241,6 @@ class DataPane(Vertical):
     @on(Button.Pressed, "#files-up")
     def _up(self) -> None:
         self.query_one("#files", FileTree).action_parent()
-        self._show_root()
 
     @on(Input.Submitted, "#path")
     def _path_submitted(self, event: Input.Submitted) -> None:
@@ -251,7 +250,6 @@ class DataPane(Vertical):
         path = Path(text).expanduser()
         if path.is_dir():
             self.query_one("#files", FileTree).path = path.resolve()
-            self._show_root()
             self.query_one("#files", FileTree).focus()
             return
         self.load(str(path) if path.exists() else text)  # a built-in corpus spec also works here
@@ -288,4 +286,6 @@ class DataPane(Vertical):
 
 def _short(path: str) -> str:
     home = str(Path.home())
+    if path == home:
+        return "~"
     return "~" + path[len(home):] if path.startswith(home + "/") else path

@@ -12,6 +12,9 @@ tinted by probability, inspect each token's alternatives, and branch the text in
   generation, so token numbers run on across branches; each branch shows its cumulative log-prob.
 * The token under the cursor: its position, rank, processed and raw probability (also when it is
   outside the top alternatives: forced or filtered tokens are listed, greyed when filtered to 0).
+* Beam search: "beams" > 1 (and its length penalty) asks the worker for a beam search
+  (``engine.generation.beams``) instead of sampling; its hypotheses are listed best first with their
+  score and log-prob, wrapped to the pane's width.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Collapsible, DataTable, Input, Label, Select, Static, Tree
 
 from engine.errors import ConfigError, SeqplayError
-from engine.generation.settings import SamplingSettings
+from engine.generation.settings import BEAMS, LENGTH_PENALTY, SamplingSettings
+from engine.settings import Setting
 from engine.worker import protocol as P
 from tui import presets
 from tui.widgets.ask_text import AskText
@@ -42,7 +46,9 @@ SKIPPED = {"logit_bias", "order"}  # dict / ordering settings: CLI-only for now
 LABELS = {"temperature": "temp", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p", "typical_p": "typical",
           "repetition_penalty": "rep pen", "repetition_window": "rep window", "presence_penalty": "presence",
           "frequency_penalty": "frequency", "no_repeat_ngram": "no-repeat n", "banned": "ban ids",
-          "stop": "stop", "max_tokens": "max tok", "top_alternatives": "alts", "seed": "seed"}
+          "stop": "stop", "max_tokens": "max tok", "top_alternatives": "alts", "seed": "seed",
+          "beams": "beams", "length_penalty": "len pen"}
+SEARCH = (BEAMS, LENGTH_PENALTY)  # beam search's controls, in the basic grid after the sampling ones
 
 
 def _plain_type(name: str) -> Any:
@@ -69,6 +75,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _parse(setting: Setting, text: str) -> Any:
+    """A control's value by its engine Setting; empty text is the default."""
+    return setting.default if not text.strip() else setting.parse(text)
+
+
 def sampling_settings(values: dict[str, Any]) -> dict[str, Any]:
     """Validate the controls with ``SamplingSettings`` (the engine's rules); a plain dict."""
     return SamplingSettings.from_dict(values).validate().to_dict()
@@ -93,6 +104,7 @@ class SamplingForm(Vertical):
         more = [f for f in fields if f.name not in BASIC]
         with Vertical(classes="grid"):
             yield from self._cells(basic)
+            yield from self._search_cells()
         with Collapsible(title=f"more sampling controls ({len(more)})", collapsed=True, id="gen-more"):
             with Vertical(classes="grid"):
                 yield from self._cells(more)
@@ -110,6 +122,19 @@ class SamplingForm(Vertical):
                 yield Input(_show(value), id=f"s-{f.name}", type=itype, compact=True, classes="sampling",
                             placeholder="random" if f.name == "seed" else ("comma-separated" if kind is list or
                                                                               typing.get_origin(kind) is list else ""))
+
+    def _search_cells(self) -> ComposeResult:
+        for setting in SEARCH:
+            with Horizontal(classes="cell") as cell:
+                cell.tooltip = setting.help
+                yield Label(LABELS[setting.name])
+                yield Input(_show(setting.default), id=f"s-{setting.name}", compact=True, classes="sampling",
+                            type="integer" if setting.kind is int else "number")
+
+    def search(self) -> tuple[int, float]:
+        """The beam width and length penalty (one-line ConfigError on a bad entry)."""
+        values = [_parse(s, self.query_one(f"#s-{s.name}", Input).value) for s in SEARCH]
+        return int(values[0]), float(values[1])
 
     def on_resize(self) -> None:
         for grid in self.query(".grid"):
@@ -181,6 +206,8 @@ class GeneratePane(Vertical):
     GeneratePane #gen-legend-row { height: 1; }
     GeneratePane #gen-legend { width: auto; }
     GeneratePane #gen-status { width: 1fr; color: $text-muted; padding-left: 2; }
+    GeneratePane #gen-beams { height: auto; display: none; }
+    GeneratePane #gen-beams.shown { display: block; }
     """
     BINDINGS = [
         Binding("n", "next_token", "Next token", id="gen_next"),
@@ -198,6 +225,7 @@ class GeneratePane(Vertical):
         self.model_choice: str | None = None  # LIVE, a run path, or None: follow the app
         self._presets: dict[str, dict[str, Any]] = {}
         self._rows: list[int] = []  # token id of each alternatives row
+        self.beams: tuple[P.BeamText, ...] = ()  # the hypotheses of the last beam search, best first
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="gen-top"):
@@ -213,6 +241,7 @@ class GeneratePane(Vertical):
         with Horizontal(id="gen-body"):
             with VerticalScroll(id="gen-output-box"):
                 yield TokenView(id="gen-output")
+                yield Static("", id="gen-beams")
             with Vertical(id="gen-side"):
                 yield Label("Alternatives (enter: branch here)", classes="section")
                 yield DataTable(id="alternatives", cursor_type="row", zebra_stripes=True)
@@ -331,11 +360,16 @@ class GeneratePane(Vertical):
         try:
             settings = self.settings()
             source = self._model_source()
+            width, length_penalty = self.query_one(SamplingForm).search() if keep is None else (1, 1.0)
         except SeqplayError as err:
             app.notify(str(err), title="Generate", severity="error", timeout=6)
             return
         if self.gen_id and app.gen_id == self.gen_id:
             app.send(P.CancelGeneration(gen_id=self.gen_id))
+        if width > 1:
+            self._start_beams(settings, source, width, length_penalty, prompt)
+            return
+        self._show_beams(None)
         if keep is None:
             text = self.query_one("#prompt", Input).value if prompt is None else prompt
             branch = self.history.start(text, settings, source)
@@ -356,6 +390,40 @@ class GeneratePane(Vertical):
             app.send(P.GenerateStep(gen_id=self.gen_id, choose=choose))
         self._status("generating" + (" (step mode: n = next token, enter on an alternative = branch)" if step else
                                      " (escape cancels)"))
+
+    def _start_beams(self, settings: dict[str, Any], source: str | None, width: int, length_penalty: float,
+                     prompt: str | None) -> None:
+        """A beam search of the prompt: the worker answers with its hypotheses (no token stream)."""
+        text = self.query_one("#prompt", Input).value if prompt is None else prompt
+        self.output.show(text, [])
+        self._show_beams([])
+        self.active = None
+        self.gen_id = self.app.new_generation_id()
+        self.running = True
+        self.done_reason = ""
+        self.app.send(P.Generate(gen_id=self.gen_id, prompt=text, source=source, settings=settings,
+                                 max_tokens=int(settings.get("max_tokens") or 200), beams=width,
+                                 length_penalty=length_penalty))
+        self._status(f"beam search, {width} beams (escape cancels)")
+
+    def _show_beams(self, beams: tuple[P.BeamText, ...] | list | None) -> None:
+        """List the hypotheses best first (None: hide the list; empty: searching)."""
+        box = self.query_one("#gen-beams", Static)
+        box.set_class(beams is not None, "shown")
+        if beams is None:
+            box.update("")
+            return
+        if not beams:
+            box.update(Text("searching ...", style="dim"))
+            return
+        out = Text()
+        for k, b in enumerate(beams, 1):
+            why = "" if b.reason == "max_tokens" else f" · {b.reason}"
+            out.append(f"\n{k}. score {b.score:.3f} · logp {b.logprob:.2f} · {b.tokens} tok{why}\n",
+                       style="bold" if k == 1 else "dim bold")
+            out.append(b.text)
+            out.append("\n")
+        box.update(out)
 
     def action_next_token(self) -> None:
         if self.gen_id and self.running and self.app.gen_id == self.gen_id:
@@ -387,6 +455,7 @@ class GeneratePane(Vertical):
         self._status(f"removed {'branch' if removed.parent else 'generation'} #{removed.id}")
 
     def _show_current(self) -> None:
+        self._show_beams(None)
         node = self.history.current
         if node is None:
             self.output.set_prompt("")
@@ -402,6 +471,7 @@ class GeneratePane(Vertical):
         event.stop()
         node = self.history.find(event.node.data) if event.node.data is not None else None
         if node is not None and node is not self.history.current:
+            self._show_beams(None)
             self.history.current = node
             self.output.show(node.prompt, node.tokens)
             self._tree()
@@ -429,6 +499,14 @@ class GeneratePane(Vertical):
                 self.output.grew()
                 self.query_one("#gen-output-box", VerticalScroll).scroll_end(animate=False)
         for ev in events:
+            if isinstance(ev, P.GenerationDone) and branch is None and self.query_one("#gen-beams").has_class("shown"):
+                self.running = False
+                self.done_reason = ev.reason
+                self.beams = ev.beams
+                self._show_beams(ev.beams if ev.beams else None)
+                self._status(f"done: beam search · {len(ev.beams)} hypotheses · best score "
+                             f"{ev.beams[0].score:.3f}" if ev.beams else f"done: {ev.reason}")
+                continue
             if isinstance(ev, P.GenerationDone):
                 self.running = False
                 self.done_reason = ev.reason
@@ -446,6 +524,7 @@ class GeneratePane(Vertical):
 
     def generation_failed(self) -> None:
         self.running = False
+        self._show_beams(None)
         self.done_reason = "error"
         self._status("generation failed (see the notification)")
 

@@ -15,8 +15,9 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, ListItem, ListView, Select, Static
 
 from engine.errors import ConfigError, SeqplayError
-from engine.models.registry import ARCHS, get_arch
-from engine.planning import arch_fields, estimate_run, parameter_count
+from engine.models.registry import ARCHS, get_arch, model_settings
+from engine.planning import estimate_run, parameter_count
+from engine.settings import Setting
 from engine.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from tui import catalog
 
@@ -132,11 +133,11 @@ class ModelPane(Horizontal):
 
     def _keep_values(self) -> None:
         values = {}
-        for name, _default in arch_fields(self.arch):
-            found = self.query(f"#{_field_id(name)}")
+        for setting in model_settings(self.arch):
+            found = self.query(f"#{_field_id(setting.name)}")
             if found:
                 widget = found.first()
-                values[name] = bool(widget.value) if isinstance(widget, Checkbox) else str(widget.value)
+                values[setting.name] = bool(widget.value) if isinstance(widget, Checkbox) else str(widget.value)
         if values:
             self._values[self.arch] = values
 
@@ -152,14 +153,9 @@ class ModelPane(Horizontal):
         await box.remove_children()
         saved = self._values.get(name, {})
         widgets = []
-        for field_name, default in arch_fields(name):
-            value = saved.get(field_name, default)
-            widgets.append(Label(field_name))
-            if isinstance(default, bool):
-                widgets.append(FlagBox(bool(value), id=_field_id(field_name)))
-            else:
-                kind = "integer" if isinstance(default, int) else "number" if isinstance(default, float) else "text"
-                widgets.append(Input(str(value), id=_field_id(field_name), type=kind, compact=True))
+        for setting in model_settings(name):
+            widgets.append(Label(setting.name))
+            widgets.append(_field_widget(setting, saved.get(setting.name, setting.default)))
         await box.mount_all(widgets)
         self._recompute()
         if self.app.is_mounted(self):
@@ -169,13 +165,17 @@ class ModelPane(Horizontal):
     def model_overrides(self) -> dict[str, Any]:
         """The hyper-parameter form as a dict of typed values (ConfigError on a bad entry)."""
         out: dict[str, Any] = {}
-        for name, default in arch_fields(self.arch):
+        for setting in model_settings(self.arch):
+            name, default = setting.name, setting.default
             found = self.query(f"#{_field_id(name)}")
             if not found:
                 continue
             widget = found.first()
             if isinstance(widget, Checkbox):
                 out[name] = bool(widget.value)
+                continue
+            if isinstance(widget, Select):
+                out[name] = str(widget.value)
                 continue
             text = widget.value.strip()
             try:
@@ -255,6 +255,17 @@ class ModelPane(Horizontal):
         if est.warning:
             lines.append(f"[yellow]warning: {est.warning}[/]")
         estimate.update("\n".join(lines))
+
+
+def _field_widget(setting: Setting, value: Any) -> Checkbox | Select | Input:
+    """The form widget of one model setting: a menu of its choices, an on/off box, or a typed input."""
+    if setting.choices:
+        return Select([(c, c) for c in setting.choices], value=_choice(value, setting.choices), allow_blank=False,
+                      id=_field_id(setting.name), compact=True)
+    if setting.kind is bool:
+        return FlagBox(bool(value), id=_field_id(setting.name))
+    kind = {int: "integer", float: "number"}.get(setting.kind, "text")
+    return Input("" if value is None else str(value), id=_field_id(setting.name), type=kind, compact=True)
 
 
 def _choice(value: Any, options: tuple[str, ...]) -> str:
