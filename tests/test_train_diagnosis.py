@@ -59,7 +59,7 @@ def test_a_checkpoint_with_nan_weights_is_refused_as_broken_at_resume(tmp_path):
     run = tmp_path / "runs" / "r"
     _, json_path = step_checkpoints(run)[-1]
     meta, tensors = read_checkpoint(json_path)
-    name = next(k for k in tensors if k.startswith("model.") and tensors[k].is_floating_point())
+    name = "model.blocks.0.attn.qkv.weight"
     tensors[name] = torch.full_like(tensors[name], float("nan"))
     json_path.unlink()
     save_checkpoint(json_path, tensors, meta)  # a checkpoint that verifies, with NaN weights
@@ -77,3 +77,21 @@ def test_a_genuinely_too_high_learning_rate_is_called_that(tmp_path):
     msg = _errors(rec)[0]
     assert "learning rate 1e+04 is probably too high" in msg and "--lr" in msg and "bad data" not in msg, msg
     assert not math.isnan(sum(rec.losses().values()))
+
+
+def test_tied_weights_that_differ_in_the_file_are_refused(tmp_path):
+    """The embedding and the tied head are one tensor in the model, two in the file: a file where
+    they differ is refused (loading would keep whichever comes last, silently)."""
+    Trainer(tiny_config(tmp_path, steps=2, eval_every=2, run_name="r"), Recorder()).run()
+    _, json_path = step_checkpoints(tmp_path / "runs" / "r")[-1]
+    meta, tensors = read_checkpoint(json_path)
+    for poisoned in ("model.tok.weight", "model.head.weight"):  # either copy: the order must not matter
+        bad = dict(tensors)
+        bad[poisoned] = torch.full_like(bad[poisoned], float("nan"))
+        json_path.unlink()
+        save_checkpoint(json_path, bad, meta)
+        rec = Recorder()
+        fin = Trainer({}, rec, resume_from=str(json_path), overrides={"steps": 4}).run()
+        assert fin.reason == "error", poisoned
+        msg = _errors(rec)[0]
+        assert "model.tok.weight and model.head.weight" in msg and "differ" in msg, msg

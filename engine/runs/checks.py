@@ -69,10 +69,34 @@ def check_model_tensors(model: Any, tensors: dict[str, Any], where: Path) -> dic
             out[name] = got
         else:
             out[name] = expect_tensor(tensors, f"model.{name}", ref, where)
+    for a, b in tied_names(model):  # one tensor in the model, two in the file: loading keeps the last
+        if not _same_values(out[a], out[b]):
+            raise _bad(where, f"tensors model.{a} and model.{b} are one tied weight in this model but differ in the file")
     problem = getattr(model, "check_tables", lambda state: None)(out)
     if problem:
         raise _bad(where, problem)
     return out
+
+
+def tied_names(model: Any) -> list[tuple[str, str]]:
+    """Pairs of state-dict names that are one tensor in ``model`` (tied weights), first name first."""
+    first: dict[int, str] = {}
+    pairs = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        key = id(p)
+        if key in first:
+            pairs.append((first[key], name))
+        else:
+            first[key] = name
+    return pairs
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """Equal shape and values, NaN equal to NaN (a file whose tied copies are both NaN is broken, not
+    inconsistent: the finiteness check names it)."""
+    import torch
+
+    return a.shape == b.shape and bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
 
 def _finite_number(x: Any) -> bool:
