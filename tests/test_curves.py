@@ -40,7 +40,7 @@ async def test_train_charts_markers_cursor_axes_and_panels():
     app, engine = make_app(FakeEngine(steps_per_poll=5))
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: app.pane("data").counts is not None, what="the corpus")
-        app.pane("model").query_one("#steps", Input).value = "5000"
+        app.pane("model").query_one("#steps", Input).value = "1000000"  # the fake steps fast: never done before x
         await pilot.press("t")
         await wait_for(pilot, lambda: app.pane("train").last is not None and app.pane("train").last.step > 20,
                        what="steps")
