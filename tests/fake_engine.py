@@ -478,3 +478,13 @@ def _default_runs_dir() -> Path:
     from engine.runs.folders import runs_root
 
     return runs_root()
+
+
+def fake_snapshots(run: Path, steps: dict[int, list[str]]) -> None:
+    """Snapshot JSONs as the listing reads them (the fake engine loads nothing)."""
+    import json
+
+    (run / "snapshots").mkdir(exist_ok=True)
+    for step, tags in steps.items():
+        (run / "snapshots" / f"snap-{step:06d}.json").write_text(json.dumps(
+            {"kind": "snapshot", "step": step, "tags": tags, "last_val_loss": 2.0 - step / 100}))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from textual.widgets import DataTable, Input, Static
 
@@ -221,3 +222,47 @@ async def test_a_bad_beam_width_is_one_line_and_sends_nothing():
         assert not generates(engine)
         messages = [n.message for n in app._notifications]
         assert any(m.startswith("beams must be a positive whole number") for m in messages), messages
+
+
+def test_every_sampling_control_has_its_own_label_that_fits():
+    """The form's label column is 11 cells: each label fits with a space after it, and no two
+    controls share a label (a cut-off "dynatemp" twice told them apart by position only)."""
+    from tui.panes.generate import LABELS, SEARCH, sampling_fields
+
+    names = [f.name for f in sampling_fields()] + [s.name for s in SEARCH]
+    labels = [LABELS.get(n, n.replace("_", " ")) for n in names]
+    assert all(len(label) <= 10 for label in labels), [x for x in labels if len(x) > 10]
+    assert len(set(labels)) == len(labels)
+
+
+@sync
+async def test_the_snapshot_picker_points_generation_at_run_at_step():
+    """The Generate pane samples from the picked snapshot of the run (the time machine): the source
+    is RUN@STEP; blank is the run itself; a run without snapshots has nothing to pick."""
+    from tests.fake_engine import fake_snapshots
+    from tui.widgets.snapshot_picker import SnapshotPicker
+
+    app, engine = lab_app()
+    alpha = app.model_run
+    fake_snapshots(Path(alpha), {0: ["scheduled"], 50: ["scheduled", "best"], 100: ["scheduled", "last"]})
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        at = gen.query_one("#gen-at", SnapshotPicker)
+        await wait_for(pilot, lambda: at.run == alpha and len(at.snaps) == 3, what="alpha's snapshots")
+        assert not at.disabled
+        app.query_one("#prompt").value = "the"
+        gen.start_generation()
+        await wait_for(pilot, lambda: len(generates(engine)) == 1, what="the first Generate")
+        at.value = "@50"
+        await pilot.pause()
+        await wait_for(pilot, lambda: not gen.running, what="the first generation")
+        gen.start_generation()
+        await wait_for(pilot, lambda: len(generates(engine)) == 2, what="the second Generate")
+        assert [g.source for g in generates(engine)] == [alpha, f"{alpha}@50"]
+        beta = make_run(runs_root(), "beta")  # no snapshots: the run itself
+        gen.set_model_label("beta", str(beta))
+        await wait_for(pilot, lambda: at.run == str(beta) and at.disabled, what="beta listed")
+        await wait_for(pilot, lambda: not gen.running, what="the second generation")
+        gen.start_generation()
+        await wait_for(pilot, lambda: len(generates(engine)) == 3, what="the third Generate")
+        assert generates(engine)[-1].source == str(beta)

@@ -11,7 +11,7 @@ from textual.widgets import Input, ProgressBar, Select, Static
 
 from engine.insight import params as IP
 from engine.worker import protocol as P
-from tests.fake_engine import FakeEngine
+from tests.fake_engine import FakeEngine, fake_snapshots
 from tests.pilot_helpers import sync, wait_for
 from tui.app import SeqplayApp
 from tui.panes.insight import InsightPane
@@ -215,16 +215,6 @@ async def test_real_worker_runs_each_view_on_a_picked_run(tmp_path):
         assert pane.last.reason == "done", pane.last.message
         assert [c["label"] for c in pane.last.data["curves"]] == ["rnn", "lstm"]
     app.shutdown_engine()
-
-
-def fake_snapshots(run: Path, steps: dict[int, list[str]]) -> None:
-    """Snapshot JSONs as the listing reads them (the fake engine loads nothing)."""
-    import json
-
-    (run / "snapshots").mkdir(exist_ok=True)
-    for step, tags in steps.items():
-        (run / "snapshots" / f"snap-{step:06d}.json").write_text(json.dumps(
-            {"kind": "snapshot", "step": step, "tags": tags, "last_val_loss": 2.0 - step / 100}))
 
 
 @sync

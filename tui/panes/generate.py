@@ -38,6 +38,7 @@ from tui import presets
 from tui.widgets.ask_text import AskText
 from tui.widgets.branches import Branch, BranchHistory, BranchTree
 from tui.widgets.run_picker import LIVE, RunPicker
+from tui.widgets.snapshot_picker import SnapshotPicker
 from tui.widgets.tick import Tick
 from tui.widgets.tokens import TokenView, glyph, tint_legend
 
@@ -45,9 +46,12 @@ BASIC = ("temperature", "top_k", "top_p", "min_p", "max_tokens", "seed")
 SKIPPED = {"logit_bias", "order"}  # dict / ordering settings: CLI-only for now
 LABELS = {"temperature": "temp", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p", "typical_p": "typical",
           "repetition_penalty": "rep pen", "repetition_window": "rep window", "presence_penalty": "presence",
-          "frequency_penalty": "frequency", "no_repeat_ngram": "no-repeat n", "banned": "ban ids",
+          "frequency_penalty": "frequency", "no_repeat_ngram": "no-repeat", "banned": "ban ids",
           "stop": "stop", "max_tokens": "max tok", "top_alternatives": "alts", "seed": "seed",
-          "beams": "beams", "length_penalty": "len pen"}
+          "beams": "beams", "length_penalty": "len pen", "dynatemp_range": "dyn range", "dynatemp_exponent": "dyn exp",
+          "top_n_sigma": "top-nσ", "dry_multiplier": "DRY mult", "dry_base": "DRY base", "dry_allowed_length": "DRY allow",
+          "dry_sequence_breakers": "DRY breaks", "dry_range": "DRY range", "xtc_threshold": "XTC thresh",
+          "xtc_probability": "XTC prob", "mirostat_tau": "miro tau", "mirostat_eta": "miro eta"}  # <= 10 characters
 SEARCH = (BEAMS, LENGTH_PENALTY)  # beam search's controls, in the basic grid after the sampling ones
 
 
@@ -92,7 +96,7 @@ class SamplingForm(Vertical):
     SamplingForm { height: auto; }
     SamplingForm .grid { height: auto; layout: grid; grid-size: 3; grid-gutter: 0 1; }
     SamplingForm .cell { height: 1; }
-    SamplingForm .cell > Label { width: 11; color: $text-muted; }
+    SamplingForm .cell > Label { width: 11; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis; }
     SamplingForm .cell > Input { width: 1fr; }
     SamplingForm Collapsible { padding: 0; border: none; }
     SamplingForm Collapsible > Contents { padding: 0; }
@@ -193,6 +197,7 @@ class GeneratePane(Vertical):
     GeneratePane #gen-top { height: 1; }
     GeneratePane #gen-top > Label { width: auto; padding: 0 1; color: $text-muted; }
     GeneratePane #gen-run { width: 1fr; }
+    GeneratePane #gen-at { width: 18; margin-left: 1; }
     GeneratePane #gen-preset { width: 22; }
     GeneratePane #gen-top Button { min-width: 6; width: auto; margin-left: 1; }
     GeneratePane #gen-prompt-row { height: 1; }
@@ -231,6 +236,7 @@ class GeneratePane(Vertical):
         with Horizontal(id="gen-top"):
             yield Label("model")
             yield RunPicker(id="gen-run")
+            yield SnapshotPicker(id="gen-at")
             yield Select([], prompt="preset", id="gen-preset", compact=True)
             yield Button("save", id="gen-save-preset", compact=True)
         with Horizontal(id="gen-prompt-row"):
@@ -258,6 +264,7 @@ class GeneratePane(Vertical):
     def on_show(self) -> None:
         want = self.model_choice if self.model_choice not in (None, LIVE) else getattr(self.app, "model_run", None)
         self.query_one(RunPicker).reload(training=bool(getattr(self.app, "train_job", None)), want=want)
+        self._load_snapshots()  # a run still training writes new ones
 
     def focus_default(self) -> None:
         self.output.focus()  # not the prompt: a focused field would swallow 1-6 and the other keys
@@ -277,6 +284,7 @@ class GeneratePane(Vertical):
         self.model_choice = path
         picker = self.query_one(RunPicker)
         picker.reload(training=bool(getattr(self.app, "train_job", None)), want=path)
+        self._load_snapshots()
         self._status(f"model: run {name}")
 
     def run_finished(self, run_dir: str | None) -> None:
@@ -288,6 +296,7 @@ class GeneratePane(Vertical):
         if self.model_choice in (None, LIVE):
             self.model_choice = run_dir
             self.query_one(RunPicker).reload(training=False, want=run_dir)
+            self._load_snapshots()
             self._status(f"model: run {Path(run_dir).name} (the run you were sampling finished)")
         else:
             self.query_one(RunPicker).reload(training=False)
@@ -297,18 +306,30 @@ class GeneratePane(Vertical):
     def _model_picked(self, event: Select.Changed) -> None:
         if isinstance(event.value, str):
             self.model_choice = event.value
+            self._load_snapshots()
+
+    def _run_choice(self) -> str | None:
+        """The run the model comes from (None: the live model or none yet)."""
+        if self.model_choice == LIVE:
+            return None
+        return self.model_choice or getattr(self.app, "model_run", None)
+
+    def _load_snapshots(self) -> None:
+        live = self.model_choice == LIVE or (self.model_choice is None and getattr(self.app, "train_job", None))
+        self.query_one("#gen-at", SnapshotPicker).load(None if live else self._run_choice())
 
     def _model_source(self) -> str | None:
+        """The worker's source: the live model (None), a run, or a snapshot of it (RUN@best/@last/@STEP)."""
         app = self.app
         choice = self.model_choice
         if choice == LIVE or (choice is None and app.train_job is not None):
             if app.train_job is None:
                 raise ConfigError("nothing is training now; pick a run as the model")
             return None
-        if choice:
-            return choice
-        if app.model_run:
-            return app.model_run
+        run = choice or app.model_run
+        if run:
+            at = self.query_one("#gen-at", SnapshotPicker)
+            return run + (at.suffix if at.run == run else "")
         raise ConfigError("no model yet: train one (t) or pick a run in the model list")
 
     # -- settings and presets -------------------------------------------------------------------------
