@@ -94,7 +94,6 @@ async def test_the_log_at_80x24_is_on_screen_and_follows_its_newest_line():
         for _ in range(3):  # as lines keep arriving, the view stays at the newest
             seen = len(log.lines)
             await wait_for(pilot, lambda s=seen: len(log.lines) > s, what="a new line")
-            await pilot.pause(0.1)
-            assert log.scroll_y == log.max_scroll_y > 0
+            await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y > 0, what="the view at the newest line")
         assert log.region.bottom <= app.screen.region.bottom - 1  # above the footer, never cut off
         assert log.region.height >= 4 and train.curve.region.height >= 9
