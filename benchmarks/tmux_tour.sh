@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A tour of the whole loop in a real terminal: seqplay in a 120x40 tmux session, driven by keys.
 #
-#   open a file from the Data pane's tree, pick LSTM, train, change the LR, stop, train a second run,
+#   open a file by a typed, completed path, pick LSTM, train, change the LR, stop, train a second run,
 #   generate with a preset, branch, overlay the two runs, run each Insight view (gradients is cancelled
 #   once it reports progress; attention on an LSTM must answer with its one-line error), quit.
 #
@@ -58,12 +58,14 @@ trap 'tmux kill-server 2>/dev/null' EXIT
 wait_for "Built-in corpora" 60
 sleep 3  # the other panes mount after the first paint
 
-echo "1. open tiny.txt from the file tree"
-keys Tab Tab Down Enter   # focus: corpora list, then the file tree (root, tiny.txt)
-wait_for "files/tiny.txt  ·" 20
+echo "1. open tiny.txt by a typed path (completed with the right arrow)"
+keys Tab                  # focus: corpora list, then the path input
+type_text "./ti"
+keys Right Enter          # the suggestion completes ./tiny.txt; Enter opens it
+wait_for "tiny.txt  ·" 20
 
-echo "2. pick LSTM"
-keys 2 Down Down Down Down Down Down Down Down Down Down Up Up Up   # to the last (mlm), back to lstm
+echo "2. pick LSTM (Escape leaves the path input, 2 shows Model)"
+keys Escape 2 Down Down Down Down Down Down Down Down Down Down Up Up Up   # to the last (mlm), back to lstm
 wait_for "model: lstm" 10
 
 echo "3. train, change the LR, stop"
@@ -88,7 +90,7 @@ wait_for "training stopped" 120
 echo "5. generate with a preset, branch"
 keys 4
 wait_for "Prompt" 10
-keys BTab BTab Enter
+keys Tab Tab Tab Tab Tab Tab Enter   # from the output: alternatives, tree, tabs, model, snapshot, preset
 wait_for "greedy" 5
 keys Down Enter
 keys Tab Tab
