@@ -615,14 +615,15 @@ def inverse_cdf(probs: torch.Tensor, u: float) -> torch.Tensor:
     return index.clamp_(max=probs.shape[-1] - 1)
 
 
-def merge_alternatives(flat: Sequence[float], n: int) -> tuple[tuple[int, float, float], ...]:
-    """At most ``n`` rows (id, processed p, raw p) from ``TokenChooser.alternative_parts`` on the host:
-    the kept tokens (processed p > 0) in processed order, then the removed ones (processed p 0) in raw
-    order. Each row goes to whichever of the next kept / next removed token is more probable (processed
-    p against raw p), so both the likeliest raw tokens and the likeliest processed ones are there."""
-    p, p_raw, p_id, r_p, r_raw, r_id = (flat[k * n : (k + 1) * n] for k in range(6))
-    kept = [(int(i), v, math.exp(r)) for v, r, i in zip(p, p_raw, p_id) if v > 0.0]
-    removed = [(int(i), 0.0, math.exp(r)) for v, r, i in zip(r_p, r_raw, r_id) if v == 0.0]
+def merge_alternatives(ids: Sequence[float], probs: Sequence[float], raw_logps: Sequence[float], n: int
+                       ) -> tuple[tuple[int, float, float], ...]:
+    """At most ``n`` rows (id, processed p, raw p) from the processed top-n (the first ``n`` of ``ids``,
+    ``probs``, ``raw_logps``) and the raw top-n (the next ``n``): the kept tokens (processed p > 0) in
+    processed order, then the removed ones (processed p 0) in raw order. Each row goes to whichever of
+    the next kept / next removed token is more probable (processed p against raw p), so both the
+    likeliest raw tokens and the likeliest processed ones are there."""
+    kept = [(int(i), v, math.exp(r)) for i, v, r in zip(ids[:n], probs[:n], raw_logps[:n]) if v > 0.0]
+    removed = [(int(i), 0.0, math.exp(r)) for i, v, r in zip(ids[n:], probs[n:], raw_logps[n:]) if v == 0.0]
     a = b = 0
     while a + b < n and (a < len(kept) or b < len(removed)):
         if b >= len(removed) or (a < len(kept) and kept[a][1] >= removed[b][2]):
@@ -677,20 +678,24 @@ class TokenChooser:
             return raw_logp, raw_logp
         return raw_logp, self.pipeline(raw, self.history).log_softmax(dim=-1)
 
-    def alternative_parts(self, probs: torch.Tensor, raw_logp: torch.Tensor) -> list[torch.Tensor]:
-        """On the device, 6 x top_n values for ``merge_alternatives``: the processed top (p, log p_raw,
-        id) and the raw top (p, log p_raw, id)."""
-        raw_top, raw_ids = torch.topk(raw_logp, self.top_n)
-        values, ids = torch.topk(probs, self.top_n)
-        return [values, raw_logp.index_select(0, ids), ids.to(probs.dtype),
-                probs.index_select(0, raw_ids), raw_top, raw_ids.to(probs.dtype)]
+    def _report(self, probs: torch.Tensor, raw_logp: torch.Tensor, head: torch.Tensor
+                ) -> tuple[list[float], list[float], list[float], float]:
+        """In one host transfer: ids, processed p and log p_raw of ``head`` (token ids) followed by the
+        processed top-n and the raw top-n, and the processed distribution's entropy (nats)."""
+        both = torch.stack((probs, raw_logp))
+        index = torch.cat((head, both.topk(self.top_n, dim=-1).indices.flatten())) if self.top_n > 0 else head
+        got = torch.cat((index.to(probs.dtype), both.index_select(1, index).flatten(),
+                         torch.special.entr(probs).sum(-1, keepdim=True))).tolist()
+        m = head.numel() + 2 * max(self.top_n, 0)
+        return got[:m], got[m : 2 * m], got[2 * m : 3 * m], got[3 * m]
 
     def alternatives(self, raw_logits: torch.Tensor) -> tuple[tuple[int, float, float], ...]:
         """``merge_alternatives`` for 1-D raw logits at the current history (nothing is consumed)."""
         if self.top_n <= 0:
             return ()
         raw_logp, logp = self.processed_logprobs(raw_logits)
-        return merge_alternatives(torch.cat(self.alternative_parts(logp.exp(), raw_logp)).tolist(), self.top_n)
+        ids, p, lr, _ = self._report(logp.exp(), raw_logp, torch.empty(0, dtype=torch.long, device=logp.device))
+        return merge_alternatives(ids, p, lr, self.top_n)
 
     def choose(self, raw_logits: torch.Tensor, force: int | None = None) -> Choice:
         """Draw (or take ``force``) the next token and append it to the history."""
@@ -706,17 +711,13 @@ class TokenChooser:
         else:
             token_t = inverse_cdf(probs, u)
         # everything the event reports, in one host transfer: token, p, log p_raw, entropy, alternatives
-        parts = [token_t.to(probs.dtype), torch.stack((probs, raw_logp)).index_select(1, token_t).view(2),
-                 torch.special.entr(probs).sum(-1, keepdim=True)]
-        if self.top_n > 0:
-            parts += self.alternative_parts(probs, raw_logp)
-        got = torch.cat(parts).tolist()
-        token, prob, raw_prob, ent = int(got[0]), got[1], math.exp(got[2]), got[3]
+        ids, p, lr, ent = self._report(probs, raw_logp, token_t.view(1))
+        token, prob, raw_prob = int(ids[0]), p[0], math.exp(lr[0])
         if ent != ent:  # NaN: the model's scores, or the settings removed every token
             if bool(torch.isnan(raw_logp).any()):
                 raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
             raise ConfigError("the sampling settings removed every token (bans / no-repeat n-gram); relax them")
-        top = merge_alternatives(got[4:], self.top_n) if self.top_n > 0 else ()
+        top = merge_alternatives(ids[1:], p[1:], lr[1:], self.top_n) if self.top_n > 0 else ()
         if self.pipeline.steps:
             self.pipeline.observe(self.history, (token,))
             self.history.push((token,))
