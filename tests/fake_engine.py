@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.runs.snapshot_index import scheduled
@@ -53,6 +53,7 @@ class _GenJob:
     pending_steps: list[int | None] = field(default_factory=list)
     text: str = ""
     script: str = SAMPLE_TEXT  # what it "generates" (a snapshot's: fake_timeline_text of its step)
+    top_k: int = 0  # > 0: alternatives past the k-th are reported as removed (p 0, their raw p)
 
 
 class FakeEngine:
@@ -274,7 +275,8 @@ class FakeEngine:
             return
         at = (cmd.source or "").rpartition("@")[2]
         script = fake_timeline_text(int(at), max_tokens) if "@" in (cmd.source or "") and at.isdigit() else SAMPLE_TEXT
-        self._gen = _GenJob(gen_id=cmd.gen_id, max_tokens=max_tokens, step_mode=cmd.step_mode, script=script)
+        self._gen = _GenJob(gen_id=cmd.gen_id, max_tokens=max_tokens, step_mode=cmd.step_mode, script=script,
+                            top_k=int(cmd.settings.get("top_k") or 0))
 
     def _on_gen_step(self, cmd: P.GenerateStep) -> None:
         if self._gen is not None and self._gen.gen_id == cmd.gen_id:
@@ -308,12 +310,16 @@ class FakeEngine:
         prob = 0.25 + 0.7 * ((i * 37) % 10) / 10
         others = [c for c in ALPHABET if c != ch][: 4]
         rest = (1.0 - prob)
-        top = [P.TokenAlternative(token=ord(ch), text=ch, prob=prob)]
-        top += [P.TokenAlternative(token=ord(c), text=c, prob=rest / (2 ** (k + 1))) for k, c in enumerate(others)]
+        top = [P.TokenAlternative(token=ord(ch), text=ch, prob=prob, raw_prob=prob * 0.9)]
+        top += [P.TokenAlternative(token=ord(c), text=c, prob=rest / (2 ** (k + 1)), raw_prob=0.9 * rest / (2 ** (k + 1)))
+                for k, c in enumerate(others)]
         top.sort(key=lambda a: -a.prob)
+        if g.top_k:  # as the engine: the kept ones, then those the filter removed (processed p 0)
+            top = top[: g.top_k] + [replace(a, prob=0.0) for a in top[g.top_k :]]
         g.index += 1
         g.text += ch
-        return P.GeneratedToken(job=g.gen_id, index=i, token=ord(ch), text=ch, prob=prob, raw_prob=prob * 0.9,
+        chosen = next(a for a in top if a.token == ord(ch))
+        return P.GeneratedToken(job=g.gen_id, index=i, token=ord(ch), text=ch, prob=chosen.prob, raw_prob=chosen.raw_prob,
                                 entropy=1.0 + (i % 5) / 5, top=tuple(top))
 
 

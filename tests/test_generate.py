@@ -28,6 +28,7 @@ from engine.worker.protocol import (
     GeneratedToken,
     GenerateStep,
     GenerationDone,
+    event_from_json,
 )
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 8
@@ -185,6 +186,29 @@ def test_streamed_probabilities_match_the_model(tok):
         assert [a.token for a in event.top] == top4.indices[:3].tolist()
         assert event.prob == pytest.approx(float(kept[top4.indices.tolist().index(event.token)]), rel=1e-4)
         assert event.entropy == pytest.approx(float(-(kept * kept.log()).sum()), rel=1e-4)
+        ids.append(event.token)
+
+
+def test_alternatives_show_what_top_k_removed_with_their_raw_probability(tok):
+    """With top_k=2 the report keeps the 2 survivors (processed order) and adds the next raw-top tokens
+    with processed p 0 and raw p = softmax of a direct forward's logits."""
+    model = tiny("lstm", tok)
+    settings = SamplingSettings(seed=1, top_k=2, max_tokens=6, top_alternatives=5)
+    prompt = tok.encode("the dog").tolist()
+    ids = list(prompt)
+    gen = Generation(model, tok, prompt, settings)
+    peeked = gen.peek()
+    for event in gen:
+        raw = last_logits(model, ids).softmax(-1)
+        top5 = raw.topk(5)
+        assert [a.token for a in event.top] == top5.indices.tolist()
+        assert [a.raw_prob for a in event.top] == pytest.approx(top5.values.tolist(), rel=1e-4)
+        assert [a.removed for a in event.top] == [False, False, True, True, True]
+        kept = top5.values[:2] / top5.values[:2].sum()
+        assert [a.prob for a in event.top] == pytest.approx([*kept.tolist(), 0.0, 0.0, 0.0], rel=1e-4)
+        if event.index == 0:
+            assert peeked == event.top  # peek reports what next() then reports
+        assert event_from_json(event.to_json()) == event  # the worker protocol carries them whole
         ids.append(event.token)
 
 

@@ -58,7 +58,10 @@ def test_json_prints_one_object_per_token(capsys, gru_ckpt):
     assert code == 0 and len(tokens) == 7 and done["event"] == "generation_done"
     for t in tokens:
         assert {"token", "text", "prob", "raw_prob", "top", "entropy"} <= set(t)
-        assert len(t["top"]) == 3 and t["prob"] >= t["raw_prob"]  # top-k renormalises the kept mass
+        assert t["prob"] >= t["raw_prob"]  # top-k renormalises the kept mass
+        # the 3 kept alternatives, then 2 that top-k removed (processed p 0, raw p kept)
+        assert [a["prob"] > 0 for a in t["top"]] == [True] * 3 + [False] * 2
+        assert all(a["raw_prob"] > 0 for a in t["top"])
     assert done["text"] == "".join(t["text"] for t in tokens)
 
 

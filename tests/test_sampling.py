@@ -277,7 +277,8 @@ def test_chooser_reports_raw_and_processed_probabilities():
         seen.add(c.token)
         assert c.raw_prob == pytest.approx([0.5, 0.3][c.token], rel=1e-5)
         assert c.prob == pytest.approx([0.625, 0.375][c.token], rel=1e-5)
-        assert [t for t, _ in c.top] == [0, 1]  # removed tokens are not offered as alternatives
+        # the kept tokens in processed order, then the one top-k removed (processed p 0, its raw p)
+        assert [(t, round(p, 3), round(r, 3)) for t, p, r in c.top] == [(0, 0.625, 0.5), (1, 0.375, 0.3), (2, 0.0, 0.15)]
         assert c.entropy == pytest.approx(-(0.625 * math.log(0.625) + 0.375 * math.log(0.375)), rel=1e-5)
     assert seen == {0, 1}
 

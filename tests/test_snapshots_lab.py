@@ -92,6 +92,28 @@ def test_generate_lab(snap_compare, size):
     assert snap_compare(make_app(), terminal_size=SIZES[size], run_before=run_before)
 
 
+def test_generate_lab_removed_alternatives(snap_compare):
+    """top-k 2: the alternatives the filter removed are struck out, with their raw p and — as p."""
+    runs = write_runs()
+
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(pilot, lambda: app.pane("data").stats is not None)
+        await pilot.press("4")
+        gen = app.pane("generate")
+        await settle(pilot, lambda: gen.is_mounted and gen.children)
+        gen.set_model_label(runs[0].name, str(runs[0]))
+        gen.query_one("#s-max_tokens", Input).value = "30"
+        gen.query_one("#s-top_k", Input).value = "2"
+        gen.query_one("#prompt", Input).value = "the cat"
+        gen.start_generation()
+        await settle(pilot, lambda: not gen.running)
+        gen.output.cursor = 20
+        gen.output.focus()
+
+    assert snap_compare(make_app(), terminal_size=SIZES["80x24"], run_before=run_before)
+
+
 @pytest.mark.parametrize("size", list(SIZES))
 def test_runs_manage(snap_compare, size):
     write_runs()

@@ -144,9 +144,39 @@ async def test_chosen_token_outside_the_top_is_listed_and_newline_is_a_glyph():
         table = gen.query_one("#alternatives", DataTable)
         rows = [[str(c) for c in table.get_row_at(r)] for r in range(table.row_count)]
         assert rows[1][1] == "⏎" and all("'" not in cell for row in rows for cell in row)
-        assert rows[-1][:2] == ["▶>2", "q"] and rows[-1][2:] == ["0.000", "0.010"]
+        assert rows[-1] == ["▶—", "q", "—", "0.010"]  # filtered to 0: no processed rank or p
         info = str(gen.query_one("#token-info", Static).render())
         assert "outside the top 2" in info and "filtered" in info
+
+
+@sync
+async def test_alternatives_the_filter_removed_are_struck_out_and_can_be_forced():
+    app, engine = lab_app()
+    async with app.run_test(size=SIZE) as pilot:
+        gen = await open_lab(pilot, app)
+        app.query_one("#prompt").value = "x"
+        gen.query_one("#s-max_tokens", Input).value = "4"
+        gen.query_one("#s-top_k", Input).value = "2"
+        gen.start_generation()
+        await wait_for(pilot, lambda: not gen.running, what="the generation")
+        gen.output.cursor = 1
+        await pilot.pause()
+        tok = gen.output.current()
+        table = gen.query_one("#alternatives", DataTable)
+        cells = [table.get_row_at(r) for r in range(table.row_count)]
+        assert [str(c[0]).strip("▶ ") for c in cells] == ["1", "2", "—", "—", "—"]
+        for cell, alt in zip(cells, tok.top):
+            assert ("strike" in str(cell[1].style)) is alt.removed  # removed rows are struck out, kept ones not
+            assert str(cell[2]) == ("—" if alt.removed else f"{alt.prob:.3f}") and str(cell[3]) == f"{alt.raw_prob:.3f}"
+        chosen = next(k for k, a in enumerate(tok.top) if a.token == tok.token)
+        assert str(cells[chosen][0]).startswith("▶") and "bold" in str(cells[chosen][1].style)
+        info = str(gen.query_one("#token-info", Static).render())
+        assert f"p={tok.prob:.3f} raw {tok.raw_prob:.3f} · rank {chosen + 1}" in info
+        removed = tok.top[-1]
+        gen.branch(len(tok.top) - 1)  # enter on a removed row forces it
+        await wait_for(pilot, lambda: len(gen.history.current.tokens) == 2, what="the forced token")
+        assert gen.history.current.tokens[1].token == removed.token
+        assert [c.choose for c in engine.sent if isinstance(c, P.GenerateStep)][-1] == removed.token
 
 
 @sync

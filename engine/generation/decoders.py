@@ -23,7 +23,7 @@ import torch
 from engine.errors import ConfigError
 from engine.generation.beams import beam_loop
 from engine.generation.processors import Choice, SamplingSettings, TokenChooser
-from engine.generation.streaming import Stepped, TextStream, model_device
+from engine.generation.streaming import Stepped, TextStream, alternatives, model_device
 from engine.worker.protocol import GeneratedToken, TokenAlternative
 
 
@@ -131,9 +131,8 @@ class TaskGeneration(Stepped):
         with torch.inference_mode():
             c, text = self._step(choose)
         self.pieces.append(text)
-        top = tuple(TokenAlternative(t, self.token_text(t), p) for t, p in c.top)
         event = GeneratedToken(job=self.gen_id, index=self.count, token=c.token, text=text, prob=c.prob,
-                               raw_prob=c.raw_prob, entropy=c.entropy, top=top)
+                               raw_prob=c.raw_prob, entropy=c.entropy, top=alternatives(c.top, self.token_text))
         self.count += 1
         self.elapsed += time.perf_counter() - t0
         return event
@@ -318,7 +317,7 @@ class BlankFilling(TaskGeneration):
         self.chooser.start([t for t in self.ids if t != self.mask_id])  # the penalties see the text around
         c = self.chooser.choose(logits[0, pos], force=choose)
         self.ids[pos] = c.token
-        alts = tuple(TokenAlternative(t, self.token_text(t), p) for t, p in c.top)
+        alts = alternatives(c.top, self.token_text)
         self.filled.append(FilledBlank(pos, c.token, self.token_text(c.token), c.prob, c.raw_prob, c.entropy, alts))
         start = self.blanks[k - 1] + 1 if k else 0
         last = k + 1 == len(self.blanks)

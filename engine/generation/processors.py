@@ -14,7 +14,8 @@ Hugging Face ``transformers``' own processors where it has one.
   the inverse CDF of the processed distribution. Two generations with the same seed draw the same
   uniforms, so a same-randomness A/B only differs where the two inverse CDFs differ.
 * ``TokenChooser``: pipeline + draw for one sequence, reporting the token's probability before and after
-  processing, the entropy and the top alternatives with one host transfer per token.
+  processing, the entropy and the top alternatives with one host transfer per token. The alternatives
+  merge the processed top with the raw top (``merge_alternatives``), so what the chain removed shows.
 """
 
 from __future__ import annotations
@@ -614,6 +615,24 @@ def inverse_cdf(probs: torch.Tensor, u: float) -> torch.Tensor:
     return index.clamp_(max=probs.shape[-1] - 1)
 
 
+def merge_alternatives(ids: Sequence[float], probs: Sequence[float], raw_logps: Sequence[float], n: int
+                       ) -> tuple[tuple[int, float, float], ...]:
+    """At most ``n`` rows (id, processed p, raw p) from the processed top-n (the first ``n`` of ``ids``,
+    ``probs``, ``raw_logps``) and the raw top-n (the next ``n``): the kept tokens (processed p > 0) in
+    processed order, then the removed ones (processed p 0) in raw order. Each row goes to whichever of
+    the next kept / next removed token is more probable (processed p against raw p), so both the
+    likeliest raw tokens and the likeliest processed ones are there."""
+    kept = [(int(i), v, math.exp(r)) for i, v, r in zip(ids[:n], probs[:n], raw_logps[:n]) if v > 0.0]
+    removed = [(int(i), 0.0, math.exp(r)) for i, v, r in zip(ids[n:], probs[n:], raw_logps[n:]) if v == 0.0]
+    a = b = 0
+    while a + b < n and (a < len(kept) or b < len(removed)):
+        if b >= len(removed) or (a < len(kept) and kept[a][1] >= removed[b][2]):
+            a += 1
+        else:
+            b += 1
+    return tuple(kept[:a] + removed[:b])
+
+
 @dataclass(frozen=True)
 class Choice:
     """One chosen token and what the distributions said about it."""
@@ -622,7 +641,7 @@ class Choice:
     prob: float  # after processing
     raw_prob: float  # under the raw model
     entropy: float  # of the processed distribution, nats
-    top: tuple[tuple[int, float], ...]  # (id, processed prob > 0), most probable first
+    top: tuple[tuple[int, float, float], ...]  # (id, processed prob, raw prob): ``merge_alternatives``
     u: float = 0.0  # the uniform number it was drawn with
 
 
@@ -659,6 +678,25 @@ class TokenChooser:
             return raw_logp, raw_logp
         return raw_logp, self.pipeline(raw, self.history).log_softmax(dim=-1)
 
+    def _report(self, probs: torch.Tensor, raw_logp: torch.Tensor, head: torch.Tensor
+                ) -> tuple[list[float], list[float], list[float], float]:
+        """In one host transfer: ids, processed p and log p_raw of ``head`` (token ids) followed by the
+        processed top-n and the raw top-n, and the processed distribution's entropy (nats)."""
+        both = torch.stack((probs, raw_logp))
+        index = torch.cat((head, both.topk(self.top_n, dim=-1).indices.flatten())) if self.top_n > 0 else head
+        got = torch.cat((index.to(probs.dtype), both.index_select(1, index).flatten(),
+                         torch.special.entr(probs).sum(-1, keepdim=True))).tolist()
+        m = head.numel() + 2 * max(self.top_n, 0)
+        return got[:m], got[m : 2 * m], got[2 * m : 3 * m], got[3 * m]
+
+    def alternatives(self, raw_logits: torch.Tensor) -> tuple[tuple[int, float, float], ...]:
+        """``merge_alternatives`` for 1-D raw logits at the current history (nothing is consumed)."""
+        if self.top_n <= 0:
+            return ()
+        raw_logp, logp = self.processed_logprobs(raw_logits)
+        ids, p, lr, _ = self._report(logp.exp(), raw_logp, torch.empty(0, dtype=torch.long, device=logp.device))
+        return merge_alternatives(ids, p, lr, self.top_n)
+
     def choose(self, raw_logits: torch.Tensor, force: int | None = None) -> Choice:
         """Draw (or take ``force``) the next token and append it to the history."""
         u = self.stream.next()
@@ -672,22 +710,14 @@ class TokenChooser:
             token_t = probs.argmax(-1, keepdim=True)
         else:
             token_t = inverse_cdf(probs, u)
-        # everything the event reports, in one host transfer: token, p, log p_raw, entropy, top-n
-        parts = [token_t.to(probs.dtype), torch.stack((probs, raw_logp)).index_select(1, token_t).view(2),
-                 torch.special.entr(probs).sum(-1, keepdim=True)]
-        if self.top_n > 0:
-            values, ids = torch.topk(probs, self.top_n)
-            parts += [values, ids.to(probs.dtype)]
-        got = torch.cat(parts).tolist()
-        token, prob, raw_prob, ent = int(got[0]), got[1], math.exp(got[2]), got[3]
+        # everything the event reports, in one host transfer: token, p, log p_raw, entropy, alternatives
+        ids, p, lr, ent = self._report(probs, raw_logp, token_t.view(1))
+        token, prob, raw_prob = int(ids[0]), p[0], math.exp(lr[0])
         if ent != ent:  # NaN: the model's scores, or the settings removed every token
             if bool(torch.isnan(raw_logp).any()):
                 raise SeqplayError("the model produced NaN scores; its weights are broken: use an earlier checkpoint or retrain")
             raise ConfigError("the sampling settings removed every token (bans / no-repeat n-gram); relax them")
-        top: tuple[tuple[int, float], ...] = ()
-        if self.top_n > 0:
-            n = self.top_n
-            top = tuple((int(i), v) for v, i in zip(got[4 : 4 + n], got[4 + n :]) if v > 0.0)
+        top = merge_alternatives(ids[1:], p[1:], lr[1:], self.top_n) if self.top_n > 0 else ()
         if self.pipeline.steps:
             self.pipeline.observe(self.history, (token,))
             self.history.push((token,))

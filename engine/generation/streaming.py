@@ -34,6 +34,11 @@ APPROXIMATE_NOTE = ("approximate: --window slide re-encodes half the KV cache wh
                     "so tokens past the context are not from the model's exact distribution")
 
 
+def alternatives(top: Sequence[tuple[int, float, float]], token_text: Any) -> tuple[TokenAlternative, ...]:
+    """A ``Choice.top`` (or ``TokenChooser.alternatives``) as the protocol's alternatives."""
+    return tuple(TokenAlternative(t, token_text(t), p, raw) for t, p, raw in top)
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     for t in (*model.parameters(), *model.buffers()):
         return t.device
@@ -302,10 +307,8 @@ class Generation(Stepped):
                 self.reason = "stop_string" if self.text_stream.stopped else "max_tokens"
             else:
                 self._pending = c.token
-        token_text = self.token_text
-        top = tuple(TokenAlternative(t, token_text(t), p) for t, p in c.top)
         event = GeneratedToken(job=self.gen_id, index=index, token=c.token, text=text, prob=c.prob,
-                               raw_prob=c.raw_prob, entropy=c.entropy, top=top)
+                               raw_prob=c.raw_prob, entropy=c.entropy, top=alternatives(c.top, self.token_text))
         self.timing["processors_s"] += t2 - t1
         self.timing["stream_s"] += time.perf_counter() - t2
         return event
@@ -318,14 +321,11 @@ class Generation(Stepped):
         return text
 
     def peek(self) -> tuple[TokenAlternative, ...]:
-        """The processed top alternatives for the next token (nothing is consumed)."""
+        """The alternatives for the next token, as ``next()`` reports them (nothing is consumed)."""
         if self.done:
             return ()
         with torch.inference_mode():
-            _, logp = self.chooser.processed_logprobs(self._ready_logits())
-            values, ids = torch.topk(logp.exp(), min(max(self.settings.top_alternatives, 1), self.vocab_size))
-        return tuple(TokenAlternative(t, self.token_text(t), p)
-                     for t, p in zip(ids.tolist(), values.tolist()) if p > 0)
+            return alternatives(self.chooser.alternatives(self._ready_logits()), self.token_text)
 
     def processed_distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw, processed) probabilities (V,) for the next token at the current history."""

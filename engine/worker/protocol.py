@@ -306,15 +306,24 @@ class Finished(Event):
 
 @dataclass(frozen=True)
 class TokenAlternative:
+    """One alternative for a token: its probability after the logit processors (``prob``; 0 when the
+    sampling chain removed it) and under the raw model (``raw_prob``)."""
+
     token: int
     text: str
     prob: float
+    raw_prob: float = 0.0
+
+    @property
+    def removed(self) -> bool:
+        return self.prob == 0.0
 
 
 @dataclass(frozen=True)
 class GeneratedToken(Event):
     """One generated token: its probability after the logit processors (``prob``) and under the raw
-    model (``raw_prob``), the top alternatives after processing, and the entropy (nats) of the
+    model (``raw_prob``), the alternatives (the processed top merged with the raw top: kept tokens in
+    processed order, then removed ones, ``prob`` 0, in raw order), and the entropy (nats) of the
     processed distribution. ``job`` is the generation id. ``rank``: 1-based rank of the token in the
     processed distribution (0: not reported; the app then places it from ``top``)."""
 

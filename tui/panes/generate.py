@@ -11,7 +11,10 @@ tinted by probability, inspect each token's alternatives, and branch the text in
   selecting a node shows it, ctrl+z removes the newest branch. Positions count from the start of the
   generation, so token numbers run on across branches; each branch shows its cumulative log-prob.
 * The token under the cursor: its position, rank, processed and raw probability (also when it is
-  outside the top alternatives: forced or filtered tokens are listed, greyed when filtered to 0).
+  outside the top alternatives: forced or filtered tokens are listed). The alternatives are the
+  processed top merged with the raw top: those the sampling chain removed are struck out, with their
+  raw probability and "—" as processed p. Enter on any row branches with that token forced (the
+  worker's ``choose``), a removed one included: that is how to see where a filtered token leads.
 * Beam search: "beams" > 1 (and its length penalty) asks the worker for a beam search
   (``engine.generation.beams``) instead of sampling; its hypotheses are listed best first with their
   score and log-prob, wrapped to the pane's width.
@@ -42,6 +45,7 @@ from tui.widgets.snapshot_picker import SnapshotPicker
 from tui.widgets.tick import Tick
 from tui.widgets.tokens import TokenView, glyph, tint_legend
 
+REMOVED = "dim strike"  # the style of an alternative the sampling chain removed (processed p 0)
 BASIC = ("temperature", "top_k", "top_p", "min_p", "max_tokens", "seed")
 SKIPPED = {"logit_bias", "order"}  # dict / ordering settings: CLI-only for now
 LABELS = {"temperature": "temp", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p", "typical_p": "typical",
@@ -563,19 +567,24 @@ class GeneratePane(Vertical):
             info.update("")
             return
         pos = self.output.cursor
-        rank = tok.rank or next((k + 1 for k, a in enumerate(tok.top) if a.token == tok.token), 0)
-        for k, alt in enumerate(tok.top):
+        kept = [a.token for a in tok.top if not a.removed]  # in processed order: a kept row's rank
+        rank = tok.rank or (kept.index(tok.token) + 1 if tok.token in kept else 0)
+        listed = any(a.token == tok.token for a in tok.top)
+        rows = [*tok.top] if listed else [*tok.top, P.TokenAlternative(tok.token, tok.text, tok.prob, tok.raw_prob)]
+        for alt in rows:
             chosen = alt.token == tok.token
-            style = "bold" if chosen else ""
-            table.add_row(Text(f"{'▶' if chosen else ' '}{k + 1}", style=style), Text(glyph(alt.text), style=style),
-                          f"{alt.prob:.3f}", f"{tok.raw_prob:.3f}" if chosen else "")
+            style = ("bold " if chosen else "") + (REMOVED if alt.removed else "")
+            if alt.removed:
+                place = "—"
+            elif alt.token in kept:
+                place = str(kept.index(alt.token) + 1)
+            else:
+                place = str(rank) if rank else f">{len(kept)}"
+            raw = tok.raw_prob if chosen else alt.raw_prob
+            table.add_row(Text(f"{'▶' if chosen else ' '}{place}", style=style), Text(glyph(alt.text), style=style),
+                          Text("—" if alt.removed else f"{alt.prob:.3f}", style=style), Text(f"{raw:.3f}", style=style))
             self._rows.append(alt.token)
-        if not any(a.token == tok.token for a in tok.top):
-            grey = "dim" if tok.prob == 0 else ""
-            table.add_row(Text(f"▶{rank if rank else '>' + str(len(tok.top))}", style=grey),
-                          Text(glyph(tok.text), style=grey), Text(f"{tok.prob:.3f}", style=grey), f"{tok.raw_prob:.3f}")
-            self._rows.append(tok.token)
-        where = "" if rank else f" (outside the top {len(tok.top)})"
+        where = "" if rank or listed else f" (outside the top {len(kept)})"
         filtered = " · filtered by the sampling settings" if tok.prob == 0 else ""
         info.update(Text(f"#{pos} {glyph(tok.text)}: p={tok.prob:.3f} raw {tok.raw_prob:.3f}"
                          f"{' · rank ' + str(rank) if rank else where} · entropy {tok.entropy:.2f} nats{filtered}"))
