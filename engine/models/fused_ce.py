@@ -74,8 +74,12 @@ _spare: list[Tensor] = []  # the last (N, V) buffer _LinearSoftmaxCrossEntropy g
 def _buffer(n: int, v: int, like: Tensor) -> Tensor:
     """An (n, v) float32 buffer: the one the previous backward gave back when it fits (a fresh 90 MB
     allocation is mapped anew each step, and its page faults cost as much as the softmax)."""
-    if _spare and _spare[-1].shape == (n, v) and _spare[-1].device == like.device:
-        return _spare.pop()
+    try:
+        spare = _spare.pop()  # atomic: two threads (training, an analysis) never get the same buffer
+    except IndexError:
+        spare = None
+    if spare is not None and spare.shape == (n, v) and spare.device == like.device:
+        return spare
     return torch.empty(n, v, dtype=torch.float32, device=like.device)
 
 
