@@ -37,7 +37,8 @@ def test_lm_loss_takes_the_block_path_for_bf16_only() -> None:
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_cross_entropy_equals_head_then_cross_entropy(bias: bool, monkeypatch) -> None:
     """The fused output layer + loss: F.cross_entropy(x W^T + b)'s loss and gradients (x, W, b) in
-    fp32 to float rounding, over several vocabulary blocks (the last one partial), -100 ignored."""
+    fp32 to float rounding (one (N, V) buffer), and in bf16 over several vocabulary blocks (the last
+    one partial), -100 ignored."""
     monkeypatch.setattr(fused_ce, "VOCAB_BLOCK", 1000)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(300, 64, generator=gen, requires_grad=True)
@@ -57,6 +58,22 @@ def test_linear_cross_entropy_equals_head_then_cross_entropy(bias: bool, monkeyp
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 products, float32 loss
         got16 = fused_ce.linear_cross_entropy(x, w, b, y)
     assert got16.dtype == torch.float32 and got16.item() == pytest.approx(ref.item(), rel=2e-3)
+
+
+def test_linear_cross_entropy_buffer_reuse_keeps_each_graph_its_own() -> None:
+    """The float32 path reuses the (N, V) buffer a backward gave back: after a first step, two
+    forwards before either backward still give F.cross_entropy's gradients."""
+    gen = torch.Generator().manual_seed(1)
+    w = (torch.randn(900, 16, generator=gen) * 0.1).requires_grad_()
+    xs = [torch.randn(40, 16, generator=gen, requires_grad=True) for _ in range(3)]
+    ys = [torch.randint(0, 900, (40,), generator=gen) for _ in range(3)]
+    refs = [torch.autograd.grad(F.cross_entropy(F.linear(x, w), y), (x, w)) for x, y in zip(xs, ys)]
+    got = [torch.autograd.grad(fused_ce.linear_cross_entropy(xs[0], w, None, ys[0]), (xs[0], w))]
+    losses = [fused_ce.linear_cross_entropy(x, w, None, y) for x, y in zip(xs[1:], ys[1:])]
+    got += [torch.autograd.grad(loss, (x, w)) for loss, x in zip(losses, xs[1:])]
+    for r, g in zip(refs, got):
+        for a, c in zip(r, g):
+            assert torch.allclose(a, c, atol=1e-7, rtol=1e-4)
 
 
 def test_recurrent_lm_trains_through_the_fused_head_on_big_vocabularies() -> None:

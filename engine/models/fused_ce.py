@@ -1,8 +1,9 @@
 """Cross-entropy for big vocabularies without the memory traffic of (N, V) logits (the CPU fast path).
 
 ``bf16_cross_entropy``: over given bf16 logits, without a float32 copy of them.
-``linear_cross_entropy``: the output layer and the loss in one, never storing the logits at all
-(the recurrent word LMs' training path, vocabularies >= ``FUSED_HEAD_MIN_VOCAB``).
+``linear_cross_entropy``: the output layer and the loss in one (the recurrent word LMs' training path,
+vocabularies >= ``FUSED_HEAD_MIN_VOCAB``): in float32 one (N, V) buffer turned in place from logits
+into log-probabilities and then into the gradient, in bf16 vocabulary blocks of float32 statistics.
 
     loss = (1/|M|) sum_{i in M} (logsumexp_j z_ij - z_{i,y_i}),   M = {i : y_i != -100}
     dloss/dz_ij = (softmax(z_i)_j - [j = y_i]) / |M|   for i in M, else 0
@@ -63,11 +64,65 @@ def bf16_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------ output layer + loss, fused
 VOCAB_BLOCK = 4096  # vocabulary columns per block: a 700-row block of float32 logits is 11 MB
+FORWARD_COLUMNS = 512  # float32 logits per matmul: 1.3x one (N, V) matmul (700 x 200 x 33k, 1-2 threads)
 FUSED_HEAD_MIN_VOCAB = 8192  # below this the (N, V) logits are small and one matmul is faster
 
 
+_spare: list[Tensor] = []  # the last (N, V) buffer _LinearSoftmaxCrossEntropy gave back
+
+
+def _buffer(n: int, v: int, like: Tensor) -> Tensor:
+    """An (n, v) float32 buffer: the one the previous backward gave back when it fits (a fresh 90 MB
+    allocation is mapped anew each step, and its page faults cost as much as the softmax)."""
+    try:
+        spare = _spare.pop()  # atomic: two threads (training, an analysis) never get the same buffer
+    except IndexError:
+        spare = None
+    if spare is not None and spare.shape == (n, v) and spare.device == like.device:
+        return spare
+    return torch.empty(n, v, dtype=torch.float32, device=like.device)
+
+
+class _LinearSoftmaxCrossEntropy(torch.autograd.Function):
+    """float32: the logits x W^T + b in one (N, V) buffer (filled in column blocks), turned in place into
+    log-softmax (the loss is -logp[i, y_i], as in ``F.cross_entropy``); backward turns it in place
+    into softmax - onehot and takes dX = scale * (P W), dW = P^T (scale * x), db = P^T scale from
+    it: two large matmuls and two fused row passes, no (N, V) temporaries."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:  # type: ignore[override]
+        valid = targets != -100
+        safe = torch.where(valid, targets, torch.zeros_like(targets))
+        z = _buffer(x.size(0), weight.size(0), x)
+        for v0 in range(0, weight.size(0), FORWARD_COLUMNS):  # written in place (row stride V)
+            w, out = weight[v0 : v0 + FORWARD_COLUMNS].t(), z[:, v0 : v0 + FORWARD_COLUMNS]
+            if bias is not None:
+                torch.addmm(bias[v0 : v0 + FORWARD_COLUMNS], x, w, out=out)
+            else:
+                torch.mm(x, w, out=out)
+        torch._log_softmax(z, 1, False, out=z)  # row-wise and elementwise: safe in place
+        rows = torch.arange(x.size(0), device=x.device)
+        count = valid.sum()
+        loss = -(z[rows, safe] * valid).sum() / count
+        ctx.save_for_backward(x, weight, z, safe, valid, count)
+        ctx.has_bias = bias is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, weight, z, safe, valid, count = ctx.saved_tensors
+        scale = valid.float() * (grad / count)
+        torch._softmax(z, 1, False, out=z)  # softmax(log-softmax) = softmax
+        z[torch.arange(x.size(0), device=x.device), safe] -= 1.0
+        dx = (z @ weight).mul_(scale[:, None])
+        dw = z.t() @ (x * scale[:, None])
+        db = torch.mv(z.t(), scale) if ctx.has_bias else None
+        _spare[:] = [z]
+        return dx, dw, db, None
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
-    """loss = mean_{i in M} (logsumexp_j (x_i W_j + b_j) - (x_i W_{y_i} + b_{y_i})), in vocabulary
+    """Under autocast (bf16 products): loss = mean_{i in M} (logsumexp_j (x_i W_j + b_j) - (x_i W_{y_i} + b_{y_i})), in vocabulary
     blocks: each block's logits are written once (into their own contiguous slab) and read once by
     backward, which turns them in place, while the block is in cache, into dL/dz =
     (softmax - onehot) / |M| and feeds dX, dW and db from it. Against ``F.cross_entropy(x W^T + b)``
@@ -127,12 +182,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
     """Mean cross-entropy (float32) of the logits ``x @ weight.T + bias`` ((N, H), (V, H), (V,))
-    against (N,) targets, -100 ignored, without materialising the (N, V) logits. Under autocast the
-    products run in its dtype (bf16 on CPU); logsumexp and the loss are float32 either way."""
+    against (N,) targets, -100 ignored, without (N, V) temporaries: float32 keeps one (N, V) buffer
+    (``_LinearSoftmaxCrossEntropy``); under autocast the products run in its dtype (bf16 on CPU) over
+    vocabulary blocks (``_LinearCrossEntropy``), with logsumexp and the loss in float32."""
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
+    fn = _LinearSoftmaxCrossEntropy if x.dtype == weight.dtype == torch.float32 else _LinearCrossEntropy
     with torch.autocast(device_type=device, enabled=False):
-        return _LinearCrossEntropy.apply(x, weight, bias, targets)
+        return fn.apply(x, weight, bias, targets)
