@@ -92,6 +92,18 @@ def test_unknown_suite_is_a_one_line_error() -> None:
         bench.run_suites(["nope"])
 
 
+def test_generate_reports_the_transformer_within_and_past_its_context_against_nanogpt_at_equal_threads() -> None:
+    rows = bench.bench_generate(tokens=8, archs=("transformer",), threads=1, repeats=1)
+    names = [r.name for r in rows]
+    assert any("within the context (KV cache)" in n for n in names)
+    assert any("past the context" in n and "recompute the window" in n for n in names)
+    assert any(n.startswith("nanoGPT-style recompute") for n in names)
+    *rates, ratio = rows
+    assert all(r.unit == "tokens/s" and r.value > 0 for r in rates)
+    past, nanogpt = rates[1].value, rates[3].value
+    assert ratio.unit == "x" and ratio.value == pytest.approx(past / nanogpt) and "same threads" in ratio.note
+
+
 def test_missing_script_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(bench, "REPO", tmp_path)  # no benchmarks/ folder here
     (row,) = bench.bench_generate(tokens=5)
