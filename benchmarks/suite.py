@@ -626,6 +626,9 @@ def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer"
         m = found["startup_to_first_screen_s"]
         rows.append(Row("overhead", "TUI start until idle (headless harness)", m["median"], "s",
                         f"app built and every pane mounted; median of {m['repeats']}, max {m['max']:.2f} s", m))
+    if "error" in found.get("tmux_launch_to_first_paint_s", {}):
+        rows.append(Row("overhead", "TUI first screen as a user sees it", float("nan"), "s",
+                        f"failed: {found.pop('tmux_launch_to_first_paint_s')['error']}"))
     if "tmux_launch_to_first_paint_s" in found:
         m = found["tmux_launch_to_first_paint_s"]
         rows.append(Row("overhead", "TUI first screen as a user sees it", m["median"], "s",
@@ -653,8 +656,17 @@ t0 = time.perf_counter()
 cfg = TrainConfig(source=sys.argv[1], arch=sys.argv[2], steps=int(sys.argv[3]), eval_every=10**9, sample_every=0,
                   checkpoint_every=10**9, runs_dir=sys.argv[4], eval_batches=2)
 Trainer(cfg, lambda e: None).run()
-print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "seconds": time.perf_counter() - t0}))
+def peak_rss():
+    # VmHWM is this process' own peak; Linux keeps ru_maxrss across execve, so under a big parent
+    # (`bench all`) ru_maxrss reports the parent's peak instead
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+print(json.dumps({"peak_rss": peak_rss(), "seconds": time.perf_counter() - t0}))
 """
 
 

@@ -64,12 +64,15 @@ def startup_tmux(repeats: int = 5) -> dict | None:
     for i in range(repeats):
         name = f"seqplay-bench-{os.getpid()}-{i}"
         t0 = time.perf_counter()
-        subprocess.run(["tmux", "new", "-d", "-s", name, "-x", "160", "-y", "48", "seqplay"], check=True, cwd=ROOT)
-        while "Built-in corpora" not in subprocess.run(["tmux", "capture-pane", "-p", "-t", name],
-                                                       capture_output=True, text=True).stdout:
-            if time.perf_counter() - t0 > 20:
-                break
+        subprocess.run(["tmux", "new", "-d", "-s", name, "-x", "160", "-y", "48", "seqplay; sleep 30"], check=True, cwd=ROOT)
+        screen = ""
+        while "Built-in corpora" not in screen:
+            if time.perf_counter() - t0 > 20:  # never painted: say what the pane shows, not a time
+                subprocess.run(["tmux", "kill-session", "-t", name], check=False)
+                last = [line for line in screen.splitlines() if line.strip()][-1:] or ["(empty)"]
+                return {"measure": "tmux_launch_to_first_paint_s", "error": f"no Data pane after 20 s: {last[0][:100]}"}
             time.sleep(0.005)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
         times.append(time.perf_counter() - t0)
         subprocess.run(["tmux", "kill-session", "-t", name], check=False)
         time.sleep(0.5)
