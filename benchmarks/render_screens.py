@@ -29,6 +29,11 @@ SCREENS = {
     "insight-surprisal-80x24.png": "test_snapshots_insight/test_insight_view[surprisal-80x24].svg",
     "insight-table-80x24.png": "test_snapshots_insight/test_insight_view[table-80x24].svg",
     "insight-memorization-80x24.png": "test_snapshots_insight/test_insight_view[memorization-80x24].svg",
+    "train-snapshot-sample-80x24.png": "test_snapshots_tui/test_train_pane_snapshot_sample_at_the_cursor[80x24].svg",
+    "generate-removed-alternatives-80x24.png": "test_snapshots_lab/test_generate_lab_removed_alternatives.svg",
+    "lab-ab-80x24.png": "test_snapshots_labpane/test_lab_view[ab-80x24].svg",
+    "lab-stages-80x24.png": "test_snapshots_labpane/test_lab_view[stages-80x24].svg",
+    "lab-timeline-80x24.png": "test_snapshots_labpane/test_lab_view[timeline-80x24].svg",
 }
 
 
