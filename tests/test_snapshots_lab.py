@@ -68,21 +68,28 @@ async def settle(pilot, condition, timeout: float = 10.0) -> None:
     await pilot.pause(0.3)
 
 
+async def generated(pilot, run, **fields: str):
+    """The Generate pane after generating from ``run`` with "the cat" and these sampling fields."""
+    app = pilot.app
+    await settle(pilot, lambda: app.pane("data").stats is not None)
+    await pilot.press("4")
+    gen = app.pane("generate")
+    await settle(pilot, lambda: gen.is_mounted and gen.children)
+    gen.set_model_label(run.name, str(run))
+    for name, value in fields.items():
+        gen.query_one(f"#s-{name}", Input).value = value
+    gen.query_one("#prompt", Input).value = "the cat"
+    gen.start_generation()
+    await settle(pilot, lambda: not gen.running)
+    return gen
+
+
 @pytest.mark.parametrize("size", list(SIZES))
 def test_generate_lab(snap_compare, size):
     runs = write_runs()
 
     async def run_before(pilot):
-        app = pilot.app
-        await settle(pilot, lambda: app.pane("data").stats is not None)
-        await pilot.press("4")
-        gen = app.pane("generate")
-        await settle(pilot, lambda: gen.is_mounted and gen.children)
-        gen.set_model_label(runs[0].name, str(runs[0]))
-        gen.query_one("#s-max_tokens", Input).value = "60"
-        gen.query_one("#prompt", Input).value = "the cat"
-        gen.start_generation()
-        await settle(pilot, lambda: not gen.running)
+        gen = await generated(pilot, runs[0], max_tokens="60")
         gen.output.cursor = 20
         await pilot.pause()
         gen.branch(2)
@@ -97,17 +104,7 @@ def test_generate_lab_removed_alternatives(snap_compare):
     runs = write_runs()
 
     async def run_before(pilot):
-        app = pilot.app
-        await settle(pilot, lambda: app.pane("data").stats is not None)
-        await pilot.press("4")
-        gen = app.pane("generate")
-        await settle(pilot, lambda: gen.is_mounted and gen.children)
-        gen.set_model_label(runs[0].name, str(runs[0]))
-        gen.query_one("#s-max_tokens", Input).value = "30"
-        gen.query_one("#s-top_k", Input).value = "2"
-        gen.query_one("#prompt", Input).value = "the cat"
-        gen.start_generation()
-        await settle(pilot, lambda: not gen.running)
+        gen = await generated(pilot, runs[0], max_tokens="30", top_k="2")
         gen.output.cursor = 20
         gen.output.focus()
 
