@@ -13,18 +13,7 @@ import pytest
 from engine.errors import CheckpointError, DataError
 from engine.runs.card import read_card, replay, write_card
 from engine.training.trainer import Trainer
-from seqplay.cli import main
-from tests.train_helpers import TEXT, Recorder, tiny_config
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.train_helpers import TEXT, Recorder, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,9 @@ import json
 import pytest
 
 from engine.errors import ConfigError
-from seqplay.cli import main
 from seqplay.commands.train import arch_settings, flag_archs
 from tests.train_helpers import corpus
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.train_helpers import run_cli as run
 
 
 def test_named_flags_and_set_pairs_are_typed_against_the_arch_config():

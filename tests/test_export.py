@@ -15,21 +15,11 @@ from engine.errors import ExportError
 from engine.models.registry import build_model, make_config
 from engine.runs.checkpoint import load_model, save_checkpoint
 from engine.training.trainer import Trainer
-from seqplay.cli import main
-from tests.train_helpers import TEXT, Recorder, tiny_config
+from tests.train_helpers import TEXT, Recorder, run_cli, tiny_config
 
 transformers = pytest.importorskip("transformers")
 ort = pytest.importorskip("onnxruntime")
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def checkpoint(folder: Path, arch: str, tokenizer: str = "char", seed: int = 0, **over) -> Path:

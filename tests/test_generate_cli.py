@@ -11,7 +11,7 @@ import torch
 from engine.data.tokenizers import build_tokenizer
 from engine.models.registry import build_model, make_config
 from engine.runs.checkpoint import save_checkpoint
-from seqplay.cli import main
+from tests.train_helpers import run_cli as run
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 10
 
@@ -28,15 +28,6 @@ def make_checkpoint(folder: Path, arch: str, extra_vocab: int = 0, **over) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     return save_checkpoint(folder / "step-000000.json", tensors, meta)
 
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,7 @@ from engine.generation.settings import SamplingSettings
 from engine.runs.checkpoint import load_model, step_checkpoints
 from engine.runs.snapshots import disk_use, list_snapshots, resolve_at, schedule, scheduled, timeline
 from engine.training.trainer import Trainer
-from seqplay.cli import main
-from tests.train_helpers import Recorder, tiny_config
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.train_helpers import Recorder, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -77,3 +77,16 @@ def bounded(fn, seconds: float = 60.0):
     th.join(seconds)
     assert not th.is_alive(), f"{fn} hung for {seconds} s"
     return out
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``seqplay ARGS`` in-process: (exit code, stdout, stderr)."""
+    from seqplay.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
