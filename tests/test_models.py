@@ -78,6 +78,27 @@ def test_incremental_equals_full(arch):
     assert torch.allclose(torch.cat([a, b], 1), full, atol=1e-5)
 
 
+@pytest.mark.parametrize("over", [{}, {"tie_weights": False, "bias": False, "positions": "sinusoidal"}])
+def test_transformer_decode_step_equals_the_full_pass(over):
+    """The one-token decode step (``Transformer._one_step``, no module calls) gives the general path's
+    logits at every position up to a full window, for a batch of sequences, and fills the same cache."""
+    model = tiny("transformer", **over)
+    ctx = model.max_context
+    x = torch.randint(0, V, (3, ctx), generator=torch.Generator().manual_seed(4))
+    full, _, _ = model(x)
+    state, steps = model.init_state(3), []
+    with torch.inference_mode():
+        for t in range(ctx):
+            logits, _, state = model(x[:, t : t + 1], state=state, use_cache=True)
+            steps.append(logits)
+    assert state.plan is not None  # the decode step ran (the general path never builds a plan)
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    _, _, general = model(x, use_cache=True)
+    for a, b in zip(state.k + state.v, general.k + general.v):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(state.tokens, general.tokens) and state.pos == general.pos == ctx
+
+
 def test_transformer_cache_slides_past_its_context():
     """Past the window the cache re-encodes its last half: the newest logits then equal a fresh pass
     over exactly the tokens the cache holds."""

@@ -9,7 +9,9 @@
 Attention runs through ``F.scaled_dot_product_attention``; with ``need_weights=True`` (or
 ``model.capture_attention = True``) it is computed explicitly and kept in ``model.last_attention``
 (list per layer of (B, heads, Tq, Tk)). Generation carries a ``KVCache``: each new token costs one
-query against the cached keys/values; when the window is full the cache re-encodes the last half.
+query against the cached keys/values (``decode_block``: the same equations as ``Block`` in fewer
+operations, with the weights looked up once per generation); when the window is full the cache
+re-encodes the last half.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class KVCache:
 
     def __init__(self, k: list[Tensor], v: list[Tensor], tokens: Tensor, pos: int = 0):
         self.k, self.v, self.tokens, self.pos = k, v, tokens, pos
+        self.plan: tuple | None = None  # the model's tensors for a decode step (Transformer._one_step)
 
     @classmethod
     def empty(cls, model: Transformer, batch_size: int, device, dtype) -> KVCache:
@@ -154,6 +157,29 @@ class Block(nn.Module):
         return x + dropped(drop, down(act(up(self.ln2(x))))), w
 
 
+    def step_weights(self) -> tuple:
+        """The tensors ``decode_block`` reads, looked up once per generation (module attribute lookups
+        are a tenth of a decode step)."""
+        a, (up, act, down, _) = self.attn, self.mlp
+        return (self.ln1.weight, self.ln1.bias, self.ln1.eps, a.qkv.weight, a.qkv.bias, a.proj.weight, a.proj.bias,
+                self.ln2.weight, self.ln2.bias, self.ln2.eps, up.weight, up.bias, act.approximate, down.weight, down.bias)
+
+
+def decode_block(x: Tensor, w: tuple, k: Tensor, v: Tensor, pos: int, heads: int) -> Tensor:
+    """``Block.forward`` in eval mode for one new position per sequence, x (B, C), whose keys and values
+    go to row ``pos`` of the cache (B, heads, context, head_dim) ``k`` and ``v``: the same equations in
+    fewer operations (a decode step costs per-operation overhead, not FLOPs)."""
+    ln1w, ln1b, eps1, qkvw, qkvb, projw, projb, ln2w, ln2b, eps2, upw, upb, approx, downw, downb = w
+    B, C = x.shape
+    qkv = F.linear(F.layer_norm(x, (C,), ln1w, ln1b, eps1), qkvw, qkvb).view(B, 3, heads, 1, C // heads)
+    k[:, :, pos : pos + 1] = qkv[:, 1]
+    v[:, :, pos : pos + 1] = qkv[:, 2]
+    y = F.scaled_dot_product_attention(qkv[:, 0], k[:, :, : pos + 1], v[:, :, : pos + 1])
+    x = x + F.linear(y.view(B, C), projw, projb)
+    h = F.gelu(F.linear(F.layer_norm(x, (C,), ln2w, ln2b, eps2), upw, upb), approximate=approx)
+    return x + F.linear(h, downw, downb)
+
+
 def init_gpt_weights(model: nn.Module, layers: int) -> None:
     """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers)."""
     for name, p in model.named_parameters():
@@ -211,6 +237,22 @@ class Transformer(SeqModel):
             cache.pos = start + idx.size(1)
         return self.head(self.ln_f(x))
 
+    def _one_step(self, idx: Tensor, cache: KVCache) -> Tensor:
+        """Logits (B, V) after one new token per sequence, idx (B,), at ``cache.pos`` (eval mode): the
+        cached decode step, with no module calls and no (B, 1, ...) reshapes."""
+        pos, plan = cache.pos, cache.plan
+        if plan is None:
+            pos_table = self.pos.weight if self.config.positions == "learned" else self.pos_table
+            plan = cache.plan = (self.tok.weight, pos_table, [b.step_weights() for b in self.blocks],
+                                 self.ln_f.weight, self.ln_f.bias, self.ln_f.eps, self.head.weight, self.config.heads)
+        tok, pos_table, blocks, lnw, lnb, eps, head, heads = plan
+        x = F.embedding(idx, tok) + pos_table[pos]
+        for w, k, v in zip(blocks, cache.k, cache.v):
+            x = decode_block(x, w, k, v, pos, heads)
+        cache.tokens[:, pos] = idx
+        cache.pos = pos + 1
+        return F.linear(F.layer_norm(x, (x.size(1),), lnw, lnb, eps), head)
+
     def next_logits(self, idx: Tensor) -> Tensor:
         """Logits (B, V) of the token after ``idx`` (B, T <= context), from scratch and without a cache:
         ``forward(idx)[0][:, -1]`` with the last block and the head computed for the last position only
@@ -231,6 +273,9 @@ class Transformer(SeqModel):
                                   "pass a shorter window or generate with a cache")
             logits = self._blocks(idx, None, need_weights)
             return logits, lm_loss(logits, targets), None
+        if (state is not None and idx.size(1) == 1 and state.pos < ctx and not need_weights and not self.training
+                and targets is None):  # the decode step
+            return self._one_step(idx[:, 0], state)[:, None], None, state
         cache = state if state is not None else self.init_state(idx.size(0), idx.device)
         chunk, keep = ctx - ctx // 2, ctx // 2
         outs = []
