@@ -3,7 +3,8 @@
 ``bf16_cross_entropy``: over given bf16 logits, without a float32 copy of them.
 ``linear_cross_entropy``: the output layer and the loss in one (the recurrent word LMs' training path,
 vocabularies >= ``FUSED_HEAD_MIN_VOCAB``): in float32 one (N, V) buffer turned in place from logits
-into log-probabilities and then into the gradient, in bf16 vocabulary blocks of float32 statistics.
+into log-probabilities and then into the gradient; in bf16 one (N, V) bf16 buffer of logits, float32
+row statistics, turned in place into the gradient.
 
     loss = (1/|M|) sum_{i in M} (logsumexp_j z_ij - z_{i,y_i}),   M = {i : y_i != -100}
     dloss/dz_ij = (softmax(z_i)_j - [j = y_i]) / |M|   for i in M, else 0
@@ -63,7 +64,6 @@ def bf16_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------ output layer + loss, fused
-VOCAB_BLOCK = 4096  # vocabulary columns per block: a 700-row block of float32 logits is 11 MB
 FORWARD_COLUMNS = 512  # float32 logits per matmul: 1.3x one (N, V) matmul (700 x 200 x 33k, 1-2 threads)
 FUSED_HEAD_MIN_VOCAB = 8192  # below this the (N, V) logits are small and one matmul is faster
 
@@ -72,15 +72,15 @@ _spare: list[Tensor] = []  # the last (N, V) buffer _LinearSoftmaxCrossEntropy g
 
 
 def _buffer(n: int, v: int, like: Tensor) -> Tensor:
-    """An (n, v) float32 buffer: the one the previous backward gave back when it fits (a fresh 90 MB
-    allocation is mapped anew each step, and its page faults cost as much as the softmax)."""
+    """An (n, v) buffer of ``like``'s dtype: the one the previous backward gave back when it fits (a fresh
+    90 MB allocation is mapped anew each step, and its page faults cost as much as the softmax)."""
     try:
         spare = _spare.pop()  # atomic: two threads (training, an analysis) never get the same buffer
     except IndexError:
         spare = None
-    if spare is not None and spare.shape == (n, v) and spare.device == like.device:
+    if spare is not None and spare.shape == (n, v) and spare.device == like.device and spare.dtype == like.dtype:
         return spare
-    return torch.empty(n, v, dtype=torch.float32, device=like.device)
+    return torch.empty(n, v, dtype=like.dtype, device=like.device)
 
 
 class _LinearSoftmaxCrossEntropy(torch.autograd.Function):
@@ -121,75 +121,63 @@ class _LinearSoftmaxCrossEntropy(torch.autograd.Function):
         return dx, dw, db, None
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Under autocast (bf16 products): loss = mean_{i in M} (logsumexp_j (x_i W_j + b_j) - (x_i W_{y_i} + b_{y_i})), in vocabulary
-    blocks: each block's logits are written once (into their own contiguous slab) and read once by
-    backward, which turns them in place, while the block is in cache, into dL/dz =
-    (softmax - onehot) / |M| and feeds dX, dW and db from it. Against ``F.cross_entropy(x W^T + b)``
-    no log-softmax copy, no zero-filled NLL gradient and no full (N, V) gradient pass."""
+LSE_ROWS = 16  # rows per float32 logsumexp: a 16 x 33k float32 slice stays in a core's L2 cache
+
+
+class _LowpLinearSoftmaxCrossEntropy(torch.autograd.Function):
+    """Under autocast (bf16 products): the bf16 logits z = x W^T + b in one (N, V) buffer; the loss
+    mean_{i in M} (logsumexp_j z_ij - z_{i,y_i}) with each logsumexp taken in float32, ``LSE_ROWS`` rows
+    at a time; backward turns the buffer in place into softmax(z) - onehot (bf16 out, float32 inside
+    the kernel, as autocast's own gradient is bf16), scales it by c = upstream / |M| and takes
+    dX = G W, dW = G^T x, db = 1^T G from it: three products and two passes, no (N, V) temporary."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:  # type: ignore[override]
         valid = targets != -100
         safe = torch.where(valid, targets, torch.zeros_like(targets))
-        V, N = weight.size(0), x.size(0)
-        n_blocks = -(-V // VOCAB_BLOCK)
-        slabs = torch.empty(n_blocks, N, VOCAB_BLOCK, dtype=x.dtype, device=x.device)
-        lse_parts = torch.empty(N, n_blocks, dtype=torch.float32, device=x.device)
-        for k in range(n_blocks):
-            v0 = k * VOCAB_BLOCK
-            w = weight[v0 : v0 + VOCAB_BLOCK]
-            z = slabs[k, :, : w.size(0)]
-            if w.size(0) == VOCAB_BLOCK:
-                torch.mm(x, w.t(), out=slabs[k])
-            else:
-                z.copy_(x @ w.t())
-            if bias is not None:
-                z.add_(bias[v0 : v0 + w.size(0)])
-            lse_parts[:, k] = torch.logsumexp(z.float(), dim=1)
-        lse = torch.logsumexp(lse_parts, dim=1)
-        picked = slabs.view(n_blocks * N, VOCAB_BLOCK)[(safe // VOCAB_BLOCK) * N + torch.arange(N, device=x.device),
-                                                        safe % VOCAB_BLOCK].float()
+        N = x.size(0)
+        z = _buffer(N, weight.size(0), x)
+        if bias is not None:
+            torch.addmm(bias, x, weight.t(), out=z)
+        else:
+            torch.mm(x, weight.t(), out=z)
+        lse = torch.empty(N, dtype=torch.float32, device=x.device)
+        for s in range(0, N, LSE_ROWS):
+            lse[s : s + LSE_ROWS] = torch.logsumexp(z[s : s + LSE_ROWS].float(), dim=1)
         count = valid.sum()
-        ctx.save_for_backward(x, weight, slabs, safe, valid, lse, count)
+        picked = z[torch.arange(N, device=x.device), safe].float()
+        ctx.save_for_backward(x, weight, z, safe, valid, count)
         ctx.has_bias = bias is not None
         return ((lse - picked) * valid).sum() / count
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, weight, slabs, safe, valid, lse, count = ctx.saved_tensors
-        scale = valid.float() * (grad / count)
-        dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        dw = torch.empty_like(weight)
-        db = torch.empty(weight.size(0), dtype=weight.dtype, device=x.device) if ctx.has_bias else None
-        rows = torch.arange(x.size(0), device=x.device)
-        for k in range(slabs.size(0)):
-            v0 = k * VOCAB_BLOCK
-            w = weight[v0 : v0 + VOCAB_BLOCK]
-            p = slabs[k, :, : w.size(0)]
-            if p.dtype == torch.float32:
-                p.sub_(lse[:, None]).exp_().mul_(scale[:, None])
-            else:
-                p.copy_(torch.exp(p.float() - lse[:, None]).mul_(scale[:, None]))
-            hit = (safe >= v0) & (safe < v0 + w.size(0))
-            p[rows[hit], safe[hit] - v0] -= scale[hit].to(p.dtype)
-            dx.add_(p @ w)
-            dw[v0 : v0 + w.size(0)] = (p.t() @ x).to(dw.dtype)
-            if db is not None:
-                db[v0 : v0 + w.size(0)] = p.sum(0, dtype=torch.float32).to(db.dtype)
-        return dx.to(x.dtype), dw, db, None
+        x, weight, z, safe, valid, count = ctx.saved_tensors
+        c = grad / count
+        torch._softmax(z, 1, False, out=z)
+        z[torch.arange(x.size(0), device=x.device), safe] -= 1.0
+        if z.device.type != "cpu":  # ignored rows get no gradient (no host sync on an accelerator)
+            z.mul_(valid[:, None].to(z.dtype))
+        elif not bool(valid.all()):
+            z[~valid] = 0.0
+        z.mul_(c)  # scaled before the products: each result is rounded to bf16 once, as autocast's are
+        dx = z @ weight
+        dw = z.t() @ x
+        db = (torch.ones(1, z.size(0), dtype=z.dtype, device=z.device) @ z)[0] if ctx.has_bias else None
+        _spare[:] = [z]
+        return dx, dw, db, None
 
 
 def linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
     """Mean cross-entropy (float32) of the logits ``x @ weight.T + bias`` ((N, H), (V, H), (V,))
     against (N,) targets, -100 ignored, without (N, V) temporaries: float32 keeps one (N, V) buffer
-    (``_LinearSoftmaxCrossEntropy``); under autocast the products run in its dtype (bf16 on CPU) over
-    vocabulary blocks (``_LinearCrossEntropy``), with logsumexp and the loss in float32."""
+    (``_LinearSoftmaxCrossEntropy``); under autocast the products run in its dtype (bf16 on CPU) into one
+    (N, V) buffer of that dtype (``_LowpLinearSoftmaxCrossEntropy``), with logsumexp and the loss in float32."""
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
-    fn = _LinearSoftmaxCrossEntropy if x.dtype == weight.dtype == torch.float32 else _LinearCrossEntropy
+    fn = _LinearSoftmaxCrossEntropy if x.dtype == weight.dtype == torch.float32 else _LowpLinearSoftmaxCrossEntropy
     with torch.autocast(device_type=device, enabled=False):
         return fn.apply(x, weight, bias, targets)
