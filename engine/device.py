@@ -294,3 +294,24 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict[str, An
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         env["cuda"] = torch.version.cuda
     return env
+
+
+class torch_threads:
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.old = n, None
+
+    def __enter__(self) -> None:
+        if self.n is not None:
+            import torch
+
+            self.old = torch.get_num_threads()
+            if self.old != self.n:
+                torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None and self.old != self.n:
+            import torch
+
+            torch.set_num_threads(self.old)

@@ -100,6 +100,35 @@ def test_greedy_with_state_equals_recomputation(arch, tok):
     assert not gen.approximate
 
 
+def test_window_threads_apply_to_the_recompute_only(tok, monkeypatch):
+    """``window_threads`` sets torch's thread count while the window is recomputed past the context,
+    and only then: cached tokens run on the caller's count, which is given back afterwards."""
+    model = tiny("transformer", tok)
+    seen = {"window": set(), "cached": set()}
+    next_logits, forward = model.next_logits, model.forward
+
+    def spy_window(x):
+        seen["window"].add(torch.get_num_threads())
+        return next_logits(x)
+
+    def spy_cached(*a, **kw):
+        seen["cached"].add(torch.get_num_threads())
+        return forward(*a, **kw)
+
+    monkeypatch.setattr(model, "next_logits", spy_window)
+    monkeypatch.setattr(model, "forward", spy_cached)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = Generation(model, tok, "ab", SamplingSettings(seed=0, max_tokens=model.max_context + 5), window_threads=2)
+        for _ in gen:
+            pass
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"window": {2}, "cached": {1}}
+
+
 @pytest.mark.parametrize("over", [{}, {"bias": False}, {"positions": "sinusoidal"}])
 def test_next_logits_is_the_last_row_of_the_full_forward(tok, over):
     """The exact path's window pass (last block and head at the last position only) gives the logits of

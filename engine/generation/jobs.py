@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
+from engine.device import torch_threads
 from engine.errors import ConfigError, SeqplayError
 from engine.generation.beams import Beam, beam_search_steps, beam_text
 from engine.generation.decoders import BlankFilling, Seq2SeqGeneration, TaskGeneration, _greedy
@@ -121,7 +120,7 @@ class GenerationJobs:
                     return  # stale step for a generation that has ended
                 if isinstance(gen, BeamGeneration):
                     return  # a beam search runs to its end by itself
-                with _torch_threads(self.threads), eval_mode(gen.model):
+                with torch_threads(self.threads), eval_mode(gen.model):
                     self.emit(gen.next(choose=cmd.choose))
                 if gen.done:
                     self._finish(None)
@@ -154,7 +153,7 @@ class GenerationJobs:
                                           LENGTH_PENALTY.check(cmd.length_penalty), gen_id=cmd.gen_id)
             self.step_mode = False
             return
-        with _torch_threads(self.threads), eval_mode(model):
+        with torch_threads(self.threads), eval_mode(model):
             if task == "seq2seq":
                 self.current = Seq2SeqGeneration(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
             elif task == "mlm":
@@ -184,7 +183,7 @@ class GenerationJobs:
             return
         deadline = time.perf_counter() + self.slice_s
         try:
-            with _torch_threads(self.threads), eval_mode(gen.model):
+            with torch_threads(self.threads), eval_mode(gen.model):
                 while not gen.done and time.perf_counter() < deadline:
                     event = gen.next()
                     if event is not None:  # a beam search step emits nothing
@@ -195,20 +194,3 @@ class GenerationJobs:
             return
         if gen.done:
             self._finish(None)
-
-
-class _torch_threads:
-    """Temporarily set torch's intra-op thread count (None: leave it)."""
-
-    def __init__(self, n: int | None):
-        self.n, self.old = n, None
-
-    def __enter__(self) -> None:
-        if self.n is not None:
-            self.old = torch.get_num_threads()
-            if self.old != self.n:
-                torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.old is not None and self.old != self.n:
-            torch.set_num_threads(self.old)

@@ -129,12 +129,13 @@ _T = {s.name: s for s in settings_of(TrainConfig)}
 @click.option("--stages", "stages_at", default=None, type=click.IntRange(0),
               help="Sampler lab: print the distribution before and after each stage at generated token N.")
 @click.option("--save-preset", default=None, type=click.Path(dir_okay=False), help="Write the sampling settings as a preset.")
-@option(_T["threads"], default=1, help="Torch threads (1 is fastest for small models; at most the cores).")
+@option(_T["threads"], default=None, help="Torch threads, at most the cores (default: 1, which is fastest for a token from "
+        "a cache or a recurrent state, and the idle cores for the Transformer's window recomputed past its context).")
 @option(_T["device"], default="cpu", help="cpu | cuda | cuda:N | mps")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
 @click.pass_context
 def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penalty: float, window: str,
-             stages_at: int | None, save_preset: str | None, threads: int, device: str, as_json: bool,
+             stages_at: int | None, save_preset: str | None, threads: int | None, device: str, as_json: bool,
              **opts: Any) -> None:
     """Generate text from RUN (a run folder, run name or checkpoint file)."""
     if prompt == "-":
@@ -148,7 +149,8 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
     from engine.runs.checkpoint import load_model
 
     device = pick_device(device)  # a device that is not there: one line, before loading anything
-    torch.set_num_threads(choose_threads(threads))
+    torch.set_num_threads(choose_threads(threads) if threads is not None else 1)
+    window_threads = choose_threads(None) if threads is None else None
     loaded = load_model(run, device=device)
     model, tok = loaded.model, loaded.tokenizer
     settings = settings_from_options(opts, model.task)
@@ -167,7 +169,7 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
         elif beams > 1:
             _beams(model, tok, prompt, settings, beams, length_penalty, as_json)
         else:
-            _stream(model, tok, prompt, settings, window, as_json)
+            _stream(model, tok, prompt, settings, window, as_json, window_threads)
     except KeyboardInterrupt:
         if not as_json:
             _out("\n")
@@ -175,10 +177,11 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
         ctx.exit(130)
 
 
-def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_json: bool) -> None:
+def _stream(model: Any, tok: Any, prompt: str, settings: Any, window: str, as_json: bool,
+            window_threads: int | None = None) -> None:
     from engine.generation.streaming import APPROXIMATE_NOTE, Generation
 
-    gen = Generation(model, tok, prompt, settings, window=window)
+    gen = Generation(model, tok, prompt, settings, window=window, window_threads=window_threads)
     if gen.approximate:
         click.echo(f"[{APPROXIMATE_NOTE}]", err=True)
     lines, text = JsonLines(), Chunked()
