@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.data.tokenizers import build_tokenizer  # noqa: E402
+from engine.device import torch_threads  # noqa: E402
 from engine.generation.settings import SamplingSettings  # noqa: E402
 from engine.generation.streaming import Generation  # noqa: E402
 from engine.models.registry import build_model, make_config  # noqa: E402
@@ -56,9 +57,11 @@ def best_rate(fn, repeats: int) -> float:
     return max(rates)
 
 
-def timed_generation(model, tok, tokens: int, window: str = "exact") -> tuple[int, float, dict[str, float]]:
+def timed_generation(model, tok, tokens: int, window: str = "exact", window_threads: int | None = None
+                     ) -> tuple[int, float, dict[str, float]]:
     """(tokens, seconds, per-token split in ms) of one generation."""
-    gen = Generation(model, tok, PROMPT, SamplingSettings(seed=0, max_tokens=tokens), window=window)
+    gen = Generation(model, tok, PROMPT, SamplingSettings(seed=0, max_tokens=tokens), window=window,
+                     window_threads=window_threads)
     t0 = time.perf_counter()
     for _ in gen:
         pass
@@ -73,8 +76,14 @@ def stream_rate(model, tok, tokens: int, window: str = "exact") -> tuple[int, fl
     return n, seconds
 
 
-def recompute_rate(model, tokens: int) -> tuple[int, float]:
-    """nanoGPT's generate loop (crop, full forward, softmax, multinomial, cat)."""
+def recompute_rate(model, tokens: int, threads: int | None = None) -> tuple[int, float]:
+    """nanoGPT's generate loop (crop, full forward, softmax, multinomial, cat), on ``threads`` (None: the
+    current count)."""
+    with torch_threads(threads):
+        return _recompute_rate(model, tokens)
+
+
+def _recompute_rate(model, tokens: int) -> tuple[int, float]:
     ctx = model.max_context
     idx = torch.randint(0, model.config.vocab_size, (1, len(PROMPT)), generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
@@ -100,7 +109,10 @@ def alternate(cases: dict[str, callable], repeats: int) -> dict[str, dict]:
     return best
 
 
-def transformer_rows(tok, tokens: int, threads: int, repeats: int) -> dict[str, dict]:
+def transformer_rows(tok, tokens: int, threads: int, repeats: int, window_threads: int | None = None) -> dict[str, dict]:
+    """The Transformer's rows, alternated. With ``window_threads`` (more than ``threads``) also the exact
+    decoding as ``seqplay generate`` runs it by default (the window recompute on ``window_threads``) and
+    nanoGPT's loop on as many threads, with their ratio."""
     torch.manual_seed(0)
     model = build_model("transformer", make_config("transformer", tok.vocab_size)).eval()
     within = model.max_context - len(PROMPT)  # stays inside the context: the KV cache all the way
@@ -114,10 +126,19 @@ def transformer_rows(tok, tokens: int, threads: int, repeats: int) -> dict[str, 
         f"transformer slide (approximate), {tokens} tokens": lambda: timed_generation(model, tok, tokens, "slide"),
         f"nanoGPT-style recompute, {tokens} tokens": lambda: recompute_rate(model, tokens),
     }
+    wide = window_threads is not None and window_threads > threads
+    if wide:
+        cases[f"transformer exact, {tokens} tokens past the context, window on {window_threads} threads"] = \
+            lambda: timed_generation(model, tok, tokens, window_threads=window_threads)
+        cases[f"nanoGPT-style recompute, {tokens} tokens, {window_threads} threads"] = \
+            lambda: recompute_rate(model, tokens, window_threads)
     rows = alternate(cases, repeats)
     names = list(cases)
     rows["exact past the context / nanoGPT recompute"] = {"ratio": rows[names[1]]["tokens_per_s"] / rows[names[3]]["tokens_per_s"]}
     rows["slide / exact past the context"] = {"ratio": rows[names[2]]["tokens_per_s"] / rows[names[1]]["tokens_per_s"]}
+    if wide:
+        rows[f"exact past the context / nanoGPT recompute, {window_threads} threads"] = {
+            "ratio": rows[names[4]]["tokens_per_s"] / rows[names[5]]["tokens_per_s"]}
     return rows
 
 
@@ -125,6 +146,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--window-threads", type=int, default=None,
+                    help="also time the exact recompute past the context on this many threads (and nanoGPT's loop)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--archs", default=",".join(ARCHS))
     ap.add_argument("--corpus", type=Path, default=None, help="text for the character vocabulary")
@@ -138,7 +161,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     for arch in args.archs.split(","):
         if arch == "transformer":
-            results.update(transformer_rows(tok, args.tokens, args.threads, args.repeats))
+            results.update(transformer_rows(tok, args.tokens, args.threads, args.repeats, args.window_threads))
             continue
         torch.manual_seed(0)
         model = build_model(arch, make_config(arch, tok.vocab_size))

@@ -98,10 +98,15 @@ def test_generate_reports_the_transformer_within_and_past_its_context_against_na
     assert any("within the context (KV cache)" in n for n in names)
     assert any("past the context" in n and "recompute the window" in n for n in names)
     assert any(n.startswith("nanoGPT-style recompute") for n in names)
-    *rates, ratio = rows
+    *rates, ratio = rows[:5]
     assert all(r.unit == "tokens/s" and r.value > 0 for r in rates)
     past, nanogpt = rates[1].value, rates[3].value
     assert ratio.unit == "x" and ratio.value == pytest.approx(past / nanogpt) and "same threads" in ratio.note
+    wide = rows[5:]  # seqplay generate's default (the window on the idle cores), when more than one
+    assert len(wide) in (0, 3)
+    if wide:
+        assert "seqplay generate's default" in wide[0].note and wide[2].unit == "x"
+        assert wide[2].value == pytest.approx(wide[0].value / wide[1].value)
 
 
 def test_missing_script_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
