@@ -85,16 +85,21 @@ def test_bf16_linear_cross_entropy_is_as_exact_as_autocast(bias: bool) -> None:
     assert grads[0][::7].abs().max() == 0  # the ignored rows
 
 
-def test_linear_cross_entropy_buffer_reuse_keeps_each_graph_its_own() -> None:
-    """The float32 path reuses the (N, V) buffer a backward gave back: after a first step, two
-    forwards before either backward still give F.cross_entropy's gradients."""
+@pytest.mark.parametrize("bf16", [False, True])
+def test_linear_cross_entropy_buffer_reuse_keeps_each_graph_its_own(bf16: bool) -> None:
+    """Both paths reuse the (N, V) buffer a backward gave back: after a first step, two forwards before
+    either backward still give the gradients of the same inputs taken one at a time."""
     gen = torch.Generator().manual_seed(1)
     w = (torch.randn(900, 16, generator=gen) * 0.1).requires_grad_()
     xs = [torch.randn(40, 16, generator=gen, requires_grad=True) for _ in range(3)]
     ys = [torch.randint(0, 900, (40,), generator=gen) for _ in range(3)]
-    refs = [torch.autograd.grad(F.cross_entropy(F.linear(x, w), y), (x, w)) for x, y in zip(xs, ys)]
-    got = [torch.autograd.grad(fused_ce.linear_cross_entropy(xs[0], w, None, ys[0]), (xs[0], w))]
-    losses = [fused_ce.linear_cross_entropy(x, w, None, y) for x, y in zip(xs[1:], ys[1:])]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        if bf16:  # one at a time, each backward right after its forward
+            refs = [torch.autograd.grad(fused_ce.linear_cross_entropy(x, w, None, y), (x, w)) for x, y in zip(xs, ys)]
+        else:
+            refs = [torch.autograd.grad(F.cross_entropy(F.linear(x, w), y), (x, w)) for x, y in zip(xs, ys)]
+        got = [torch.autograd.grad(fused_ce.linear_cross_entropy(xs[0], w, None, ys[0]), (xs[0], w))]
+        losses = [fused_ce.linear_cross_entropy(x, w, None, y) for x, y in zip(xs[1:], ys[1:])]
     got += [torch.autograd.grad(loss, (x, w)) for loss, x in zip(losses, xs[1:])]
     for r, g in zip(refs, got):
         for a, c in zip(r, g):

@@ -43,7 +43,9 @@ class KVCache:
         return cls(k, v, torch.zeros(batch_size, c.context, dtype=torch.long, device=device), 0)
 
     def map(self, fn) -> KVCache:
-        return KVCache([fn(t) for t in self.k], [fn(t) for t in self.v], self.tokens, self.pos)
+        out = KVCache([fn(t) for t in self.k], [fn(t) for t in self.v], self.tokens, self.pos)
+        out.plan = self.plan
+        return out
 
 
 def sinusoidal_positions(n: int, width: int) -> Tensor:
