@@ -77,11 +77,14 @@ class GenerationJobs:
     Step-mode generations advance only on ``GenerateStep``. Errors become ``ErrorEvent`` +
     ``GenerationDone(reason="error")``. ``threads`` (default 1) is the torch thread count while
     generating: one token of a small model is several times faster on one thread than on two.
+    ``window_threads``: the count while a Transformer recomputes its window past the context
+    (``Generation.window_threads``; None: ``threads``).
     """
 
     def __init__(self, emit: Callable[[Event], None], device: str = "cpu", slice_s: float = 0.03,
-                 threads: int | None = 1):
+                 threads: int | None = 1, window_threads: int | None = None):
         self.emit, self.device, self.slice_s, self.threads = emit, device, slice_s, threads
+        self.window_threads = window_threads
         self.current: Generation | TaskGeneration | BeamGeneration | None = None
         self.step_mode = False
         self._cache_key: Any = None  # engine.runs.checkpoint.CheckpointIdentity of the cached model
@@ -159,7 +162,8 @@ class GenerationJobs:
             elif task == "mlm":
                 self.current = BlankFilling(model, tokenizer, cmd.prompt, _greedy(settings), gen_id=cmd.gen_id)
             else:
-                self.current = Generation(model, tokenizer, cmd.prompt, settings, gen_id=cmd.gen_id)
+                self.current = Generation(model, tokenizer, cmd.prompt, settings, gen_id=cmd.gen_id,
+                                          window_threads=self.window_threads)
         self.step_mode = cmd.step_mode
 
     def _finish(self, reason: str | None) -> None:

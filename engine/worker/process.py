@@ -45,9 +45,11 @@ class _Worker:
     # ------------------------------------------------------------------------------------ generation
     def _generation(self, cmd: P.Command) -> None:
         if self.jobs is None:
+            from engine.device import choose_threads
             from engine.generation.generate import GenerationJobs
 
-            self.jobs = GenerationJobs(self.emit)
+            # the window recompute on the idle cores but one (the app's UI keeps a core)
+            self.jobs = GenerationJobs(self.emit, window_threads=choose_threads(None, reserve=1))
         live = None
         if self.trainer is not None and getattr(self.trainer, "model", None) is not None:
             live = (self.trainer.model, self.trainer.tokenizer)
