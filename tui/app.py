@@ -131,6 +131,7 @@ class SeqplayApp(App):
         self.train_job: str | None = None  # the training job whose events we follow
         self.awaiting_start = False  # StartTraining sent, Started not yet seen
         self.training_state = "idle"  # idle | starting | running | paused | stopping
+        self._bindings_for: tuple | None = None  # the _binding_state the footer last showed
         self.gen_id: str | None = None
         self.model_run: str | None = None  # run folder generation uses when nothing is training
         self.last_run_dir: str | None = None
@@ -182,8 +183,17 @@ class SeqplayApp(App):
         """A pane widget by id (works whichever screen is on top)."""
         return self._panes[pane_id]
 
+    def _binding_state(self) -> tuple:
+        """What the app's and the Train pane's ``check_action`` read (the footer's keys follow it)."""
+        train = self._panes.get("train")
+        return (self.train_job, self.awaiting_start, self.training_state, self.last_run_dir, self.model_run,
+                train is not None and train.last is not None, train is not None and train.run_dir())
+
     def _update_subtitle(self) -> None:
-        self.refresh_bindings()  # keys that can act change with the training state (check_action)
+        state = self._binding_state()
+        if state != self._bindings_for:  # keys that can act changed: the footer recomposes (costly;
+            self._bindings_for = state   # once per batch of worker events it took a third of the UI's time)
+            self.refresh_bindings()
         parts = []
         if "data" in self._panes:
             parts.append(f"corpus: {self._panes['data'].spec or '-'}")

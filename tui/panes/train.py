@@ -25,6 +25,7 @@ from engine.worker import protocol as P
 from tui.catalog import human_count, human_seconds, short_path
 from tui.series import BoundedSeries
 from tui.widgets.curve import LinePlot
+from tui.widgets.live_text import set_text
 
 LOG_LINES = 200
 SMOOTHING_LEVELS = (0.0, 0.6, 0.9, 0.97)  # EMA weight of the history (TensorBoard's smoothing slider)
@@ -431,17 +432,17 @@ class TrainPane(Vertical):
             parts.append(f"val {self.last_eval.val_loss:.4f} ({self.last_eval.val_bpc:.3f} bpc)")
         if s:
             parts.append(f"{s.device} · {s.params:,} params")
-        self.query_one("#train-status", Static).update(" · ".join(parts))
+        set_text(self.query_one("#train-status", Static), " · ".join(parts))
         if self.state.startswith("finished"):
             return
         fraction, eta = progress(step, p.elapsed if p else 0.0, s.start_step if s else 0, total, self.time_budget)
         bar = self.query_one("#train-progress", ProgressBar)
         if fraction is None:
             bar.update(total=None)
-            self.query_one("#train-eta", Static).update("")
+            set_text(self.query_one("#train-eta", Static), "")
             return
         bar.update(total=1000, progress=round(1000 * fraction))
-        self.query_one("#train-eta", Static).update(f"{fraction:.0%} ETA {human_seconds(eta)}")
+        set_text(self.query_one("#train-eta", Static), f"{fraction:.0%} ETA {human_seconds(eta)}")
 
 
 def _interp(series: BoundedSeries, x: float) -> float:

@@ -1,0 +1,47 @@
+"""What the app does per batch of training events stays cheap: the footer's keys are recomputed only
+when the training state changes (a Footer recompose per batch once took a third of the UI's time), and
+the live status line asks for a screen layout only when its height changes."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, Static
+
+from tests.fake_engine import FakeEngine
+from tests.pilot_helpers import sync, wait_for
+from tests.test_tui import make_app
+
+
+@sync
+async def test_training_events_do_not_recompose_the_footer_or_relayout_the_status():
+    app, engine = make_app(FakeEngine(steps_per_poll=2))
+    refreshes: list[int] = []
+    layouts: list[str] = []
+    real_refresh_bindings = app.refresh_bindings
+    app.refresh_bindings = lambda: (refreshes.append(1), real_refresh_bindings())[1]  # type: ignore[method-assign]
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").counts is not None, what="the corpus")
+        app.pane("model").query_one("#steps", Input).value = "1000000"
+        await pilot.press("t")
+        train = app.pane("train")
+        await wait_for(pilot, lambda: train.last is not None and train.last.step > 10, what="steps")
+        status = train.query_one("#train-status", Static)
+        real_refresh = status.refresh
+
+        def spy(*regions, layout: bool = False, **kw):
+            if layout:
+                layouts.append(str(status.render()))
+            return real_refresh(*regions, layout=layout, **kw)
+
+        status.refresh = spy  # type: ignore[method-assign]
+        before, step0 = len(refreshes), train.last.step
+        await wait_for(pilot, lambda: train.last.step > step0 + 200, timeout=30, what="200 more steps")
+        batches = (train.last.step - step0) // 2
+        assert batches >= 100
+        assert len(refreshes) - before <= 2  # the state did not change: the footer was left alone
+        assert len(layouts) <= 1, layouts  # the status line kept its height
+        assert "step" in str(status.render())  # and still shows the newest step
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.training_state == "paused", what="pause")
+        assert len(refreshes) - before >= 1  # a state change does refresh the keys
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.train_job is None, timeout=30, what="the run to stop")
