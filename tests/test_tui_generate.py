@@ -45,6 +45,17 @@ async def open_lab(pilot, app) -> GeneratePane:
     return gen
 
 
+async def generated(pilot, app, prompt: str, **fields: str) -> GeneratePane:
+    """The Generate pane after one generation of ``prompt`` with these sampling fields (``max_tokens="4"``...)."""
+    gen = await open_lab(pilot, app)
+    app.query_one("#prompt").value = prompt
+    for name, value in fields.items():
+        gen.query_one(f"#s-{name}", Input).value = value
+    gen.start_generation()
+    await wait_for(pilot, lambda: not gen.running, what="the generation")
+    return gen
+
+
 def lab_app(engine: FakeEngine | None = None) -> tuple[SeqplayApp, FakeEngine]:
     engine = engine or FakeEngine()
     run = make_run(runs_root(), "alpha")
@@ -103,11 +114,7 @@ async def test_presets_are_saved_and_loaded(_seqplay_home):
 async def test_history_branches_tree_undo_and_continuous_numbering():
     app, engine = lab_app()
     async with app.run_test(size=SIZE) as pilot:
-        gen = await open_lab(pilot, app)
-        app.query_one("#prompt").value = "a"
-        gen.query_one("#s-max_tokens", Input).value = "12"
-        gen.start_generation()
-        await wait_for(pilot, lambda: not gen.running, what="first generation")
+        gen = await generated(pilot, app, "a", max_tokens="12")
         first = gen.history.current
         gen.start_generation()
         await wait_for(pilot, lambda: not gen.running, what="second generation")
@@ -132,11 +139,7 @@ async def test_history_branches_tree_undo_and_continuous_numbering():
 async def test_chosen_token_outside_the_top_is_listed_and_newline_is_a_glyph():
     app, engine = lab_app()
     async with app.run_test(size=SIZE) as pilot:
-        gen = await open_lab(pilot, app)
-        app.query_one("#prompt").value = "x"
-        gen.query_one("#s-max_tokens", Input).value = "1"
-        gen.start_generation()
-        await wait_for(pilot, lambda: not gen.running, what="the generation")
+        gen = await generated(pilot, app, "x", max_tokens="1")
         alts = tuple(P.TokenAlternative(token=i, text=c, prob=p) for i, c, p in ((1, "a", 0.5), (2, "\n", 0.3)))
         tok = P.GeneratedToken(job=gen.gen_id, index=0, token=9, text="q", prob=0.0, raw_prob=0.01, top=alts)
         gen.apply([tok])  # a forced/filtered token the top alternatives do not hold
@@ -153,12 +156,7 @@ async def test_chosen_token_outside_the_top_is_listed_and_newline_is_a_glyph():
 async def test_alternatives_the_filter_removed_are_struck_out_and_can_be_forced():
     app, engine = lab_app()
     async with app.run_test(size=SIZE) as pilot:
-        gen = await open_lab(pilot, app)
-        app.query_one("#prompt").value = "x"
-        gen.query_one("#s-max_tokens", Input).value = "4"
-        gen.query_one("#s-top_k", Input).value = "2"
-        gen.start_generation()
-        await wait_for(pilot, lambda: not gen.running, what="the generation")
+        gen = await generated(pilot, app, "x", max_tokens="4", top_k="2")
         gen.output.cursor = 1
         await pilot.pause()
         tok = gen.output.current()
