@@ -159,7 +159,6 @@ class Block(nn.Module):
         up, act, down, drop = self.mlp
         return x + dropped(drop, down(act(up(self.ln2(x))))), w
 
-
     def step_weights(self) -> tuple:
         """The tensors ``decode_block`` reads, looked up once per generation (module attribute lookups
         are a tenth of a decode step)."""

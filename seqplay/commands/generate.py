@@ -150,7 +150,6 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
 
     device = pick_device(device)  # a device that is not there: one line, before loading anything
     torch.set_num_threads(choose_threads(threads) if threads is not None else 1)
-    window_threads = choose_threads(None) if threads is None else None
     loaded = load_model(run, device=device)
     model, tok = loaded.model, loaded.tokenizer
     settings = settings_from_options(opts, model.task)
@@ -169,7 +168,9 @@ def generate(ctx: click.Context, run: str, prompt: str, beams: int, length_penal
         elif beams > 1:
             _beams(model, tok, prompt, settings, beams, length_penalty, as_json)
         else:
-            _stream(model, tok, prompt, settings, window, as_json, window_threads)
+            # a Transformer's window recompute on the idle cores (only it gains from a second thread)
+            wide = choose_threads(None) if threads is None and getattr(model, "max_context", None) else None
+            _stream(model, tok, prompt, settings, window, as_json, wide)
     except KeyboardInterrupt:
         if not as_json:
             _out("\n")
