@@ -35,6 +35,7 @@ from engine.data.tokenizers import build_tokenizer  # noqa: E402
 from engine.device import torch_threads  # noqa: E402
 from engine.generation.settings import SamplingSettings  # noqa: E402
 from engine.generation.streaming import Generation  # noqa: E402
+from engine.models.native import status as native_status  # noqa: E402
 from engine.models.registry import build_model, make_config  # noqa: E402
 
 CORPUS = Path("/work/shared/corpora/tinyshakespeare.txt")
@@ -174,7 +175,7 @@ def main() -> None:
                                  args.repeats))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     meta = {"tokens": args.tokens, "threads": args.threads, "repeats": args.repeats, "load_avg_1min": load,
-            "cpus": os.cpu_count(), "torch": torch.__version__}
+            "cpus": os.cpu_count(), "torch": torch.__version__, "decode_step": native_status()}
     if args.json:
         print(json.dumps({**meta, "results": results}, indent=1))
         return

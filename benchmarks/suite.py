@@ -538,12 +538,13 @@ def _transformer_generation(gs: Any, tok: Any, tokens: int, threads: int, repeat
     recomputed), the approximate slide, and nanoGPT's ``GPT.generate`` loop, all at ``threads``,
     alternated in one sitting (``benchmarks/generation_speed.transformer_rows``)."""
     from engine.device import choose_threads
+    from engine.models.native import status
 
     wide = choose_threads(None)  # what `seqplay generate` gives the window recompute by default
     found = gs.transformer_rows(tok, tokens, threads, repeats, wide)
     rates = {name: row for name, row in found.items() if "tokens_per_s" in row}
     within, past, slide, nanogpt = list(rates)[:4]
-    rows = [Row("generate", within, rates[within]["tokens_per_s"], "tokens/s", f"{threads} thr, sampled; goal: >= 5,000"),
+    rows = [Row("generate", within, rates[within]["tokens_per_s"], "tokens/s", f"{threads} thr, sampled, decode step: {status()}; goal: >= 5,000"),
             Row("generate", past, rates[past]["tokens_per_s"], "tokens/s", f"{threads} thr, the default decoding"),
             Row("generate", slide, rates[slide]["tokens_per_s"], "tokens/s", f"{threads} thr, --window slide"),
             Row("generate", nanogpt, rates[nanogpt]["tokens_per_s"], "tokens/s",

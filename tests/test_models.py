@@ -79,9 +79,13 @@ def test_incremental_equals_full(arch):
 
 
 @pytest.mark.parametrize("over", [{}, {"tie_weights": False, "bias": False, "positions": "sinusoidal"}])
-def test_transformer_decode_step_equals_the_full_pass(over):
-    """The one-token decode step (``Transformer._one_step``, no module calls) gives the general path's
-    logits at every position up to a full window, for a batch of sequences, and fills the same cache."""
+def test_transformer_decode_step_equals_the_full_pass(over, monkeypatch):
+    """The one-token decode step in torch operations (``Transformer._one_step`` without the compiled
+    kernel; tests/test_native.py checks that one) gives the general path's logits at every position up
+    to a full window, for a batch of sequences, and fills the same cache."""
+    import engine.models.native as native
+
+    monkeypatch.setattr(native, "decode_step", lambda model: None)
     model = tiny("transformer", **over)
     ctx = model.max_context
     x = torch.randint(0, V, (3, ctx), generator=torch.Generator().manual_seed(4))
@@ -91,7 +95,7 @@ def test_transformer_decode_step_equals_the_full_pass(over):
         for t in range(ctx):
             logits, _, state = model(x[:, t : t + 1], state=state, use_cache=True)
             steps.append(logits)
-    assert state.plan is not None  # the decode step ran (the general path never builds a plan)
+    assert state.plan is not None and state.plan[-1] is None  # the torch decode step ran
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
     _, _, general = model(x, use_cache=True)
     for a, b in zip(state.k + state.v, general.k + general.v):

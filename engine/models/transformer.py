@@ -9,9 +9,10 @@
 Attention runs through ``F.scaled_dot_product_attention``; with ``need_weights=True`` (or
 ``model.capture_attention = True``) it is computed explicitly and kept in ``model.last_attention``
 (list per layer of (B, heads, Tq, Tk)). Generation carries a ``KVCache``: each new token costs one
-query against the cached keys/values (``decode_block``: the same equations as ``Block`` in fewer
-operations, with the weights looked up once per generation); when the window is full the cache
-re-encodes the last half.
+query against the cached keys/values, in one compiled call for a float32 model on the CPU
+(``engine.models.native``), else in torch operations (``decode_block``: the same equations as ``Block``
+in fewer operations, with the weights looked up once per generation); when the window is full the
+cache re-encodes the last half.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class KVCache:
     def __init__(self, k: list[Tensor], v: list[Tensor], tokens: Tensor, pos: int = 0):
         self.k, self.v, self.tokens, self.pos = k, v, tokens, pos
         self.plan: tuple | None = None  # the model's tensors for a decode step (Transformer._one_step)
+        self.bound: tuple | None = None  # k/v pointers for the compiled decode step (native.DecodeStep)
 
     @classmethod
     def empty(cls, model: Transformer, batch_size: int, device, dtype) -> KVCache:
@@ -241,19 +243,26 @@ class Transformer(SeqModel):
 
     def _one_step(self, idx: Tensor, cache: KVCache) -> Tensor:
         """Logits (B, V) after one new token per sequence, idx (B,), at ``cache.pos`` (eval mode): the
-        cached decode step, with no module calls and no (B, 1, ...) reshapes."""
+        cached decode step, compiled (``engine.models.native``) where it can be, else in torch operations
+        with no module calls and no (B, 1, ...) reshapes."""
         pos, plan = cache.pos, cache.plan
         if plan is None:
+            from engine.models.native import decode_step
+
             pos_table = self.pos.weight if self.config.positions == "learned" else self.pos_table
             plan = cache.plan = (self.tok.weight, pos_table, [b.step_weights() for b in self.blocks],
-                                 self.ln_f.weight, self.ln_f.bias, self.ln_f.eps, self.head.weight, self.config.heads)
-        tok, pos_table, blocks, lnw, lnb, eps, head, heads = plan
-        x = F.embedding(idx, tok) + pos_table[pos]
-        for w, k, v in zip(blocks, cache.k, cache.v):
-            x = decode_block(x, w, k, v, pos, heads)
+                                 self.ln_f.weight, self.ln_f.bias, self.ln_f.eps, self.head.weight, self.config.heads,
+                                 decode_step(self))
+        tok, pos_table, blocks, lnw, lnb, eps, head, heads, native = plan
+        logits = native(idx, cache) if native is not None and not torch.is_grad_enabled() else None
+        if logits is None:
+            x = F.embedding(idx, tok) + pos_table[pos]
+            for w, k, v in zip(blocks, cache.k, cache.v):
+                x = decode_block(x, w, k, v, pos, heads)
+            logits = F.linear(F.layer_norm(x, (x.size(1),), lnw, lnb, eps), head)
         cache.tokens[:, pos] = idx
         cache.pos = pos + 1
-        return F.linear(F.layer_norm(x, (x.size(1),), lnw, lnb, eps), head)
+        return logits
 
     def next_logits(self, idx: Tensor) -> Tensor:
         """Logits (B, V) of the token after ``idx`` (B, T <= context), from scratch and without a cache:
