@@ -145,6 +145,15 @@ def test_built_once_then_loaded_from_the_cache(fresh, tmp_path):
     assert not [p for p in os.listdir(native.cache_folder()) if p.endswith(".tmp") or p.startswith("tmp")]
 
 
+def test_a_damaged_built_file_is_built_again(fresh):
+    cc = native._compiler()
+    if cc is None:
+        pytest.skip("no C compiler here")
+    built = native.built_file(cc)
+    built.write_bytes(b"\x7fELF truncated")
+    assert native.library() is not None and built.read_bytes()[:4] == b"\x7fELF" and built.stat().st_size > 1000
+
+
 @pytest.mark.parametrize("cc, why", [("/nonexistent/cc", "no C compiler"), ("false", "failed")])
 def test_no_working_compiler_is_a_clean_fallback(fresh, cc, why):
     fresh.setenv("CC", cc)

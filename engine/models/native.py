@@ -88,6 +88,12 @@ def cache_folder() -> Path:
     return ensure_dir(cache_dir() / "kernels", "the compiled kernels folder")
 
 
+def built_file(cc: str) -> Path:
+    """The library built from this source by ``cc`` for this CPU (it may not exist yet)."""
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), cc.encode(), repr(FLAGS).encode(), _cpu().encode()]))
+    return cache_folder() / f"decode_step-{key.hexdigest()[:20]}.so"
+
+
 def library() -> ctypes.CDLL | None:
     """The loaded kernel, built on first use; ``None`` when it cannot be (``status()`` says why)."""
     global _lib, _why
@@ -102,21 +108,25 @@ def library() -> ctypes.CDLL | None:
         return None
     from engine.errors import SeqplayError
 
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), cc.encode(), repr(FLAGS).encode(), _cpu().encode()]))
     try:
-        target = cache_folder() / f"decode_step-{key.hexdigest()[:20]}.so"
+        target = built_file(cc)
     except SeqplayError as e:
         _why = str(e)
         return None
-    if not target.is_file():
-        _why = _build(cc, target)
-        if _why:
-            return None
-    try:
-        lib = ctypes.CDLL(str(target))
-        fn = lib.seqplay_decode_step
-    except (OSError, AttributeError) as e:
-        _why = f"cannot load {target.name}: {e}"
+    lib = None
+    for attempt in range(2):  # a built file that does not load (truncated, say) is built again, once
+        if attempt or not target.is_file():
+            target.unlink(missing_ok=True)
+            _why = _build(cc, target)
+            if _why:
+                return None
+        try:
+            lib = ctypes.CDLL(str(target))
+            fn = lib.seqplay_decode_step
+            break
+        except (OSError, AttributeError) as e:
+            _why = f"cannot load {target.name}: {e}"
+    if lib is None or _why:
         return None
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.POINTER(_Model), ctypes.c_int32, ctypes.c_int32] + [ctypes.c_void_p] * 5
