@@ -47,9 +47,10 @@ def runs_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    from engine.runs.paths import ensure_dir
+    """``<home>/cache``, created (``engine.runs.paths.cache_dir``)."""
+    from engine.runs.paths import cache_dir as _cache_dir
 
-    return ensure_dir(home_dir() / "cache", "the data cache folder")
+    return _cache_dir()
 
 
 # -------------------------------------------------------------------------------------------- sources

@@ -80,18 +80,19 @@ def _build(cc: str, target: Path) -> str:
     return f"{Path(cc).name} failed: {err}"
 
 
-def cache_folder() -> Path:
+def cache_folder(create: bool = True) -> Path:
     """Where built kernels are kept: ``<seqplay home>/cache/kernels``."""
-    from engine.data.sources import cache_dir
-    from engine.runs.paths import ensure_dir
+    from engine.runs.paths import cache_dir, ensure_dir
 
-    return ensure_dir(cache_dir() / "kernels", "the compiled kernels folder")
+    path = cache_dir(create) / "kernels"
+    return ensure_dir(path, "the compiled kernels folder") if create else path
 
 
-def built_file(cc: str) -> Path:
-    """The library built from this source by ``cc`` for this CPU (it may not exist yet)."""
+def built_file(cc: str, create: bool = True) -> Path:
+    """The library built from this source by ``cc`` for this CPU (it may not exist yet; ``create``:
+    make its folder)."""
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), cc.encode(), repr(FLAGS).encode(), _cpu().encode()]))
-    return cache_folder() / f"decode_step-{key.hexdigest()[:20]}.so"
+    return cache_folder(create) / f"decode_step-{key.hexdigest()[:20]}.so"
 
 
 def library() -> ctypes.CDLL | None:
@@ -109,7 +110,9 @@ def library() -> ctypes.CDLL | None:
     from engine.errors import SeqplayError
 
     try:
-        target = built_file(cc)
+        target = built_file(cc, create=False)
+        if not target.is_file():
+            target = built_file(cc)
     except SeqplayError as e:
         _why = str(e)
         return None

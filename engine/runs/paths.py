@@ -1,6 +1,7 @@
 """Where runs live, and the jail: how the files of a run folder are opened.
 
-  home_dir / runs_root / find_run   the one computation of the home folder and the runs folder
+  home_dir / cache_dir / runs_root  the one computation of the home, cache and runs folders
+  find_run                           a run folder from its name or path
   read_bytes / read_json             a run's file, opened only as a regular file, never through a link
   open_append / real_dir             writes stay inside the run folder (no symlinked file or folder)
 
@@ -44,6 +45,12 @@ def home_dir(create: bool = True) -> Path:
     if create:
         ensure_dir(path, "the seqplay home folder")
     return path
+
+
+def cache_dir(create: bool = True) -> Path:
+    """``<home>/cache``: the data cache and the compiled kernels (created on demand)."""
+    path = home_dir(create) / "cache"
+    return ensure_dir(path, "the data cache folder") if create else path
 
 
 def ensure_dir(path: Path, what: str) -> Path:
