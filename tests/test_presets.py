@@ -34,6 +34,13 @@ def test_given_settings_win_and_long_runs_keep_dropout():
     assert not {c.name for c in picked} & given
 
 
+def test_the_models_own_context_wins_over_the_recipes():
+    """A context given as the model's setting (``--set context=``, the app's field) is not overridden by
+    the recipe's run-level context."""
+    cfg, picked = fast_defaults(TrainConfig(source="x", model={"context": 128}), {"model.context"}, *SHAKESPEARE_SPLIT)
+    assert cfg.context is None and cfg.model["context"] == 128 and "context" not in {c.name for c in picked}
+
+
 def test_time_budget_leaves_the_steps_to_the_clock():
     cfg, _ = fast_defaults(TrainConfig(source="x", steps=None, time_budget=40.0), set(), *SHAKESPEARE_SPLIT)
     assert cfg.steps is None and cfg.time_budget == 40.0 and cfg.eval_every >= 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import SeqplayError
 from engine.models.registry import ARCHS
 from engine.training.config import TOKENIZERS
 from tests.fake_engine import FakeEngine
@@ -61,7 +62,10 @@ async def shown_counts(corpus: Path, tokenizer: str) -> dict[str, tuple[int | st
             archs.index = i
             count = app.query_one("#param-count")
             await until(lambda name=name: model.counted_for == name, f"{name} count")
-            config = model._config(data.spec, data.tokenizer, data.val_fraction, "cpu")  # unvalidated: errors too
+            try:  # the config the app would start: the form with the fast defaults applied
+                config, _ = model.resolved(data.spec, data.tokenizer, data.val_fraction, "cpu")
+            except SeqplayError:  # refused: the form's own config, unvalidated, so the trainer refuses it too
+                config = model._config(data.spec, data.tokenizer, data.val_fraction, "cpu", model._given())
             out[name] = (model.params_shown if model.params_shown is not None else str(count.render()),
                          config.to_dict())
     return out

@@ -66,6 +66,9 @@ def fast_defaults(config: TrainConfig, given: set[str], train_tokens: int, val_t
     model = dict(config.model)
     picked: list[Choice] = []
 
+    if "model.context" in given:  # the model's own context setting wins over the run-level one
+        given = given | {"context"}
+
     def pick(name: str, value: Any, why: str) -> None:
         if name in given:
             return
@@ -145,9 +148,10 @@ def describe_context(config: TrainConfig) -> int | None:
 
 
 def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_tokens: int,
-              vocab_size: int) -> list[tuple[str, str]]:
+              vocab_size: int, override: str = "give a flag to override") -> list[tuple[str, str]]:
     """What the run will do, as (label, value) rows: model, data, optimisation, budget, evaluation,
-    and which of them the defaults chose. Torch-free: the app shows the same rows."""
+    and which of them the defaults chose (``override``: how to set one yourself). Torch-free: the
+    app's Model pane shows the same rows."""
     auto = {c.name for c in picked}
     model_line, params = describe_model(config, vocab_size)
     ctx = config.context or config.model.get("context") or describe_context(config)
@@ -178,7 +182,7 @@ def preflight(config: TrainConfig, picked: list[Choice], train_tokens: int, val_
         ("machine", f"device {config.device}, precision {config.precision}, threads {config.threads or 'auto'}"),
     ]
     if auto:
-        rows.append(("fast defaults", ", ".join(sorted(auto)) + " (give a flag to override)"))
+        rows.append(("fast defaults", ", ".join(sorted(auto)) + f" ({override})"))
     return rows
 
 
