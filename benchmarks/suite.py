@@ -650,8 +650,10 @@ def bench_overhead(steps: int = 200, repeats: int = 2, arch: str = "transformer"
                         f"p95 {m['p95']:.0f} ms over {m['n']} presses", m))
     if "training_tokens_per_s" in found:
         m = found["training_tokens_per_s"]
+        threads = (f" ({m['threads_under_tui']} thread(s) under the TUI, {m['threads_headless']} headless: each picks the"
+                   " idle cores when it starts)" if m.get("threads_under_tui") else "")
         rows.append(Row("overhead", "training under the TUI", m["under_tui"], "tokens/s",
-                        f"headless `seqplay train` {m['headless']:,.0f} tokens/s", m))
+                        f"headless `seqplay train` {m['headless']:,.0f} tokens/s, same model{threads}", m))
         rows.append(Row("overhead", "TUI + worker overhead", 100 * (1 - m["ratio"]), "%", "goal: < 5", m))
     if not found:
         rows.append(Row("overhead", "benchmarks/tui_latency.py", float("nan"), "",

@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODEL = {"width": 128, "layers": 2, "heads": 4, "context": 64}
+# The same model both ways (dropout 0 picks the same attention path; the flags' defaults fill the rest)
+MODEL = {"width": 128, "layers": 2, "heads": 4, "context": 64, "dropout": 0.0}
 TRAIN_ARGS = ["grammar", "--arch", "transformer", "--width", "128", "--layers", "2", "--heads", "4",
-              "--context", "64", "--batch-size", "32", "--device", "cpu", "--eval-every", "100000",
+              "--context", "64", "--dropout", "0", "--batch-size", "32", "--device", "cpu", "--eval-every", "100000",
               "--sample-every", "0"]
 
 STARTUP_CHILD = r"""
@@ -78,6 +79,18 @@ def startup_tmux(repeats: int = 5) -> dict | None:
         time.sleep(0.5)
     return {"measure": "tmux_launch_to_first_paint_s", "median": statistics.median(times), "max": max(times),
             "repeats": repeats}
+
+
+def run_threads(run_dir: Path) -> int | None:
+    """The intra-op threads the run trained with (its first log line says)."""
+    import re
+
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            found = re.search(r"(\d+) threads?\)", line)
+            if found:
+                return int(found.group(1))
+    return None
 
 
 def step_tokens_per_s(run_dir: Path, skip: float = 0.2) -> float:
@@ -152,8 +165,12 @@ def main() -> None:
     if not args.skip_throughput:
         tui_tps = step_tokens_per_s(Path(session["run_dir"]))
         headless_tps = headless_throughput(args.steps)
+        from engine.runs.folders import runs_root
+
         print(json.dumps({"measure": "training_tokens_per_s", "under_tui": tui_tps, "headless": headless_tps,
-                          "ratio": tui_tps / headless_tps, "steps": args.steps}), flush=True)
+                          "ratio": tui_tps / headless_tps, "steps": args.steps,
+                          "threads_under_tui": run_threads(Path(session["run_dir"])),
+                          "threads_headless": run_threads(runs_root() / "headless")}), flush=True)
 
 
 if __name__ == "__main__":

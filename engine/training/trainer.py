@@ -652,7 +652,7 @@ class Trainer:
         ))
         for level, text in self._notes:
             self.log(text, level)
-        self.log(f"{cfg.arch}: {self.n_params:,} parameters on {self.device} ({self.precision}, {self.threads} threads)")
+        self.log(f"{cfg.arch}: {self.n_params:,} parameters on {self.device} ({self.precision}, {self.threads} thread{'' if self.threads == 1 else 's'})")
         if getattr(self.data, "split_rule", ""):
             unk = self.data.unk_share()
             self.log(self.data.split_rule + (f"; <unk> is {unk:.1%} of the validation tokens" if unk else ""))
