@@ -105,6 +105,9 @@ def test_tensors_the_kernel_does_not_read_fall_back_to_torch(compiled):
     odd = model_with()
     odd.blocks[1].attn.qkv.weight = torch.nn.Parameter(torch.zeros(3 * 48, 40))
     assert native.decode_step(odd) is None
+    unweighted = model_with()
+    unweighted.blocks[0].ln1.weight = None  # a LayerNorm without its gain: the kernel would read a null pointer
+    assert native.decode_step(unweighted) is None
     # with gradients on, the torch step runs (it builds a graph; the kernel would not)
     _, state = cached_logits(model, x[:, :1])
     logits, _, _ = model(x[:, 1:2], state=state)

@@ -41,7 +41,7 @@ static float dot(const float *a, const float *b, int n) {
     return s + (acc[0] + acc[2]) + (acc[1] + acc[3]);
 }
 
-/* y[r] = W[r] . x + b[r] (+ y[r] when accumulate), W row-major (rows, n); four rows share each load of x */
+/* y[r] = W[r] . x + b[r] (+ y[r] when accumulate), W row-major (rows, n) */
 static void gemv(float *y, const float *w, const float *b, const float *x, int rows, int n, int accumulate) {
     for (int r = 0; r < rows; r++) {
         float v = dot(w + (int64_t)r * n, x, n) + (b ? b[r] : 0.0f);

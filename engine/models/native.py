@@ -185,9 +185,11 @@ class DecodeStep:
         return out
 
 
-def _usable(t: torch.Tensor | None, *shape: int) -> bool:
-    return (t is None or (t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
-                          and tuple(t.shape) == shape))
+def _usable(t: torch.Tensor | None, *shape: int, optional: bool = False) -> bool:
+    """``t`` is a contiguous float32 CPU tensor of ``shape`` (or absent, where ``optional``: a bias)."""
+    if t is None:
+        return optional
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and tuple(t.shape) == shape
 
 
 def decode_step(model) -> DecodeStep | None:
@@ -208,14 +210,15 @@ def decode_step(model) -> DecodeStep | None:
         return None
     lnf = model.ln_f
     checks = [_usable(tok, V, C), _usable(pos, T, C), _usable(head, head.size(0), C), _usable(lnf.weight, C),
-              _usable(lnf.bias, C)]
+              _usable(lnf.bias, C, optional=True)]
     blocks, tensors = (_Block * len(model.blocks))(), [tok, pos, head, lnf.weight, lnf.bias]
     approx = {model.blocks[0].mlp[1].approximate}
     for i, b in enumerate(model.blocks):
         ln1w, ln1b, eps1, qkvw, qkvb, projw, projb, ln2w, ln2b, eps2, upw, upb, act, downw, downb = b.step_weights()
-        checks += [_usable(ln1w, C), _usable(ln1b, C), _usable(qkvw, 3 * C, C), _usable(qkvb, 3 * C),
-                   _usable(projw, C, C), _usable(projb, C), _usable(ln2w, C), _usable(ln2b, C),
-                   _usable(upw, F, C), _usable(upb, F), _usable(downw, C, F), _usable(downb, C)]
+        bias = dict(optional=True)
+        checks += [_usable(ln1w, C), _usable(ln1b, C, **bias), _usable(qkvw, 3 * C, C), _usable(qkvb, 3 * C, **bias),
+                   _usable(projw, C, C), _usable(projb, C, **bias), _usable(ln2w, C), _usable(ln2b, C, **bias),
+                   _usable(upw, F, C), _usable(upb, F, **bias), _usable(downw, C, F), _usable(downb, C, **bias)]
         approx.add(act)
         ts = (ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, upw, upb, downw, downb)
         tensors += ts

@@ -233,10 +233,12 @@ class ModelPane(Horizontal):
         cfg, _ = self.resolved(source, tokenizer, val_fraction, device)
         return cfg
 
-    def resolved(self, source: str, tokenizer: str, val_fraction: float, device: str) -> tuple[TrainConfig, list[Choice]]:
+    def resolved(self, source: str, tokenizer: str, val_fraction: float, device: str,
+                 given: set[str] | None = None) -> tuple[TrainConfig, list[Choice]]:
         """The config of the form with ``fast_defaults`` applied to every field the user has not
-        changed (once the Data pane knows the split sizes), and what they picked."""
-        given = self._given()
+        changed (``given``, default ``_given()``; once the Data pane knows the split sizes), and what
+        they picked."""
+        given = self._given() if given is None else given
         cfg = self._config(source, tokenizer, val_fraction, device, given).validate()
         counts = getattr(self.app.pane("data"), "counts", None)
         picked: list[Choice] = []
@@ -325,9 +327,10 @@ class ModelPane(Horizontal):
         self.params_shown = None
         data = self.app.pane("data")
         try:
+            given = self._given()
             cfg, self.picked = self.resolved(getattr(data, "spec", None) or "grammar", getattr(data, "tokenizer", "char"),
-                                             getattr(data, "val_fraction", 0.1), getattr(self.app, "device", "auto"))
-            self._show_resolved(cfg, self._given())
+                                             getattr(data, "val_fraction", 0.1), getattr(self.app, "device", "auto"), given)
+            self._show_resolved(cfg, given)
             if self.vocab_size is None:
                 count.update("parameters: [dim]waiting for the tokenizer's vocabulary (Data pane) ...[/]")
                 estimate.update("")
