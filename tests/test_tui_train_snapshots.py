@@ -3,6 +3,8 @@ snapshot at or before the cursor step (same prompt and seed) through Generate, w
 
 from __future__ import annotations
 
+from textual.widgets import Input
+
 from engine.runs.snapshot_index import schedule, scheduled
 from engine.worker import protocol as P
 from tests.fake_engine import FakeEngine, fake_timeline_text
@@ -87,13 +89,15 @@ async def test_the_log_at_80x24_is_on_screen_and_follows_its_newest_line():
     engine = FakeEngine(steps_per_poll=5, eval_every=10)  # an evaluation line every 10 steps
     app = SeqplayApp(engine_factory=lambda: engine)
     async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").counts is not None, what="the corpus")
+        app.pane("model").query_one("#steps", Input).value = "1000000"  # still training when the test ends
         await start_training(pilot, app)
         train = app.pane("train")
         log = train.query_one("#train-log")
         await wait_for(pilot, lambda: len(log.lines) > 8, what="more log lines than fit")
-        for _ in range(3):  # as lines keep arriving, the view stays at the newest
-            seen = len(log.lines)
-            await wait_for(pilot, lambda s=seen: len(log.lines) > s, what="a new line")
+        for _ in range(3):  # as lines keep arriving (the log keeps its newest lines), the view stays at the newest
+            seen = log.lines[-1].text
+            await wait_for(pilot, lambda s=seen: log.lines[-1].text != s, what="a new line")
             await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y > 0, what="the view at the newest line")
         assert log.region.bottom <= app.screen.region.bottom - 1  # above the footer, never cut off
         assert log.region.height >= 4 and train.curve.region.height >= 9
