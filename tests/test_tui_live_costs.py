@@ -1,8 +1,12 @@
 """What the app does per batch of training events stays cheap: the footer's keys are recomputed only
 when the training state changes (a Footer recompose per batch once took a third of the UI's time), and
-the live status line asks for a screen layout only when its height changes."""
+the live status line asks for a screen layout only when its height changes; and the app's long-lived
+objects are out of the cyclic collector's way (gc.freeze), so a pane switch no longer sets off a
+~200 ms full collection."""
 
 from __future__ import annotations
+
+import gc
 
 from textual.widgets import Input, Static
 
@@ -45,3 +49,22 @@ async def test_training_events_do_not_recompose_the_footer_or_relayout_the_statu
         assert len(refreshes) - before >= 1  # a state change does refresh the keys
         await pilot.press("x")
         await wait_for(pilot, lambda: app.train_job is None, timeout=30, what="the run to stop")
+
+
+@sync
+async def test_the_apps_objects_are_frozen_once_per_pane_and_unfrozen_when_it_exits(monkeypatch):
+    freezes: list[int] = []
+    real_freeze = gc.freeze
+    monkeypatch.setattr(gc, "freeze", lambda: (freezes.append(1), real_freeze())[1])
+    app, _ = make_app(FakeEngine(steps_per_poll=2))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").counts is not None, what="the corpus")
+        await wait_for(pilot, lambda: gc.get_freeze_count() > 0, what="the start-up freeze")
+        assert len(freezes) == 1
+        await pilot.press("3")  # the Train pane's first show: its widgets are frozen after it
+        await wait_for(pilot, lambda: len(freezes) == 2, what="the Train pane's freeze")
+        for key in "13131":  # panes already shown are not frozen again
+            await pilot.press(key)
+            await pilot.pause(0.6)
+        assert len(freezes) == 2
+    assert gc.get_freeze_count() == 0  # the app gave its objects back to the collector
