@@ -9,10 +9,12 @@ from __future__ import annotations
 import gc
 
 from textual.widgets import Input, Static
+from textual.widgets._footer import FooterKey
 
 from tests.fake_engine import FakeEngine
 from tests.pilot_helpers import sync, wait_for
 from tests.test_tui import make_app
+from tui.widgets.footer import KeysFooter
 
 
 @sync
@@ -68,3 +70,29 @@ async def test_the_apps_objects_are_frozen_once_per_pane_and_unfrozen_when_it_ex
             await pilot.pause(0.6)
         assert len(freezes) == 2
     assert gc.get_freeze_count() == 0  # the app gave its objects back to the collector
+
+
+@sync
+async def test_a_pane_switch_rebuilds_the_footer_at_most_twice_and_it_shows_the_new_panes_keys():
+    app, _ = make_app(FakeEngine(steps_per_poll=2))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.pane("data").counts is not None, what="the corpus")
+        for key in "3412":  # every pane mounted and shown once
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        footer = app.query_one(KeysFooter)
+        rebuilds: list[int] = []
+        real_recompose = footer.recompose
+
+        async def counting() -> None:
+            rebuilds.append(1)
+            await real_recompose()
+
+        footer.recompose = counting  # type: ignore[method-assign]
+        for key, action in (("3", "pause_resume"), ("4", "next_token"), ("1", None), ("3", "pause_resume")):
+            rebuilds.clear()
+            await pilot.press(key)
+            await pilot.pause(0.5)
+            shown = [k.action for k in app.screen.query(FooterKey)]
+            assert 1 <= len(rebuilds) <= 2, f"pane {key}: {len(rebuilds)} footer rebuilds"  # Textual's own: 4
+            assert "quit" in shown and (action in shown if action else "pause_resume" not in shown and "next_token" not in shown)

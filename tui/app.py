@@ -31,13 +31,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.lazy import Lazy
-from textual.widgets import Checkbox, Footer, Header, Input, Select, TabbedContent, TabPane
+from textual.widgets import Checkbox, Header, Input, Select, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from engine.errors import SeqplayError
 from engine.worker import protocol as P
 from tui.commands import KeysProvider
 from tui.messages import EngineEvents, EngineFailed, RunOpened, SourceChosen
+from tui.widgets.footer import KeysFooter
 
 
 class EngineClient(Protocol):
@@ -167,7 +168,7 @@ class SeqplayApp(App):
                     self._panes[spec.id] = _load(spec.target)(id=spec.id)
                     # hidden panes mount after the first paint: the first screen shows in well under 1 s
                     yield self._panes[spec.id] if i == 0 else Lazy(self._panes[spec.id])
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         import asyncio
